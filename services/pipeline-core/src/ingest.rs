@@ -1,0 +1,356 @@
+//! The stream processor's core: a batch of Kinesis records in, per shard one raw object and one
+//! quarantine object out, with exact accounting. Every input unit (a record, or each sub-record of
+//! a KPL aggregate) ends in exactly one of the two objects.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::event::{self, fmt_time};
+use crate::keys;
+use crate::kpl;
+use crate::reason::{Reason, Rejection};
+
+/// gzip level of raw and quarantine objects: the fastest level, as they are read exactly once.
+pub const GZIP_LEVEL: u32 = 1;
+
+/// One Kinesis record as the event source delivers it, with `data` already base64-decoded.
+#[derive(Debug, Clone, Copy)]
+pub struct KinesisRecord<'a> {
+    pub shard_id: &'a str,
+    pub sequence_number: &'a str,
+    pub arrival: DateTime<Utc>,
+    pub partition_key: &'a str,
+    pub data: &'a [u8],
+}
+
+/// A gzip JSON-lines object, ready to put.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedObject {
+    pub key: String,
+    pub body: Vec<u8>,
+    pub lines: u64,
+    pub uncompressed_bytes: u64,
+    /// Hex SHA-256 of `body`: identifies this exact content in the metadata table.
+    pub sha256: String,
+}
+
+/// What one shard's records of one invocation become.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardOutput {
+    pub shard_id: String,
+    pub first_sequence_number: String,
+    pub last_sequence_number: String,
+    pub first_arrival: DateTime<Utc>,
+    pub last_arrival: DateTime<Utc>,
+    /// Kinesis records (an aggregate counts once).
+    pub kinesis_records: u64,
+    /// Units: plain records plus KPL sub-records (a rejected aggregate counts once).
+    pub units: u64,
+    pub valid: u64,
+    pub quarantined: BTreeMap<Reason, u64>,
+    /// Largest `arrival - occurred_at` among valid units, in milliseconds.
+    pub max_ingest_lag_ms: Option<i64>,
+    pub raw: Option<EncodedObject>,
+    pub quarantine: Option<EncodedObject>,
+}
+
+impl ShardOutput {
+    pub fn quarantined_total(&self) -> u64 {
+        self.quarantined.values().sum()
+    }
+}
+
+/// One line of a raw object, as read back.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawLine<'a> {
+    #[serde(borrow)]
+    pub shard: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    pub seq: std::borrow::Cow<'a, str>,
+    pub subseq: u64,
+    #[serde(borrow)]
+    pub arrival: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    pub partition_key: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    pub event: &'a serde_json::value::RawValue,
+}
+
+/// One line of a quarantine object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineLine {
+    pub shard: String,
+    pub seq: String,
+    pub subseq: u64,
+    pub arrival: String,
+    pub partition_key: String,
+    pub reason: Reason,
+    pub detail: String,
+    pub data_base64: String,
+}
+
+/// Validates and encodes a batch. Records are grouped by shard in order of first appearance.
+pub fn ingest(records: &[KinesisRecord<'_>]) -> Vec<ShardOutput> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut by_shard: BTreeMap<&str, Vec<&KinesisRecord<'_>>> = BTreeMap::new();
+    for r in records {
+        let group = by_shard.entry(r.shard_id).or_default();
+        if group.is_empty() {
+            order.push(r.shard_id);
+        }
+        group.push(r);
+    }
+    order.into_iter().map(|shard| ingest_shard(&by_shard[shard])).collect()
+}
+
+fn ingest_shard(records: &[&KinesisRecord<'_>]) -> ShardOutput {
+    let first = records[0];
+    let last = records[records.len() - 1];
+    let mut raw = LineWriter::new(records.len() * 512);
+    let mut quarantine = LineWriter::new(0);
+    let mut out = ShardOutput {
+        shard_id: first.shard_id.to_owned(),
+        first_sequence_number: first.sequence_number.to_owned(),
+        last_sequence_number: last.sequence_number.to_owned(),
+        first_arrival: first.arrival,
+        last_arrival: last.arrival,
+        kinesis_records: records.len() as u64,
+        units: 0,
+        valid: 0,
+        quarantined: BTreeMap::new(),
+        max_ingest_lag_ms: None,
+        raw: None,
+        quarantine: None,
+    };
+    for r in records {
+        let arrival = fmt_time(r.arrival);
+        if kpl::is_aggregated(r.data) {
+            match kpl::deaggregate(r.data) {
+                Ok(subs) => {
+                    for (i, sub) in subs.iter().enumerate() {
+                        let unit = Unit { record: r, arrival: &arrival, subseq: i as u64, partition_key: &sub.partition_key, data: &sub.data };
+                        accept_or_quarantine(&unit, &mut out, &mut raw, &mut quarantine);
+                    }
+                }
+                Err(rejection) => {
+                    let unit = Unit { record: r, arrival: &arrival, subseq: 0, partition_key: r.partition_key, data: r.data };
+                    quarantine_unit(&unit, &rejection, &mut out, &mut quarantine);
+                }
+            }
+        } else {
+            let unit = Unit { record: r, arrival: &arrival, subseq: 0, partition_key: r.partition_key, data: r.data };
+            accept_or_quarantine(&unit, &mut out, &mut raw, &mut quarantine);
+        }
+    }
+    let (shard, seq, at) = (first.shard_id, first.sequence_number, first.arrival);
+    out.raw = raw.finish(|| keys::raw_key(shard, seq, at));
+    out.quarantine = quarantine.finish(|| keys::quarantine_key(shard, seq, at));
+    out
+}
+
+struct Unit<'a> {
+    record: &'a KinesisRecord<'a>,
+    arrival: &'a str,
+    subseq: u64,
+    partition_key: &'a str,
+    data: &'a [u8],
+}
+
+fn accept_or_quarantine(unit: &Unit<'_>, out: &mut ShardOutput, raw: &mut LineWriter, quarantine: &mut LineWriter) {
+    match event::validate(unit.data, unit.record.arrival) {
+        Ok(ev) => {
+            out.units += 1;
+            out.valid += 1;
+            let lag = (unit.record.arrival - ev.occurred_at).num_milliseconds();
+            out.max_ingest_lag_ms = Some(out.max_ingest_lag_ms.map_or(lag, |m| m.max(lag)));
+            raw.raw_line(unit);
+        }
+        Err(rejection) => {
+            quarantine_unit(unit, &rejection, out, quarantine);
+        }
+    }
+}
+
+fn quarantine_unit(unit: &Unit<'_>, rejection: &Rejection, out: &mut ShardOutput, quarantine: &mut LineWriter) {
+    out.units += 1;
+    *out.quarantined.entry(rejection.reason).or_default() += 1;
+    let line = QuarantineLine {
+        shard: unit.record.shard_id.to_owned(),
+        seq: unit.record.sequence_number.to_owned(),
+        subseq: unit.subseq,
+        arrival: unit.arrival.to_owned(),
+        partition_key: unit.partition_key.to_owned(),
+        reason: rejection.reason,
+        detail: rejection.detail.clone(),
+        data_base64: base64::engine::general_purpose::STANDARD.encode(unit.data),
+    };
+    quarantine.json_line(&line);
+}
+
+/// Accumulates JSON lines, then gzips them.
+struct LineWriter {
+    buf: Vec<u8>,
+    lines: u64,
+}
+
+impl LineWriter {
+    fn new(capacity: usize) -> Self {
+        LineWriter { buf: Vec::with_capacity(capacity), lines: 0 }
+    }
+
+    /// `{"shard","seq","subseq","arrival","partition_key","event"}` with the event's own bytes.
+    fn raw_line(&mut self, unit: &Unit<'_>) {
+        let b = &mut self.buf;
+        b.extend_from_slice(b"{\"shard\":");
+        push_json_str(b, unit.record.shard_id);
+        b.extend_from_slice(b",\"seq\":");
+        push_json_str(b, unit.record.sequence_number);
+        b.extend_from_slice(b",\"subseq\":");
+        b.extend_from_slice(unit.subseq.to_string().as_bytes());
+        b.extend_from_slice(b",\"arrival\":");
+        push_json_str(b, unit.arrival);
+        b.extend_from_slice(b",\"partition_key\":");
+        push_json_str(b, unit.partition_key);
+        b.extend_from_slice(b",\"event\":");
+        // The event is valid JSON: line breaks can only be insignificant whitespace between tokens.
+        let event = unit.data.trim_ascii();
+        b.extend(event.iter().map(|&c| if c == b'\n' || c == b'\r' { b' ' } else { c }));
+        b.extend_from_slice(b"}\n");
+        self.lines += 1;
+    }
+
+    fn json_line<T: Serialize>(&mut self, value: &T) {
+        // Serialising plain structs of strings and numbers into memory cannot fail.
+        if serde_json::to_writer(&mut self.buf, value).is_ok() {
+            self.buf.push(b'\n');
+            self.lines += 1;
+        }
+    }
+
+    fn finish(self, key: impl FnOnce() -> String) -> Option<EncodedObject> {
+        if self.lines == 0 {
+            return None;
+        }
+        let body = gzip(&self.buf);
+        Some(EncodedObject {
+            key: key(),
+            sha256: hex::encode(Sha256::digest(&body)),
+            lines: self.lines,
+            uncompressed_bytes: self.buf.len() as u64,
+            body,
+        })
+    }
+}
+
+fn push_json_str(buf: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        buf.push(b'"');
+        buf.extend_from_slice(s.as_bytes());
+        buf.push(b'"');
+    } else if serde_json::to_writer(&mut *buf, s).is_err() {
+        // Unreachable for in-memory writers; keep the line valid JSON regardless.
+        buf.extend_from_slice(b"\"\"");
+    }
+}
+
+/// Deterministic gzip (no file name, mtime 0).
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = GzEncoder::new(Vec::with_capacity(data.len() / 4 + 64), Compression::new(GZIP_LEVEL));
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(data);
+    enc.finish().unwrap_or_default()
+}
+
+/// Decompresses a gzip body; the error is the decoder's.
+pub fn gunzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len() * 6);
+    let mut dec = flate2::read::GzDecoder::new(body);
+    std::io::Read::read_to_end(&mut dec, &mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_764_064_800 + s, 0).unwrap()
+    }
+
+    fn event(id: &str) -> String {
+        format!(r#"{{"event_id":"{id}","event_type":"click","occurred_at":"{}","source":"web"}}"#, fmt_time(at(-5)))
+    }
+
+    fn rec<'a>(shard: &'a str, seq: &'a str, data: &'a [u8]) -> KinesisRecord<'a> {
+        KinesisRecord { shard_id: shard, sequence_number: seq, arrival: at(0), partition_key: "pk", data }
+    }
+
+    #[test]
+    fn splits_valid_and_invalid_per_shard() {
+        let (a, b) = (event("a"), event("b"));
+        let agg = kpl::aggregate(&[
+            kpl::SubRecord { partition_key: "k1".into(), explicit_hash_key: None, data: event("c").into_bytes() },
+            kpl::SubRecord { partition_key: "k2".into(), explicit_hash_key: None, data: b"nope".to_vec() },
+        ]);
+        let records = [
+            rec("s0", "100", a.as_bytes()),
+            rec("s1", "200", b"{}"),
+            rec("s0", "101", b"\xff"),
+            rec("s1", "201", b.as_bytes()),
+            rec("s0", "102", &agg),
+        ];
+        let out = ingest(&records);
+        assert_eq!(out.len(), 2);
+        let s0 = &out[0];
+        assert_eq!((s0.shard_id.as_str(), s0.first_sequence_number.as_str(), s0.last_sequence_number.as_str()), ("s0", "100", "102"));
+        assert_eq!((s0.kinesis_records, s0.units, s0.valid, s0.quarantined_total()), (3, 4, 2, 2));
+        assert_eq!(s0.quarantined[&Reason::NotUtf8], 1);
+        assert_eq!(s0.quarantined[&Reason::InvalidJson], 1);
+        assert_eq!(s0.max_ingest_lag_ms, Some(5000));
+        let raw = s0.raw.as_ref().unwrap();
+        assert_eq!(raw.key, "raw/dt=2025-11-25/hour=10/shard=s0/100.jsonl.gz");
+        let text = String::from_utf8(gunzip(&raw.body).unwrap()).unwrap();
+        let lines: Vec<RawLine<'_>> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!((lines[1].seq.as_ref(), lines[1].subseq, lines[1].partition_key.as_ref()), ("102", 0, "k1"));
+        assert_eq!(lines[0].event.get(), a);
+        let q = s0.quarantine.as_ref().unwrap();
+        assert_eq!(q.key, "quarantine/dt=2025-11-25/hour=10/shard=s0/100.jsonl.gz");
+        let text = String::from_utf8(gunzip(&q.body).unwrap()).unwrap();
+        let qs: Vec<QuarantineLine> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(qs[0].data_base64, "/w==");
+        assert_eq!((qs[1].seq.as_str(), qs[1].subseq, qs[1].reason), ("102", 1, Reason::InvalidJson));
+        let s1 = &out[1];
+        assert_eq!((s1.units, s1.valid), (2, 1));
+        assert_eq!(s1.quarantined[&Reason::MissingField], 1);
+    }
+
+    #[test]
+    fn rejected_aggregate_is_one_unit() {
+        let mut agg = kpl::aggregate(&[kpl::SubRecord { partition_key: "k".into(), explicit_hash_key: None, data: event("x").into_bytes() }]);
+        let n = agg.len();
+        agg[n - 1] ^= 0xFF;
+        let out = ingest(&[rec("s", "1", &agg)]);
+        assert_eq!((out[0].units, out[0].valid), (1, 0));
+        assert_eq!(out[0].quarantined[&Reason::KplChecksumMismatch], 1);
+        assert!(out[0].raw.is_none());
+    }
+
+    #[test]
+    fn pretty_printed_events_stay_one_line() {
+        let pretty = event("p").replace(',', ",\n  ");
+        let out = ingest(&[rec("s", "1", pretty.as_bytes())]);
+        let text = String::from_utf8(gunzip(&out[0].raw.as_ref().unwrap().body).unwrap()).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        let line: RawLine<'_> = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(event::parse(line.event.get().as_bytes()).unwrap().event_id, "p");
+    }
+}

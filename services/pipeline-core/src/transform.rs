@@ -1,0 +1,322 @@
+//! The transformer's core: a raw object in, enriched rows grouped into Hive partitions out.
+//!
+//! Enrichment (documented in `docs/data-contract.md`):
+//! - `event_date`, `event_hour`: UTC date and hour of `occurred_at` (the partition of the row);
+//! - `ingest_lag_ms`: Kinesis arrival time minus `occurred_at`;
+//! - PII pseudonymisation: `user_id` becomes `user_id_hash`, and the values of attribute keys
+//!   `email`, `ip` and `phone` (any depth, any letter case) become HMAC-SHA256 hex digests;
+//! - dedupe by `event_id` inside one raw object: the first occurrence wins, the rest are counted;
+//! - lineage: `kinesis_shard`, `kinesis_seq`, `kinesis_subseq`, `raw_key`.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, NaiveDate, Timelike, Utc};
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use sha2::Sha256;
+
+use crate::event;
+use crate::ingest::{RawLine, gunzip};
+use crate::keys;
+use crate::parquet_io::{self, Row};
+use crate::reason::Rejection;
+
+/// The attribute keys whose values are pseudonymised, compared case-insensitively.
+pub const PII_ATTRIBUTE_KEYS: [&str; 3] = ["email", "ip", "phone"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransformError {
+    #[error("`{0}` is not a raw object key of this pipeline")]
+    NotARawKey(String),
+    #[error("raw object is not valid gzip: {0}")]
+    NotGzip(std::io::Error),
+    #[error("raw object is not utf-8 text after gunzip")]
+    NotUtf8,
+    #[error("raw object line {line}: {message}")]
+    BadLine { line: usize, message: String },
+    #[error("raw object line {line}: event no longer satisfies the contract: {rejection}")]
+    InvalidEvent { line: usize, rejection: Rejection },
+    #[error("writing parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("the pii hmac key is empty: set a non-empty secret value")]
+    EmptyKey,
+}
+
+/// Keyed pseudonymisation: HMAC-SHA256, lower-case hex.
+#[derive(Clone)]
+pub struct Pseudonymizer {
+    mac: Hmac<Sha256>,
+}
+
+impl std::fmt::Debug for Pseudonymizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pseudonymizer { key: <redacted> }")
+    }
+}
+
+impl Pseudonymizer {
+    pub fn new(key: &[u8]) -> Result<Self, TransformError> {
+        if key.is_empty() {
+            return Err(TransformError::EmptyKey);
+        }
+        let mac = Hmac::<Sha256>::new_from_slice(key).map_err(|_| TransformError::EmptyKey)?;
+        Ok(Pseudonymizer { mac })
+    }
+
+    pub fn hash(&self, value: &str) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(value.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Replaces the values of PII keys at any depth. Strings are hashed as they are; other values
+    /// (numbers, objects, arrays) are hashed as their compact JSON text; `null` stays `null`.
+    pub fn scrub(&self, value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    if is_pii_key(k) {
+                        let hashed = match &*v {
+                            Value::Null => continue,
+                            Value::String(s) => self.hash(s),
+                            other => self.hash(&other.to_string()),
+                        };
+                        *v = Value::String(hashed);
+                    } else {
+                        self.scrub(v);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.scrub(v)),
+            _ => {}
+        }
+    }
+
+    /// The attributes as stored: the input text when it holds no PII key, else scrubbed compact JSON.
+    pub fn attributes_json(&self, attributes: &RawValue) -> String {
+        let text = attributes.get();
+        if !might_hold_pii(text) {
+            return text.to_owned();
+        }
+        match serde_json::from_str::<Value>(text) {
+            Ok(mut v) => {
+                self.scrub(&mut v);
+                v.to_string()
+            }
+            // The text was validated as JSON upstream; never store it unscrubbed.
+            Err(_) => "null".to_owned(),
+        }
+    }
+}
+
+fn is_pii_key(k: &str) -> bool {
+    PII_ATTRIBUTE_KEYS.iter().any(|p| k.eq_ignore_ascii_case(p))
+}
+
+/// A cheap pre-check: could any object key in this JSON text be a PII key?
+fn might_hold_pii(text: &str) -> bool {
+    let b = text.as_bytes();
+    PII_ATTRIBUTE_KEYS.iter().any(|p| {
+        let n = p.len() + 2;
+        b.windows(n).any(|w| w[0] == b'"' && w[n - 1] == b'"' && w[1..n - 1].eq_ignore_ascii_case(p.as_bytes()))
+    }) || text.contains('\\')
+}
+
+/// One output object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessedObject {
+    pub key: String,
+    pub event_type: String,
+    pub date: NaiveDate,
+    pub hour: u32,
+    pub rows: Vec<Row>,
+}
+
+/// Everything produced from one raw object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransformOutput {
+    pub lines: u64,
+    pub rows: u64,
+    pub duplicates: u64,
+    pub max_ingest_lag_ms: Option<i64>,
+    /// Sorted by key.
+    pub objects: Vec<ProcessedObject>,
+}
+
+impl TransformOutput {
+    pub fn keys(&self) -> Vec<String> {
+        self.objects.iter().map(|o| o.key.clone()).collect()
+    }
+}
+
+/// Transforms a raw object's gzip body; `raw_key` is its (decoded) key.
+pub fn transform(raw_key: &str, body: &[u8], pii: &Pseudonymizer) -> Result<TransformOutput, TransformError> {
+    let parsed_key = keys::parse_raw_key(raw_key).ok_or_else(|| TransformError::NotARawKey(raw_key.to_owned()))?;
+    let text = gunzip(body).map_err(TransformError::NotGzip)?;
+    let text = std::str::from_utf8(&text).map_err(|_| TransformError::NotUtf8)?;
+
+    let mut seen: HashSet<std::borrow::Cow<'_, str>> = HashSet::new();
+    let mut groups: BTreeMap<(String, NaiveDate, u32), Vec<Row>> = BTreeMap::new();
+    let (mut lines, mut rows, mut duplicates, mut max_lag) = (0u64, 0u64, 0u64, None::<i64>);
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
+        let n = i + 1;
+        lines += 1;
+        let raw: RawLine<'_> =
+            serde_json::from_str(line).map_err(|e| TransformError::BadLine { line: n, message: e.to_string() })?;
+        let arrival = DateTime::parse_from_rfc3339(&raw.arrival)
+            .map_err(|e| TransformError::BadLine { line: n, message: format!("arrival: {e}") })?
+            .with_timezone(&Utc);
+        let ev = event::parse(raw.event.get().as_bytes())
+            .map_err(|rejection| TransformError::InvalidEvent { line: n, rejection })?;
+        if !seen.insert(ev.event_id.clone()) {
+            duplicates += 1;
+            continue;
+        }
+        let row = enrich(&ev, arrival, &raw, raw_key, pii);
+        max_lag = Some(max_lag.map_or(row.ingest_lag_ms, |m: i64| m.max(row.ingest_lag_ms)));
+        rows += 1;
+        let date = ev.occurred_at.date_naive();
+        groups.entry((ev.event_type.clone(), date, ev.occurred_at.hour())).or_default().push(row);
+    }
+    let objects = groups
+        .into_iter()
+        .map(|((event_type, date, hour), rows)| ProcessedObject {
+            key: keys::processed_key(&event_type, date, hour, parsed_key.shard_id, parsed_key.first_sequence_number),
+            event_type,
+            date,
+            hour,
+            rows,
+        })
+        .collect();
+    Ok(TransformOutput { lines, rows, duplicates, max_ingest_lag_ms: max_lag, objects })
+}
+
+fn enrich(ev: &event::Event<'_>, arrival: DateTime<Utc>, raw: &RawLine<'_>, raw_key: &str, pii: &Pseudonymizer) -> Row {
+    let extra_json = (!ev.extra.is_empty()).then(|| {
+        let mut s = String::from("{");
+        for (i, (k, v)) in ev.extra.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(&serde_json::to_string(k.as_ref()).unwrap_or_default());
+            s.push(':');
+            s.push_str(v.get());
+        }
+        s.push('}');
+        s
+    });
+    Row {
+        event_id: ev.event_id.to_string(),
+        event_type: ev.event_type.clone(),
+        occurred_at_us: ev.occurred_at.timestamp_micros(),
+        source: ev.source.to_string(),
+        user_id_hash: ev.user_id.as_deref().map(|u| pii.hash(u)),
+        session_id: ev.session_id.as_deref().map(str::to_owned),
+        schema_version: ev.schema_version as i32,
+        attributes_json: ev.attributes.map(|a| pii.attributes_json(a)),
+        extra_json,
+        event_date: parquet_io::days_since_epoch(ev.occurred_at.date_naive()),
+        event_hour: ev.occurred_at.hour() as i32,
+        arrival_time_us: arrival.timestamp_micros(),
+        ingest_lag_ms: (arrival - ev.occurred_at).num_milliseconds(),
+        kinesis_shard: raw.shard.to_string(),
+        kinesis_seq: raw.seq.to_string(),
+        kinesis_subseq: raw.subseq as i64,
+        raw_key: raw_key.to_owned(),
+    }
+}
+
+/// Encodes every output object as Parquet: `(key, bytes)` sorted by key.
+pub fn encode(output: &TransformOutput) -> Result<Vec<(String, Vec<u8>)>, TransformError> {
+    output
+        .objects
+        .iter()
+        .map(|o| Ok((o.key.clone(), parquet_io::write_rows(&o.rows)?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::{KinesisRecord, ingest};
+    use chrono::TimeZone;
+
+    fn pii() -> Pseudonymizer {
+        Pseudonymizer::new(b"test-key").unwrap()
+    }
+
+    fn raw_object(events: &[String]) -> (String, Vec<u8>) {
+        let arrival = Utc.with_ymd_and_hms(2026, 11, 25, 10, 0, 0).unwrap();
+        let seqs: Vec<String> = (0..events.len()).map(|i| format!("{}", 1000 + i)).collect();
+        let records: Vec<KinesisRecord<'_>> = events
+            .iter()
+            .zip(&seqs)
+            .map(|(e, s)| KinesisRecord { shard_id: "shardId-000000000000", sequence_number: s, arrival, partition_key: "pk", data: e.as_bytes() })
+            .collect();
+        let out = ingest(&records).remove(0);
+        let raw = out.raw.unwrap();
+        (raw.key, raw.body)
+    }
+
+    fn ev(id: &str, ty: &str, at: &str, rest: &str) -> String {
+        format!(r#"{{"event_id":"{id}","event_type":"{ty}","occurred_at":"{at}","source":"web"{rest}}}"#)
+    }
+
+    #[test]
+    fn enriches_dedupes_and_partitions() {
+        let (key, body) = raw_object(&[
+            ev("a", "Click", "2026-11-25T09:59:59.5Z", r#","user_id":"u1","attributes":{"Email":"x@y","n":{"ip":"1.2.3.4","ok":1}},"utm":"z""#),
+            ev("b", "click", "2026-11-25T08:00:00Z", ""),
+            ev("a", "click", "2026-11-25T09:00:00Z", ""),
+            ev("c", "purchase", "2026-11-25T09:30:00+01:00", r#","attributes":{"sku":"s-1"}"#),
+        ]);
+        let out = transform(&key, &body, &pii()).unwrap();
+        assert_eq!((out.lines, out.rows, out.duplicates), (4, 3, 1));
+        let keys = out.keys();
+        assert_eq!(
+            keys,
+            [
+                "processed/event_type=click/dt=2026-11-25/hour=08/shardId-000000000000-1000.parquet",
+                "processed/event_type=click/dt=2026-11-25/hour=09/shardId-000000000000-1000.parquet",
+                "processed/event_type=purchase/dt=2026-11-25/hour=08/shardId-000000000000-1000.parquet",
+            ]
+        );
+        let a = &out.objects[1].rows[0];
+        assert_eq!(a.event_id, "a");
+        assert_eq!(a.user_id_hash.as_deref(), Some(pii().hash("u1").as_str()));
+        assert_eq!(a.user_id_hash.as_ref().unwrap().len(), 64);
+        let attrs: Value = serde_json::from_str(a.attributes_json.as_deref().unwrap()).unwrap();
+        assert_eq!(attrs["Email"], Value::String(pii().hash("x@y")));
+        assert_eq!(attrs["n"]["ip"], Value::String(pii().hash("1.2.3.4")));
+        assert_eq!(attrs["n"]["ok"], 1);
+        assert_eq!(a.extra_json.as_deref(), Some(r#"{"utm":"z"}"#));
+        assert_eq!(a.ingest_lag_ms, 500);
+        assert_eq!((a.kinesis_seq.as_str(), a.kinesis_subseq, a.raw_key.as_str()), ("1000", 0, key.as_str()));
+        let c = &out.objects[2].rows[0];
+        assert_eq!(c.attributes_json.as_deref(), Some(r#"{"sku":"s-1"}"#));
+        assert_eq!(c.event_hour, 8);
+    }
+
+    #[test]
+    fn pii_values_of_any_type_are_hashed() {
+        let mut v: Value = serde_json::json!({"phone": 5551234, "list": [{"IP": ["a"]}], "email": null});
+        pii().scrub(&mut v);
+        assert_eq!(v["phone"], Value::String(pii().hash("5551234")));
+        assert_eq!(v["list"][0]["IP"], Value::String(pii().hash("[\"a\"]")));
+        assert_eq!(v["email"], Value::Null);
+        // An escaped key is still found.
+        let raw = RawValue::from_string(r#"{"em\u0061il":"x"}"#.to_owned()).unwrap();
+        assert!(!pii().attributes_json(&raw).contains("\"x\""));
+    }
+
+    #[test]
+    fn rejects_foreign_or_corrupt_objects() {
+        let (key, body) = raw_object(&[ev("a", "x", "2026-11-25T09:00:00Z", "")]);
+        assert!(matches!(transform("quarantine/x", &body, &pii()), Err(TransformError::NotARawKey(_))));
+        assert!(matches!(transform(&key, b"plain", &pii()), Err(TransformError::NotGzip(_))));
+        let bad = crate::ingest::gzip(b"{\"shard\":1}\n");
+        assert!(matches!(transform(&key, &bad, &pii()), Err(TransformError::BadLine { line: 1, .. })));
+        assert!(Pseudonymizer::new(b"").is_err());
+    }
+}
