@@ -1,1 +1,202 @@
+//! The stream processor: Kinesis batch → raw and quarantine objects in S3 + one metadata item per
+//! raw object, answering with partial batch failures.
+//!
+//! **Invariant:** a record is acknowledged (absent from `batchItemFailures`) only after the object
+//! holding it is durably written and, for raw objects, recorded in the metadata table. A failure
+//! reports the shard's first sequence number, so the platform redelivers the whole group and the
+//! same keys are overwritten with the same content.
 
+mod events;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+use chrono::{DateTime, Duration, Utc};
+use pipeline_aws::emf::{Metrics, Unit};
+use pipeline_aws::{MetadataStore, ObjectStore, RawItem, StoreError};
+use pipeline_core::event::fmt_time;
+use pipeline_core::{KinesisRecord, ShardOutput};
+
+pub use events::ShardFailed;
+
+/// Settings read from the function's environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub raw_bucket: String,
+    pub metadata_table: String,
+    pub metadata_ttl_days: u32,
+    pub function_name: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("environment variable {0} is not set: the deployment must set it (see docs/deployment.md)")]
+    MissingEnv(&'static str),
+    #[error("environment variable {name} is `{value}`: {expected}")]
+    BadEnv { name: &'static str, value: String, expected: &'static str },
+}
+
+impl Settings {
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let need = |name: &'static str| get(name).filter(|v| !v.is_empty()).ok_or(Error::MissingEnv(name));
+        let ttl = get("METADATA_TTL_DAYS").unwrap_or_else(|| "30".to_owned());
+        Ok(Settings {
+            raw_bucket: need("RAW_BUCKET")?,
+            metadata_table: need("METADATA_TABLE")?,
+            metadata_ttl_days: ttl.parse().map_err(|_| Error::BadEnv {
+                name: "METADATA_TTL_DAYS",
+                value: ttl.clone(),
+                expected: "a whole number of days",
+            })?,
+            function_name: get("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "stream-processor".to_owned()),
+        })
+    }
+}
+
+/// The handler, generic over its two stores.
+#[derive(Debug)]
+pub struct StreamProcessor<O, M> {
+    objects: O,
+    metadata: M,
+    settings: Settings,
+}
+
+/// What one invocation did, for metrics and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub kinesis_records: u64,
+    pub units: u64,
+    pub valid: u64,
+    pub quarantined: BTreeMap<pipeline_core::Reason, u64>,
+    /// Units in shard groups that were reported as failed (to be redelivered).
+    pub failed_units: u64,
+    pub objects_written: u64,
+    pub bytes_written: u64,
+    pub max_ingest_lag_ms: Option<i64>,
+}
+
+/// Converts the event's records, taking the shard id from `eventID` (`shardId-…:<sequence>`).
+pub fn records(event: &KinesisEvent) -> Vec<KinesisRecord<'_>> {
+    event
+        .records
+        .iter()
+        .map(|r| KinesisRecord {
+            shard_id: r.event_id.as_deref().and_then(|id| id.split_once(':')).map_or("shardId-unknown", |(shard, _)| shard),
+            sequence_number: &r.kinesis.sequence_number,
+            arrival: r.kinesis.approximate_arrival_timestamp.0,
+            partition_key: &r.kinesis.partition_key,
+            data: &r.kinesis.data.0,
+        })
+        .collect()
+}
+
+impl<O: ObjectStore, M: MetadataStore> StreamProcessor<O, M> {
+    pub fn new(objects: O, metadata: M, settings: Settings) -> Self {
+        StreamProcessor { objects, metadata, settings }
+    }
+
+    /// Handles one batch. `now` stamps the metadata item; `correlation_id` is the request id.
+    pub async fn handle(&self, event: &KinesisEvent, correlation_id: &str, now: DateTime<Utc>) -> (KinesisEventResponse, Report) {
+        let outputs = pipeline_core::ingest(&records(event));
+        let mut response = KinesisEventResponse::default();
+        let mut report = Report::default();
+        for shard in &outputs {
+            report.kinesis_records += shard.kinesis_records;
+            report.units += shard.units;
+            match self.write_shard(shard, correlation_id, now).await {
+                Ok((objects, bytes)) => {
+                    report.valid += shard.valid;
+                    for (reason, n) in &shard.quarantined {
+                        *report.quarantined.entry(*reason).or_default() += n;
+                    }
+                    report.objects_written += objects;
+                    report.bytes_written += bytes;
+                    report.max_ingest_lag_ms = report.max_ingest_lag_ms.max(shard.max_ingest_lag_ms);
+                    events::ShardWritten { shard, correlation_id }.emit();
+                }
+                Err(error) => {
+                    report.failed_units += shard.units;
+                    ShardFailed { shard, error: &error, correlation_id }.emit();
+                    let mut failure = KinesisBatchItemFailure::default();
+                    failure.item_identifier = Some(shard.first_sequence_number.clone());
+                    response.batch_item_failures.push(failure);
+                }
+            }
+        }
+        (response, report)
+    }
+
+    /// Puts one encoded object (if any); returns the bytes written.
+    async fn put_object(&self, object: Option<&pipeline_core::EncodedObject>, correlation_id: &str) -> Result<u64, StoreError> {
+        let Some(object) = object else { return Ok(0) };
+        let meta = BTreeMap::from([
+            ("correlation-id".to_owned(), correlation_id.to_owned()),
+            ("records".to_owned(), object.lines.to_string()),
+            ("sha256".to_owned(), object.sha256.clone()),
+        ]);
+        self.objects
+            .put(&self.settings.raw_bucket, &object.key, object.body.clone(), "application/x-ndjson+gzip", &meta)
+            .await?;
+        Ok(object.body.len() as u64)
+    }
+
+    /// Writes one shard's objects and metadata; returns (objects, bytes) written.
+    async fn write_shard(&self, shard: &ShardOutput, correlation_id: &str, now: DateTime<Utc>) -> Result<(u64, u64), StoreError> {
+        let (q_bytes, r_bytes) = tokio::join!(
+            self.put_object(shard.quarantine.as_ref(), correlation_id),
+            self.put_object(shard.raw.as_ref(), correlation_id)
+        );
+        let (q_bytes, r_bytes) = (q_bytes?, r_bytes?);
+        if let Some(raw) = &shard.raw {
+            let item = RawItem {
+                raw_key: raw.key.clone(),
+                raw_sha256: raw.sha256.clone(),
+                shard_id: shard.shard_id.clone(),
+                first_sequence_number: shard.first_sequence_number.clone(),
+                last_sequence_number: shard.last_sequence_number.clone(),
+                first_arrival: fmt_time(shard.first_arrival),
+                last_arrival: fmt_time(shard.last_arrival),
+                kinesis_records: shard.kinesis_records,
+                valid_records: shard.valid,
+                quarantined_records: shard.quarantined_total(),
+                quarantine_key: shard.quarantine.as_ref().map(|q| q.key.clone()),
+                raw_bytes: raw.body.len() as u64,
+                raw_uncompressed_bytes: raw.uncompressed_bytes,
+                correlation_id: correlation_id.to_owned(),
+                written_at: fmt_time(now),
+                expires_at: (now + Duration::days(i64::from(self.settings.metadata_ttl_days))).timestamp(),
+            };
+            self.metadata.record_raw(&item).await?;
+        }
+        let objects = u64::from(shard.raw.is_some()) + u64::from(shard.quarantine.is_some());
+        Ok((objects, q_bytes + r_bytes))
+    }
+}
+
+impl Report {
+    /// The invocation's EMF metrics.
+    pub fn metrics(&self, function: &str, started: Instant, cold_start: bool) -> Metrics {
+        let mut m = Metrics::new(function);
+        m.count("KinesisRecords", self.kinesis_records)
+            .count("RecordsReceived", self.units)
+            .count("RecordsValid", self.valid)
+            .count("RecordsQuarantined", self.quarantined.values().sum())
+            .count("RecordsFailed", self.failed_units)
+            .count("ObjectsWritten", self.objects_written)
+            .add("BytesWritten", self.bytes_written as f64, Unit::Bytes)
+            .add("DurationMs", started.elapsed().as_secs_f64() * 1000.0, Unit::Milliseconds)
+            .count("ColdStart", u64::from(cold_start));
+        for (reason, n) in &self.quarantined {
+            m.count(&format!("Quarantined_{reason}"), *n);
+        }
+        if let Some(lag) = self.max_ingest_lag_ms {
+            m.add("IngestLagMs", lag as f64, Unit::Milliseconds);
+        }
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,112 @@
+//! CloudWatch Embedded Metric Format: one JSON line per invocation on stdout, which Lambda ships
+//! to CloudWatch Logs and CloudWatch turns into metrics without any API call.
+//!
+//! Namespace `EventPipeline`, one dimension `Function`. The metric names each function emits are
+//! listed in `docs/operations.md`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use serde_json::{Map, Value, json};
+
+pub const NAMESPACE: &str = "EventPipeline";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    Bytes,
+    Milliseconds,
+}
+
+impl Unit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Unit::Count => "Count",
+            Unit::Bytes => "Bytes",
+            Unit::Milliseconds => "Milliseconds",
+        }
+    }
+}
+
+/// The metrics of one invocation.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    function: String,
+    values: BTreeMap<String, (f64, Unit)>,
+    properties: Map<String, Value>,
+}
+
+impl Metrics {
+    pub fn new(function: impl Into<String>) -> Self {
+        Metrics { function: function.into(), values: BTreeMap::new(), properties: Map::new() }
+    }
+
+    /// Adds to a metric (metrics named twice are summed).
+    pub fn add(&mut self, name: &str, value: f64, unit: Unit) -> &mut Self {
+        self.values.entry(name.to_owned()).or_insert((0.0, unit)).0 += value;
+        self
+    }
+
+    pub fn count(&mut self, name: &str, value: u64) -> &mut Self {
+        self.add(name, value as f64, Unit::Count)
+    }
+
+    /// A searchable property that is not a metric (a request id, a key).
+    pub fn property(&mut self, name: &str, value: impl Into<Value>) -> &mut Self {
+        self.properties.insert(name.to_owned(), value.into());
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.values.get(name).map(|(v, _)| *v)
+    }
+
+    /// The EMF document.
+    pub fn to_json(&self, timestamp_ms: i64) -> Value {
+        let definitions: Vec<Value> =
+            self.values.iter().map(|(name, (_, unit))| json!({"Name": name, "Unit": unit.as_str()})).collect();
+        let mut doc = Map::new();
+        doc.insert(
+            "_aws".into(),
+            json!({
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [["Function"]], "Metrics": definitions}],
+            }),
+        );
+        doc.insert("Function".into(), Value::String(self.function.clone()));
+        for (name, (value, _)) in &self.values {
+            doc.insert(name.clone(), json!(value));
+        }
+        for (k, v) in &self.properties {
+            doc.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        Value::Object(doc)
+    }
+
+    /// Writes the document as one line on stdout.
+    pub fn emit(&self) {
+        let line = self.to_json(chrono::Utc::now().timestamp_millis()).to_string();
+        let mut out = std::io::stdout().lock();
+        // A lost metrics line must not fail the invocation; the log line of the same event stays.
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_follows_the_emf_specification() {
+        let mut m = Metrics::new("eventpipe-dev-stream-processor");
+        m.count("RecordsReceived", 3).count("RecordsReceived", 2).add("DurationMs", 1.5, Unit::Milliseconds);
+        m.property("RequestId", "abc");
+        let doc = m.to_json(1_700_000_000_000);
+        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Namespace"], "EventPipeline");
+        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Function"]]));
+        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Metrics"][1], json!({"Name": "RecordsReceived", "Unit": "Count"}));
+        assert_eq!(doc["RecordsReceived"], 5.0);
+        assert_eq!(doc["Function"], "eventpipe-dev-stream-processor");
+        assert_eq!(doc["RequestId"], "abc");
+    }
+}
