@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::error::from_sdk;
 use crate::store::{PENDING, STATUS_PROCESSED, STATUS_RAW_WRITTEN};
-use crate::{MarkOutcome, MetadataItem, MetadataStore, ProcessedUpdate, RawItem, RecordOutcome, StoreError};
+use crate::{Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, ProcessedUpdate, RawItem, RecordOutcome, StoreError};
 
 pub const PENDING_INDEX: &str = "pending-by-age";
 
@@ -125,9 +125,10 @@ impl MetadataStore for DynamoStore {
             .update_expression(
                 "SET #status = :processed, processed_sha256 = :sha, outputs = :outputs, processed_rows = :rows, \
                  duplicates = :dups, processed_at = :at, processed_correlation_id = :correlation, \
-                 processed_sequencer = :sequencer REMOVE #pending",
+                 processed_sequencer = :sequencer REMOVE #pending, lease_owner, lease_until",
             )
-            .condition_expression("raw_sha256 = :sha")
+            .condition_expression("raw_sha256 = :sha AND lease_owner = :owner")
+            .expression_attribute_values(":owner", s(&u.lease_owner))
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#pending", "pending")
             .expression_attribute_values(":processed", s(STATUS_PROCESSED))
@@ -147,6 +148,47 @@ impl MetadataStore for DynamoStore {
                 Ok(MarkOutcome::Superseded)
             }
             Err(e) => Err(from_sdk("UpdateItem", &format!("{}/{}", self.table, u.raw_key), e)),
+        }
+    }
+
+    async fn acquire_lease(&self, lease: &Lease) -> Result<LeaseOutcome, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("raw_key", s(&lease.raw_key))
+            .update_expression("SET lease_owner = :owner, lease_until = :until, expires_at = if_not_exists(expires_at, :expires)")
+            .condition_expression("attribute_not_exists(lease_until) OR lease_until < :now OR lease_owner = :owner")
+            .expression_attribute_values(":owner", s(&lease.owner))
+            .expression_attribute_values(":until", n(lease.until_ms))
+            .expression_attribute_values(":now", n(lease.now_ms))
+            .expression_attribute_values(":expires", n(lease.expires_at))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(LeaseOutcome::Acquired),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Ok(LeaseOutcome::HeldByAnother)
+            }
+            Err(e) => Err(from_sdk("UpdateItem", &format!("{}/{} (lease)", self.table, lease.raw_key), e)),
+        }
+    }
+
+    async fn release_lease(&self, raw_key: &str, owner: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("raw_key", s(raw_key))
+            .update_expression("REMOVE lease_owner, lease_until")
+            .condition_expression("lease_owner = :owner")
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(from_sdk("UpdateItem", &format!("{}/{raw_key} (lease)", self.table), e)),
         }
     }
 

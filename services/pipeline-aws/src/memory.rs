@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::store::{STATUS_PROCESSED, STATUS_RAW_WRITTEN};
-use crate::{MarkOutcome, MetadataItem, MetadataStore, ObjectStore, ProcessedUpdate, RawItem, RecordOutcome, StoreError, StoredObject};
+use crate::{Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, ObjectStore, ProcessedUpdate, RawItem, RecordOutcome, StoreError, StoredObject};
 
 /// When calls fail. Deterministic for a seed.
 #[derive(Debug, Clone)]
@@ -173,6 +173,7 @@ struct Item {
     rows: Option<u64>,
     duplicates: Option<u64>,
     processed_at: Option<String>,
+    lease: Option<(String, i64)>,
 }
 
 /// The metadata table in memory, with the same conditional writes as [`crate::dynamodb`].
@@ -261,7 +262,11 @@ impl MetadataStore for MemoryMetadataStore {
         let outcome = {
             let mut items = lock(&self.items);
             match items.get_mut(&u.raw_key) {
-                Some(item) if item.raw.as_ref().is_some_and(|r| r.raw_sha256 == u.raw_sha256) => {
+                Some(item)
+                    if item.raw.as_ref().is_some_and(|r| r.raw_sha256 == u.raw_sha256)
+                        && item.lease.as_ref().is_some_and(|(owner, _)| *owner == u.lease_owner) =>
+                {
+                    item.lease = None;
                     item.status = STATUS_PROCESSED.to_owned();
                     item.pending = false;
                     item.processed_sha256 = Some(u.raw_sha256.clone());
@@ -275,6 +280,37 @@ impl MetadataStore for MemoryMetadataStore {
             }
         };
         if fault == Fault::After { Err(injected("UpdateItem", &u.raw_key)) } else { Ok(outcome) }
+    }
+
+    async fn acquire_lease(&self, lease: &Lease) -> Result<LeaseOutcome, StoreError> {
+        let fault = self.roll();
+        if fault == Fault::Before {
+            return Err(injected("UpdateItem", &lease.raw_key));
+        }
+        let outcome = {
+            let mut items = lock(&self.items);
+            let item = items.entry(lease.raw_key.clone()).or_default();
+            match &item.lease {
+                Some((owner, until)) if *until >= lease.now_ms && *owner != lease.owner => LeaseOutcome::HeldByAnother,
+                _ => {
+                    item.lease = Some((lease.owner.clone(), lease.until_ms));
+                    LeaseOutcome::Acquired
+                }
+            }
+        };
+        if fault == Fault::After { Err(injected("UpdateItem", &lease.raw_key)) } else { Ok(outcome) }
+    }
+
+    async fn release_lease(&self, raw_key: &str, owner: &str) -> Result<(), StoreError> {
+        if self.roll() == Fault::Before {
+            return Err(injected("UpdateItem", raw_key));
+        }
+        if let Some(item) = lock(&self.items).get_mut(raw_key) {
+            if item.lease.as_ref().is_some_and(|(o, _)| o == owner) {
+                item.lease = None;
+            }
+        }
+        Ok(())
     }
 
     async fn pending_before(&self, written_before: &str) -> Result<Vec<MetadataItem>, StoreError> {

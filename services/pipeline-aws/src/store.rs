@@ -66,6 +66,8 @@ pub enum RecordOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessedUpdate {
     pub raw_key: String,
+    /// The lease holder: the update only applies while it still holds the lease, and releases it.
+    pub lease_owner: String,
     /// The content that was processed: the update only applies if the item still describes it.
     pub raw_sha256: String,
     pub outputs: Vec<String>,
@@ -80,8 +82,28 @@ pub struct ProcessedUpdate {
 pub enum MarkOutcome {
     /// Status moved to `PROCESSED` with these outputs.
     Marked,
-    /// The item describes other content now (the raw object was rewritten): process again.
+    /// The item describes other content now (the raw object was rewritten), or the lease was
+    /// lost: process again.
     Superseded,
+}
+
+/// A per-raw-object lease: one transformer at a time writes a raw object's outputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub raw_key: String,
+    pub owner: String,
+    /// Unix milliseconds.
+    pub now_ms: i64,
+    /// Unix milliseconds; past this, another transformer may take the lease.
+    pub until_ms: i64,
+    /// Unix seconds: TTL of an item created by the lease alone.
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    Acquired,
+    HeldByAnother,
 }
 
 /// The metadata item of one raw object, as read back.
@@ -111,7 +133,14 @@ pub trait MetadataStore: Send + Sync {
 
     fn get(&self, raw_key: &str) -> impl Future<Output = Result<Option<MetadataItem>, StoreError>> + Send;
 
-    /// `RAW_WRITTEN → PROCESSED`, conditional on the item still describing `raw_sha256`.
+    /// Takes the lease of a raw object (or renews one this owner holds).
+    fn acquire_lease(&self, lease: &Lease) -> impl Future<Output = Result<LeaseOutcome, StoreError>> + Send;
+
+    /// Gives a lease back early (on an error path); a lease held by another owner is left alone.
+    fn release_lease(&self, raw_key: &str, owner: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// `RAW_WRITTEN → PROCESSED` and lease released, conditional on the item still describing
+    /// `raw_sha256` and the lease still being the updater's.
     fn mark_processed(&self, update: &ProcessedUpdate) -> impl Future<Output = Result<MarkOutcome, StoreError>> + Send;
 
     /// Raw objects written before `written_before` (RFC 3339) and not processed yet: one query on

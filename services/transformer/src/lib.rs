@@ -1,1 +1,320 @@
+//! The transformer: S3 ObjectCreated notification for a raw object → enriched Parquet objects in
+//! the processed bucket, and the metadata item moved to `PROCESSED`.
+//!
+//! **Invariant:** after a successful run, the processed objects of a raw key are exactly the
+//! outputs of the raw object's current content, and the metadata item lists them. Duplicate and
+//! out-of-order notifications are harmless: the object's current content is always what is
+//! processed, a per-key lease keeps concurrent runs apart, and a content hash tells a duplicate
+//! from a rewrite.
 
+mod events;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use aws_lambda_events::event::s3::S3Event;
+use chrono::Utc;
+use futures_util::future::try_join_all;
+use pipeline_aws::emf::{Metrics, Unit};
+use pipeline_aws::{Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, ObjectStore, ProcessedUpdate, StoreError};
+use pipeline_core::event::fmt_time;
+use pipeline_core::keys::{RAW_PREFIX, decode_s3_key};
+use pipeline_core::transform::{self, Pseudonymizer, TransformError};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// How often one run re-reads a raw object that was rewritten while it was being processed.
+const MAX_PASSES: usize = 3;
+/// Outputs written in parallel.
+const PUT_CONCURRENCY: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("environment variable {0} is not set: the deployment must set it (see docs/deployment.md)")]
+    MissingEnv(&'static str),
+    #[error("environment variable {name} is `{value}`: {expected}")]
+    BadEnv { name: &'static str, value: String, expected: &'static str },
+    #[error("the pii hmac secret `{secret}` could not be read: {message}; create it and put a value (see docs/deployment.md)")]
+    Secret { secret: String, message: String },
+    #[error("the event is neither an s3 notification nor an s3:TestEvent: {0}")]
+    BadEvent(serde_json::Error),
+    #[error("key `{0}` in the notification is not valid url-encoded utf-8")]
+    BadKey(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("raw object s3://{bucket}/{key}: {source}")]
+    Transform {
+        bucket: String,
+        key: String,
+        #[source]
+        source: TransformError,
+    },
+    #[error("raw object {key}: the metadata item does not describe its current content after {waited:?}; the stream processor has not recorded it yet, retry later")]
+    NotRecorded { key: String, waited: Duration },
+    #[error("raw object {key}: another run holds its lease; retry later")]
+    Leased { key: String },
+    #[error("raw object {key} was rewritten {passes} times while being processed; retry later")]
+    Superseded { key: String, passes: usize },
+}
+
+impl Error {
+    /// Whether the platform's retry can help: true for everything but configuration errors.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Error::MissingEnv(_) | Error::BadEnv { .. } | Error::Secret { .. })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub processed_bucket: String,
+    pub metadata_table: String,
+    pub metadata_ttl_days: u32,
+    pub hmac_secret_id: String,
+    pub function_name: String,
+    /// How long to wait for the stream processor's metadata item of a new raw object.
+    pub item_wait: Duration,
+    /// How long a lease is held at most: longer than the function's timeout.
+    pub lease: Duration,
+}
+
+impl Settings {
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let need = |name: &'static str| get(name).filter(|v| !v.is_empty()).ok_or(Error::MissingEnv(name));
+        let number = |name: &'static str, default: u64, expected: &'static str| -> Result<u64, Error> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => v.parse().map_err(|_| Error::BadEnv { name, value: v, expected }),
+            }
+        };
+        Ok(Settings {
+            processed_bucket: need("PROCESSED_BUCKET")?,
+            metadata_table: need("METADATA_TABLE")?,
+            metadata_ttl_days: number("METADATA_TTL_DAYS", 30, "a whole number of days")? as u32,
+            hmac_secret_id: need("HMAC_SECRET_ID")?,
+            function_name: get("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "transformer".to_owned()),
+            item_wait: Duration::from_millis(number("ITEM_WAIT_MS", 10_000, "milliseconds")?),
+            lease: Duration::from_secs(number("LEASE_SECONDS", 960, "seconds")?),
+        })
+    }
+}
+
+/// What happened to one notification record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Ignored { key: String, why: &'static str },
+    Duplicate { key: String },
+    Processed { key: String, rows: u64, duplicates: u64, outputs: Vec<String>, deleted: Vec<String>, max_ingest_lag_ms: Option<i64> },
+}
+
+/// What one invocation did: the function's response and the source of its metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub outcomes: Vec<Outcome>,
+}
+
+#[derive(Debug)]
+pub struct Transformer<O, M> {
+    objects: O,
+    metadata: M,
+    pii: Pseudonymizer,
+    settings: Settings,
+}
+
+impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
+    pub fn new(objects: O, metadata: M, pii: Pseudonymizer, settings: Settings) -> Self {
+        Transformer { objects, metadata, pii, settings }
+    }
+
+    /// Handles one invocation's payload: an S3 event, or the `s3:TestEvent` S3 sends when a
+    /// notification is configured. The first failing record fails the invocation (records before
+    /// it are done and idempotent).
+    pub async fn handle(&self, payload: &Value, correlation_id: &str) -> Result<Report, Error> {
+        let mut report = Report::default();
+        if payload.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
+            let outcome = Outcome::Ignored { key: String::new(), why: "s3:TestEvent" };
+            events::RecordDone { outcome: &outcome, correlation_id }.emit();
+            report.outcomes.push(outcome);
+            return Ok(report);
+        }
+        let event: S3Event = serde_json::from_value(payload.clone()).map_err(Error::BadEvent)?;
+        for record in &event.records {
+            let name = record.event_name.as_deref().unwrap_or_default();
+            let bucket = record.s3.bucket.name.as_deref().unwrap_or_default();
+            let raw_key = record.s3.object.key.as_deref().unwrap_or_default();
+            let key = decode_s3_key(raw_key).map_err(|_| Error::BadKey(raw_key.to_owned()))?;
+            let outcome = if !name.starts_with("ObjectCreated:") {
+                Outcome::Ignored { key, why: "not an ObjectCreated event" }
+            } else if !key.starts_with(RAW_PREFIX) {
+                Outcome::Ignored { key, why: "key outside raw/" }
+            } else {
+                match self.process(bucket, &key, record.s3.object.sequencer.as_deref(), correlation_id).await {
+                    Ok(outcome) => outcome,
+                    Err(error) => {
+                        events::RecordFailed { key: &key, error: &error, correlation_id }.emit();
+                        return Err(error);
+                    }
+                }
+            };
+            events::RecordDone { outcome: &outcome, correlation_id }.emit();
+            report.outcomes.push(outcome);
+        }
+        Ok(report)
+    }
+
+    /// Processes the current content of one raw object under its lease.
+    pub async fn process(&self, bucket: &str, key: &str, sequencer: Option<&str>, owner: &str) -> Result<Outcome, Error> {
+        let lease = self.lease(key, owner);
+        if self.metadata.acquire_lease(&lease).await? == LeaseOutcome::HeldByAnother {
+            return Err(Error::Leased { key: key.to_owned() });
+        }
+        let result = self.process_leased(bucket, key, sequencer, owner).await;
+        if result.is_err() || matches!(result, Ok(Outcome::Ignored { .. } | Outcome::Duplicate { .. })) {
+            // Best effort: an unreleased lease expires by itself.
+            let _ = self.metadata.release_lease(key, owner).await;
+        }
+        result
+    }
+
+    fn lease(&self, key: &str, owner: &str) -> Lease {
+        let now = Utc::now();
+        Lease {
+            raw_key: key.to_owned(),
+            owner: owner.to_owned(),
+            now_ms: now.timestamp_millis(),
+            until_ms: now.timestamp_millis() + self.settings.lease.as_millis() as i64,
+            expires_at: now.timestamp() + i64::from(self.settings.metadata_ttl_days) * 86_400,
+        }
+    }
+
+    async fn process_leased(&self, bucket: &str, key: &str, sequencer: Option<&str>, owner: &str) -> Result<Outcome, Error> {
+        let mut written: BTreeSet<String> = BTreeSet::new();
+        for pass in 0..MAX_PASSES {
+            let Some(object) = self.objects.get(bucket, key).await? else {
+                return Ok(Outcome::Ignored { key: key.to_owned(), why: "object no longer exists" });
+            };
+            let sha = hex::encode(Sha256::digest(&object.body));
+            let item = self.wait_for_item(key, &sha).await?;
+            if pass == 0 && item.processed_sha256.as_deref() == Some(sha.as_str()) {
+                return Ok(Outcome::Duplicate { key: key.to_owned() });
+            }
+            let output = transform::transform(key, &object.body, &self.pii)
+                .map_err(|source| Error::Transform { bucket: bucket.to_owned(), key: key.to_owned(), source })?;
+            let encoded = transform::encode(&output)
+                .map_err(|source| Error::Transform { bucket: bucket.to_owned(), key: key.to_owned(), source })?;
+            let new_keys: BTreeSet<String> = encoded.iter().map(|(k, _)| k.clone()).collect();
+            self.put_outputs(encoded, key, &sha, owner).await?;
+            written.extend(new_keys.iter().cloned());
+            // Under the lease, no other run writes this raw object's outputs: whatever was listed
+            // before or written by an earlier pass and is not produced now is stale.
+            let stale: Vec<String> =
+                item.outputs.iter().chain(written.iter()).filter(|k| !new_keys.contains(*k)).cloned().collect::<BTreeSet<_>>().into_iter().collect();
+            for k in &stale {
+                self.objects.delete(&self.settings.processed_bucket, k).await?;
+            }
+            let update = ProcessedUpdate {
+                raw_key: key.to_owned(),
+                lease_owner: owner.to_owned(),
+                raw_sha256: sha,
+                outputs: new_keys.iter().cloned().collect(),
+                rows: output.rows,
+                duplicates: output.duplicates,
+                sequencer: sequencer.map(str::to_owned),
+                processed_at: fmt_time(Utc::now()),
+                correlation_id: owner.to_owned(),
+            };
+            match self.metadata.mark_processed(&update).await? {
+                MarkOutcome::Marked => {
+                    return Ok(Outcome::Processed {
+                        key: key.to_owned(),
+                        rows: output.rows,
+                        duplicates: output.duplicates,
+                        outputs: update.outputs,
+                        deleted: stale,
+                        max_ingest_lag_ms: output.max_ingest_lag_ms,
+                    });
+                }
+                MarkOutcome::Superseded => {
+                    // Rewritten while we worked (or the lease ran out): take the lease again and
+                    // process the new content; outputs written so far are cleaned up next pass.
+                    if self.metadata.acquire_lease(&self.lease(key, owner)).await? == LeaseOutcome::HeldByAnother {
+                        return Err(Error::Leased { key: key.to_owned() });
+                    }
+                }
+            }
+        }
+        Err(Error::Superseded { key: key.to_owned(), passes: MAX_PASSES })
+    }
+
+    async fn put_outputs(&self, encoded: Vec<(String, Vec<u8>)>, raw_key: &str, sha: &str, owner: &str) -> Result<(), Error> {
+        let meta = std::collections::BTreeMap::from([
+            ("raw-key".to_owned(), raw_key.to_owned()),
+            ("raw-sha256".to_owned(), sha.to_owned()),
+            ("correlation-id".to_owned(), owner.to_owned()),
+        ]);
+        let mut encoded = encoded.into_iter().peekable();
+        while encoded.peek().is_some() {
+            let chunk: Vec<(String, Vec<u8>)> = encoded.by_ref().take(PUT_CONCURRENCY).collect();
+            try_join_all(chunk.into_iter().map(|(k, body)| {
+                let meta = &meta;
+                async move {
+                    self.objects
+                        .put(&self.settings.processed_bucket, &k, body, "application/vnd.apache.parquet", meta)
+                        .await
+                }
+            }))
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the metadata item describes this content (the stream processor writes the
+    /// object first and the item right after, so a notification can overtake the item).
+    async fn wait_for_item(&self, key: &str, sha: &str) -> Result<MetadataItem, Error> {
+        let started = std::time::Instant::now();
+        let mut delay = Duration::from_millis(20);
+        loop {
+            if let Some(item) = self.metadata.get(key).await? {
+                if item.raw_sha256.as_deref() == Some(sha) {
+                    return Ok(item);
+                }
+            }
+            let waited = started.elapsed();
+            if waited >= self.settings.item_wait {
+                return Err(Error::NotRecorded { key: key.to_owned(), waited });
+            }
+            tokio::time::sleep(delay.min(self.settings.item_wait.saturating_sub(waited))).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Report {
+    pub fn metrics(&self, function: &str, started: std::time::Instant, cold_start: bool) -> Metrics {
+        let mut m = Metrics::new(function);
+        let mut max_lag: Option<i64> = None;
+        for o in &self.outcomes {
+            match o {
+                Outcome::Ignored { .. } => m.count("NotificationsIgnored", 1),
+                Outcome::Duplicate { .. } => m.count("NotificationsDuplicate", 1),
+                Outcome::Processed { rows, duplicates, outputs, deleted, max_ingest_lag_ms, .. } => {
+                    max_lag = max_lag.max(*max_ingest_lag_ms);
+                    m.count("RawObjectsProcessed", 1)
+                        .count("RecordsValid", *rows)
+                        .count("DuplicatesDropped", *duplicates)
+                        .count("ObjectsWritten", outputs.len() as u64)
+                        .count("ObjectsDeleted", deleted.len() as u64)
+                }
+            };
+        }
+        if let Some(lag) = max_lag {
+            m.add("IngestLagMs", lag as f64, Unit::Milliseconds);
+        }
+        m.add("DurationMs", started.elapsed().as_secs_f64() * 1000.0, Unit::Milliseconds).count("ColdStart", u64::from(cold_start));
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,250 @@
+use std::future::Future;
+use std::path::Path;
+
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use pipeline_aws::memory::{Faults, MemoryMetadataStore, MemoryObjectStore, PutNotice};
+use pipeline_aws::store::STATUS_PROCESSED;
+use pipeline_core::parquet_io::read_rows;
+use stream_processor::StreamProcessor;
+
+use super::*;
+
+const RAW: &str = "raw-bucket";
+const PROCESSED: &str = "processed-bucket";
+
+fn fixture(dir: &str, name: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir).join("fixtures").join(name)).unwrap()
+}
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(f)
+}
+
+fn settings() -> Settings {
+    Settings {
+        processed_bucket: PROCESSED.into(),
+        metadata_table: "meta".into(),
+        metadata_ttl_days: 30,
+        hmac_secret_id: "secret".into(),
+        function_name: "tf".into(),
+        item_wait: Duration::from_millis(50),
+        lease: Duration::from_secs(60),
+    }
+}
+
+fn pii() -> Pseudonymizer {
+    Pseudonymizer::new(b"k").unwrap()
+}
+
+struct World {
+    objects: MemoryObjectStore,
+    metadata: MemoryMetadataStore,
+    sp: StreamProcessor<MemoryObjectStore, MemoryMetadataStore>,
+    tf: Transformer<MemoryObjectStore, MemoryMetadataStore>,
+}
+
+fn world() -> World {
+    let objects = MemoryObjectStore::default();
+    let metadata = MemoryMetadataStore::default();
+    let sp = StreamProcessor::new(
+        objects.clone(),
+        metadata.clone(),
+        stream_processor::Settings { raw_bucket: RAW.into(), metadata_table: "meta".into(), metadata_ttl_days: 30, function_name: "sp".into() },
+    );
+    let tf = Transformer::new(objects.clone(), metadata.clone(), pii(), settings());
+    World { objects, metadata, sp, tf }
+}
+
+/// An S3 notification for a put, with the key encoded the way S3 encodes it.
+fn notification(n: &PutNotice) -> Value {
+    let mut event: Value = serde_json::from_str(&fixture("transformer", "s3-put.json")).unwrap();
+    let encoded: String = n.key.replace('=', "%3D").replace(' ', "+");
+    let object = &mut event["Records"][0]["s3"]["object"];
+    object["key"] = Value::String(encoded);
+    object["sequencer"] = Value::String(n.sequencer.clone());
+    event["Records"][0]["s3"]["bucket"]["name"] = Value::String(n.bucket.clone());
+    event
+}
+
+fn raw_notices(w: &World) -> Vec<PutNotice> {
+    w.objects.take_notices().into_iter().filter(|n| n.bucket == RAW && n.key.starts_with("raw/")).collect()
+}
+
+fn ingest_fixture(w: &World, name: &str) -> (KinesisEvent, Vec<PutNotice>) {
+    let event: KinesisEvent = serde_json::from_str(&fixture("stream-processor", name)).unwrap();
+    let now = "2026-11-25T10:05:02Z".parse().unwrap();
+    let (response, _) = block_on(w.sp.handle(&event, "sp-req", now));
+    assert!(response.batch_item_failures.is_empty());
+    (event, raw_notices(w))
+}
+
+fn processed_ids(w: &World) -> Vec<String> {
+    let mut ids: Vec<String> = w
+        .objects
+        .keys(PROCESSED, "processed/")
+        .iter()
+        .flat_map(|k| read_rows(w.objects.object(PROCESSED, k).unwrap().body).unwrap())
+        .map(|r| r.event_id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn fixture_keys_decode_as_s3_encodes_them() {
+    for name in ["s3-put-url-encoded", "s3-put-url-encoded-plus"] {
+        let event: S3Event = serde_json::from_str(&fixture("transformer", &format!("{name}.json"))).unwrap();
+        let want = fixture("transformer", &format!("{name}.expected-key.txt"));
+        let key = event.records[0].s3.object.key.as_deref().unwrap();
+        assert_eq!(decode_s3_key(key).unwrap(), want.trim_end());
+    }
+    for name in ["s3-put.json", "s3-two-records.json"] {
+        let text = fixture("transformer", name);
+        let event: S3Event = serde_json::from_str(&text).unwrap();
+        let back = serde_json::to_value(&event).unwrap();
+        let original: Value = serde_json::from_str(&text).unwrap();
+        for (a, b) in original["Records"].as_array().unwrap().iter().zip(back["Records"].as_array().unwrap()) {
+            assert_eq!(a["s3"]["object"]["key"], b["s3"]["object"]["key"], "{name}");
+            assert_eq!(a["s3"]["object"]["sequencer"], b["s3"]["object"]["sequencer"], "{name}");
+            assert_eq!(a["eventName"], b["eventName"], "{name}");
+        }
+    }
+}
+
+#[test]
+fn test_event_and_foreign_keys_are_ignored() {
+    let w = world();
+    let test_event: Value = serde_json::from_str(&fixture("transformer", "s3-test-event.json")).unwrap();
+    let report = block_on(w.tf.handle(&test_event, "r")).unwrap();
+    assert_eq!(report.outcomes, [Outcome::Ignored { key: String::new(), why: "s3:TestEvent" }]);
+
+    let two: Value = serde_json::from_str(&fixture("transformer", "s3-two-records.json")).unwrap();
+    let report = block_on(w.tf.handle(&two, "r")).unwrap();
+    let whys: Vec<&str> = report
+        .outcomes
+        .iter()
+        .map(|o| match o {
+            Outcome::Ignored { why, .. } => *why,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(whys, ["object no longer exists", "object no longer exists", "key outside raw/"]);
+    assert!(matches!(block_on(w.tf.handle(&serde_json::json!({"Records": 5}), "r")), Err(Error::BadEvent(_))));
+}
+
+#[test]
+fn processes_a_raw_object_into_partitioned_parquet() {
+    let w = world();
+    let (_, notices) = ingest_fixture(&w, "kinesis-event-mixed.json");
+    assert_eq!(notices.len(), 1);
+    let report = block_on(w.tf.handle(&notification(&notices[0]), "tf-req")).unwrap();
+    let Outcome::Processed { rows, outputs, .. } = &report.outcomes[0] else { panic!("{report:?}") };
+    assert_eq!(*rows, 5);
+    let seq = "49590338271490256608559692640926837632026877349173657698";
+    assert_eq!(
+        outputs,
+        &[
+            format!("processed/event_type=click/dt=2026-11-25/hour=10/shardId-000000000000-{seq}.parquet"),
+            format!("processed/event_type=page_view/dt=2026-11-25/hour=10/shardId-000000000000-{seq}.parquet"),
+        ]
+    );
+    assert_eq!(processed_ids(&w), ["kpl-mix-1", "kpl-mix-2", "kpl-mix-3", "mix-1", "mix-5"]);
+    let items = w.metadata.all();
+    assert_eq!(items[0].status, STATUS_PROCESSED);
+    assert_eq!(&items[0].outputs, outputs);
+    assert_eq!(items[0].processed_rows, Some(5));
+
+    // A duplicate notification, even a stale (older sequencer) one, changes nothing.
+    let before = w.objects.keys(PROCESSED, "");
+    let mut stale = notices[0].clone();
+    stale.sequencer = "0000000000000000".into();
+    let report = block_on(w.tf.handle(&notification(&stale), "tf-req-2")).unwrap();
+    assert!(matches!(report.outcomes[0], Outcome::Duplicate { .. }));
+    assert_eq!(w.objects.keys(PROCESSED, ""), before);
+    assert_eq!(w.metadata.all(), items);
+}
+
+#[test]
+fn a_rewritten_raw_object_replaces_its_outputs_and_deletes_stale_ones() {
+    let w = world();
+    let ev = |id: &str, ty: &str| format!(r#"{{"event_id":"{id}","event_type":"{ty}","occurred_at":"2026-11-25T09:59:00Z","source":"s"}}"#);
+    let batch = |events: &[String]| -> KinesisEvent {
+        let records: Vec<Value> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                use base64::Engine;
+                serde_json::json!({
+                    "kinesis": {"partitionKey": "p", "sequenceNumber": format!("{}", 100 + i), "approximateArrivalTimestamp": 1_795_600_800.0,
+                                "data": base64::engine::general_purpose::STANDARD.encode(e), "kinesisSchemaVersion": "1.0"},
+                    "eventID": format!("shardId-000000000000:{}", 100 + i), "eventSource": "aws:kinesis"
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
+    };
+    let v1 = batch(&[ev("a", "click"), ev("b", "purchase")]);
+    block_on(w.sp.handle(&v1, "r1", "2026-11-25T10:00:01Z".parse().unwrap()));
+    let n1 = raw_notices(&w);
+    block_on(w.tf.handle(&notification(&n1[0]), "t1")).unwrap();
+    assert_eq!(w.objects.keys(PROCESSED, "").len(), 2);
+
+    // Redelivery after a bisect: same first record, fewer records, same key, new content.
+    let v2 = batch(&[ev("a", "click")]);
+    block_on(w.sp.handle(&v2, "r2", "2026-11-25T10:00:09Z".parse().unwrap()));
+    let n2 = raw_notices(&w);
+    assert_eq!(n2[0].key, n1[0].key);
+    // The older notification arrives late: it still processes the current content.
+    let report = block_on(w.tf.handle(&notification(&n1[0]), "t2")).unwrap();
+    let Outcome::Processed { deleted, .. } = &report.outcomes[0] else { panic!("{report:?}") };
+    assert_eq!(deleted.len(), 1);
+    assert!(deleted[0].contains("event_type=purchase"));
+    assert_eq!(processed_ids(&w), ["a"]);
+    let report = block_on(w.tf.handle(&notification(&n2[0]), "t3")).unwrap();
+    assert!(matches!(report.outcomes[0], Outcome::Duplicate { .. }));
+}
+
+#[test]
+fn a_notification_that_overtakes_the_metadata_item_fails_retryably() {
+    let w = world();
+    let (_, notices) = ingest_fixture(&w, "kinesis-event.json");
+    // Replace the object with content the table has never seen.
+    let body = w.objects.object(RAW, &notices[0].key).unwrap().body;
+    let text = pipeline_core::ingest::gunzip(&body).unwrap();
+    let rewritten = pipeline_core::ingest::gzip(&text[..text.iter().position(|&b| b == b'\n').unwrap() + 1]);
+    block_on(w.objects.put(RAW, &notices[0].key, rewritten, "x", &Default::default())).unwrap();
+    let err = block_on(w.tf.handle(&notification(&notices[0]), "t")).unwrap_err();
+    assert!(matches!(err, Error::NotRecorded { .. }), "{err}");
+    assert!(err.is_retryable());
+    assert!(w.objects.keys(PROCESSED, "").is_empty());
+}
+
+#[test]
+fn a_held_lease_defers_the_run() {
+    let w = world();
+    let (_, notices) = ingest_fixture(&w, "kinesis-event.json");
+    let lease = w.tf.lease(&notices[0].key, "someone-else");
+    assert_eq!(block_on(w.metadata.acquire_lease(&lease)).unwrap(), LeaseOutcome::Acquired);
+    let err = block_on(w.tf.handle(&notification(&notices[0]), "t")).unwrap_err();
+    assert!(matches!(err, Error::Leased { .. }), "{err}");
+    block_on(w.metadata.release_lease(&notices[0].key, "someone-else")).unwrap();
+    assert!(block_on(w.tf.handle(&notification(&notices[0]), "t")).is_ok());
+}
+
+#[test]
+fn store_faults_fail_the_invocation_and_a_retry_converges() {
+    let w = world();
+    let (_, notices) = ingest_fixture(&w, "kinesis-event-mixed.json");
+    w.objects.set_faults(Faults::new(11, 0.0, 1.0));
+    assert!(matches!(block_on(w.tf.handle(&notification(&notices[0]), "t1")), Err(Error::Store(_))));
+    w.objects.set_faults(Faults::none());
+    block_on(w.tf.handle(&notification(&notices[0]), "t2")).unwrap();
+    assert_eq!(processed_ids(&w).len(), 5);
+}
+
+#[test]
+fn settings_errors_are_actionable() {
+    let err = Settings::from_env(|_| None).unwrap_err();
+    assert_eq!(err.to_string(), "environment variable PROCESSED_BUCKET is not set: the deployment must set it (see docs/deployment.md)");
+    assert!(!err.is_retryable());
+}
