@@ -125,7 +125,7 @@ impl MetadataStore for DynamoStore {
             .update_expression(
                 "SET #status = :processed, processed_sha256 = :sha, outputs = :outputs, processed_rows = :rows, \
                  duplicates = :dups, processed_at = :at, processed_correlation_id = :correlation, \
-                 processed_sequencer = :sequencer REMOVE #pending, lease_owner, lease_until",
+                 processed_sequencer = :sequencer REMOVE #pending, lease_owner, lease_until, written_outputs",
             )
             .condition_expression("raw_sha256 = :sha AND lease_owner = :owner")
             .expression_attribute_values(":owner", s(&u.lease_owner))
@@ -152,12 +152,17 @@ impl MetadataStore for DynamoStore {
     }
 
     async fn acquire_lease(&self, lease: &Lease) -> Result<LeaseOutcome, StoreError> {
-        let result = self
-            .client
-            .update_item()
+        let mut update = "SET lease_owner = :owner, lease_until = :until, expires_at = if_not_exists(expires_at, :expires)".to_owned();
+        let mut req = self.client.update_item();
+        if !lease.outputs.is_empty() {
+            // A string set cannot be empty: only add when there is something to add.
+            update.push_str(" ADD written_outputs :outputs");
+            req = req.expression_attribute_values(":outputs", AttributeValue::Ss(lease.outputs.clone()));
+        }
+        let result = req
             .table_name(&self.table)
             .key("raw_key", s(&lease.raw_key))
-            .update_expression("SET lease_owner = :owner, lease_until = :until, expires_at = if_not_exists(expires_at, :expires)")
+            .update_expression(update)
             .condition_expression("attribute_not_exists(lease_until) OR lease_until < :now OR lease_owner = :owner")
             .expression_attribute_values(":owner", s(&lease.owner))
             .expression_attribute_values(":until", n(lease.until_ms))
@@ -231,6 +236,7 @@ fn to_item(m: &HashMap<String, AttributeValue>) -> MetadataItem {
             .and_then(|v| v.as_l().ok())
             .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
             .unwrap_or_default(),
+        written_outputs: m.get("written_outputs").and_then(|v| v.as_ss().ok()).cloned().unwrap_or_default(),
         valid_records: num_of("valid_records").unwrap_or(0),
         processed_rows: num_of("processed_rows"),
         duplicates: num_of("duplicates"),

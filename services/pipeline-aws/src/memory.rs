@@ -174,6 +174,7 @@ struct Item {
     duplicates: Option<u64>,
     processed_at: Option<String>,
     lease: Option<(String, i64)>,
+    written_outputs: std::collections::BTreeSet<String>,
 }
 
 /// The metadata table in memory, with the same conditional writes as [`crate::dynamodb`].
@@ -217,6 +218,7 @@ fn to_item(key: &str, i: &Item) -> MetadataItem {
         raw_sha256: i.raw.as_ref().map(|r| r.raw_sha256.clone()),
         processed_sha256: i.processed_sha256.clone(),
         outputs: i.outputs.clone(),
+        written_outputs: i.written_outputs.iter().cloned().collect(),
         valid_records: i.raw.as_ref().map_or(0, |r| r.valid_records),
         processed_rows: i.rows,
         duplicates: i.duplicates,
@@ -267,6 +269,7 @@ impl MetadataStore for MemoryMetadataStore {
                         && item.lease.as_ref().is_some_and(|(owner, _)| *owner == u.lease_owner) =>
                 {
                     item.lease = None;
+                    item.written_outputs.clear();
                     item.status = STATUS_PROCESSED.to_owned();
                     item.pending = false;
                     item.processed_sha256 = Some(u.raw_sha256.clone());
@@ -294,6 +297,7 @@ impl MetadataStore for MemoryMetadataStore {
                 Some((owner, until)) if *until >= lease.now_ms && *owner != lease.owner => LeaseOutcome::HeldByAnother,
                 _ => {
                     item.lease = Some((lease.owner.clone(), lease.until_ms));
+                    item.written_outputs.extend(lease.outputs.iter().cloned());
                     LeaseOutcome::Acquired
                 }
             }

@@ -98,6 +98,10 @@ pub struct Lease {
     pub until_ms: i64,
     /// Unix seconds: TTL of an item created by the lease alone.
     pub expires_at: i64,
+    /// The output keys the holder is about to write, added to `written_outputs` with the lease,
+    /// so that an output is always recorded before it exists and can be cleaned up later even if
+    /// the run dies before marking the item.
+    pub outputs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +118,8 @@ pub struct MetadataItem {
     pub raw_sha256: Option<String>,
     pub processed_sha256: Option<String>,
     pub outputs: Vec<String>,
+    /// Every output key written since the item was last marked (a superset of `outputs`).
+    pub written_outputs: Vec<String>,
     pub valid_records: u64,
     pub processed_rows: Option<u64>,
     pub duplicates: Option<u64>,
@@ -133,7 +139,8 @@ pub trait MetadataStore: Send + Sync {
 
     fn get(&self, raw_key: &str) -> impl Future<Output = Result<Option<MetadataItem>, StoreError>> + Send;
 
-    /// Takes the lease of a raw object (or renews one this owner holds).
+    /// Takes the lease of a raw object (or renews one this owner holds) and records the outputs
+    /// about to be written.
     fn acquire_lease(&self, lease: &Lease) -> impl Future<Output = Result<LeaseOutcome, StoreError>> + Send;
 
     /// Gives a lease back early (on an error path); a lease held by another owner is left alone.

@@ -31,7 +31,7 @@ pub struct KinesisRecord<'a> {
 }
 
 /// A gzip JSON-lines object, ready to put.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EncodedObject {
     pub key: String,
     pub body: Vec<u8>,
@@ -57,8 +57,13 @@ pub struct ShardOutput {
     pub quarantined: BTreeMap<Reason, u64>,
     /// Largest `arrival - occurred_at` among valid units, in milliseconds.
     pub max_ingest_lag_ms: Option<i64>,
-    pub raw: Option<EncodedObject>,
+    /// Always present, possibly with no lines: a redelivered batch that starts at the same record
+    /// must replace whatever an earlier attempt wrote under this key.
+    pub raw: EncodedObject,
+    /// Present when some unit was rejected. When absent, the shell deletes `quarantine_key`, which
+    /// an earlier, larger attempt of the same batch may have written.
     pub quarantine: Option<EncodedObject>,
+    pub quarantine_key: String,
 }
 
 impl ShardOutput {
@@ -126,8 +131,9 @@ fn ingest_shard(records: &[&KinesisRecord<'_>]) -> ShardOutput {
         valid: 0,
         quarantined: BTreeMap::new(),
         max_ingest_lag_ms: None,
-        raw: None,
+        raw: EncodedObject::default(),
         quarantine: None,
+        quarantine_key: keys::quarantine_key(first.shard_id, first.sequence_number, first.arrival),
     };
     for r in records {
         let arrival = fmt_time(r.arrival);
@@ -150,8 +156,8 @@ fn ingest_shard(records: &[&KinesisRecord<'_>]) -> ShardOutput {
         }
     }
     let (shard, seq, at) = (first.shard_id, first.sequence_number, first.arrival);
-    out.raw = raw.finish(|| keys::raw_key(shard, seq, at));
-    out.quarantine = quarantine.finish(|| keys::quarantine_key(shard, seq, at));
+    out.raw = raw.finish(keys::raw_key(shard, seq, at));
+    out.quarantine = (quarantine.lines > 0).then(|| quarantine.finish(out.quarantine_key.clone()));
     out
 }
 
@@ -234,18 +240,15 @@ impl LineWriter {
         }
     }
 
-    fn finish(self, key: impl FnOnce() -> String) -> Option<EncodedObject> {
-        if self.lines == 0 {
-            return None;
-        }
+    fn finish(self, key: String) -> EncodedObject {
         let body = gzip(&self.buf);
-        Some(EncodedObject {
-            key: key(),
+        EncodedObject {
+            key,
             sha256: hex::encode(Sha256::digest(&body)),
             lines: self.lines,
             uncompressed_bytes: self.buf.len() as u64,
             body,
-        })
+        }
     }
 }
 
@@ -315,7 +318,7 @@ mod tests {
         assert_eq!(s0.quarantined[&Reason::NotUtf8], 1);
         assert_eq!(s0.quarantined[&Reason::InvalidJson], 1);
         assert_eq!(s0.max_ingest_lag_ms, Some(5000));
-        let raw = s0.raw.as_ref().unwrap();
+        let raw = &s0.raw;
         assert_eq!(raw.key, "raw/dt=2025-11-25/hour=10/shard=s0/100.jsonl.gz");
         let text = String::from_utf8(gunzip(&raw.body).unwrap()).unwrap();
         let lines: Vec<RawLine<'_>> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -341,14 +344,15 @@ mod tests {
         let out = ingest(&[rec("s", "1", &agg)]);
         assert_eq!((out[0].units, out[0].valid), (1, 0));
         assert_eq!(out[0].quarantined[&Reason::KplChecksumMismatch], 1);
-        assert!(out[0].raw.is_none());
+        assert_eq!(out[0].raw.lines, 0, "an empty raw object still replaces earlier attempts");
+        assert_eq!(gunzip(&out[0].raw.body).unwrap(), b"");
     }
 
     #[test]
     fn pretty_printed_events_stay_one_line() {
         let pretty = event("p").replace(',', ",\n  ");
         let out = ingest(&[rec("s", "1", pretty.as_bytes())]);
-        let text = String::from_utf8(gunzip(&out[0].raw.as_ref().unwrap().body).unwrap()).unwrap();
+        let text = String::from_utf8(gunzip(&out[0].raw.body).unwrap()).unwrap();
         assert_eq!(text.lines().count(), 1);
         let line: RawLine<'_> = serde_json::from_str(text.trim_end()).unwrap();
         assert_eq!(event::parse(line.event.get().as_bytes()).unwrap().event_id, "p");

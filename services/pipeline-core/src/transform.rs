@@ -255,8 +255,7 @@ mod tests {
             .map(|(e, s)| KinesisRecord { shard_id: "shardId-000000000000", sequence_number: s, arrival, partition_key: "pk", data: e.as_bytes() })
             .collect();
         let out = ingest(&records).remove(0);
-        let raw = out.raw.unwrap();
-        (raw.key, raw.body)
+        (out.raw.key, out.raw.body)
     }
 
     fn ev(id: &str, ty: &str, at: &str, rest: &str) -> String {

@@ -164,7 +164,8 @@ proptest! {
 
         // The objects hold exactly those units, each (seq, subseq) once.
         let mut coords = BTreeMap::new();
-        if let Some(raw) = &shard.raw {
+        {
+            let raw = &shard.raw;
             let text = String::from_utf8(gunzip(&raw.body).unwrap()).unwrap();
             for line in text.lines() {
                 let l: RawLine<'_> = serde_json::from_str(line).unwrap();
@@ -191,7 +192,8 @@ proptest! {
         let a = ingest(&to_records(&datas, &seqs));
         let b = ingest(&to_records(&datas, &seqs));
         prop_assert_eq!(&a, &b);
-        if let Some(raw) = &a[0].raw {
+        {
+            let raw = &a[0].raw;
             let pii = Pseudonymizer::new(b"key").unwrap();
             let t1 = transform(&raw.key, &raw.body, &pii).unwrap();
             let t2 = transform(&raw.key, &raw.body, &pii).unwrap();

@@ -21,7 +21,7 @@ impl ShardWritten<'_> {
             records = s.units,
             valid = s.valid,
             quarantined = s.quarantined_total(),
-            raw_key = s.raw.as_ref().map(|o| o.key.as_str()),
+            raw_key = %s.raw.key,
             quarantine_key = s.quarantine.as_ref().map(|o| o.key.as_str()),
             correlation_id = self.correlation_id,
         );

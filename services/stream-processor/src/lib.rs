@@ -128,9 +128,8 @@ impl<O: ObjectStore, M: MetadataStore> StreamProcessor<O, M> {
         (response, report)
     }
 
-    /// Puts one encoded object (if any); returns the bytes written.
-    async fn put_object(&self, object: Option<&pipeline_core::EncodedObject>, correlation_id: &str) -> Result<u64, StoreError> {
-        let Some(object) = object else { return Ok(0) };
+    /// Puts one encoded object; returns the bytes written.
+    async fn put_object(&self, object: &pipeline_core::EncodedObject, correlation_id: &str) -> Result<u64, StoreError> {
         let meta = BTreeMap::from([
             ("correlation-id".to_owned(), correlation_id.to_owned()),
             ("records".to_owned(), object.lines.to_string()),
@@ -142,36 +141,42 @@ impl<O: ObjectStore, M: MetadataStore> StreamProcessor<O, M> {
         Ok(object.body.len() as u64)
     }
 
+    /// Writes the quarantine object, or deletes the key when nothing was rejected: an earlier,
+    /// larger attempt of the same batch may have left rejected lines there that now belong to
+    /// another batch.
+    async fn write_quarantine(&self, shard: &ShardOutput, correlation_id: &str) -> Result<u64, StoreError> {
+        match &shard.quarantine {
+            Some(q) => self.put_object(q, correlation_id).await,
+            None => self.objects.delete(&self.settings.raw_bucket, &shard.quarantine_key).await.map(|()| 0),
+        }
+    }
+
     /// Writes one shard's objects and metadata; returns (objects, bytes) written.
     async fn write_shard(&self, shard: &ShardOutput, correlation_id: &str, now: DateTime<Utc>) -> Result<(u64, u64), StoreError> {
-        let (q_bytes, r_bytes) = tokio::join!(
-            self.put_object(shard.quarantine.as_ref(), correlation_id),
-            self.put_object(shard.raw.as_ref(), correlation_id)
-        );
+        let (q_bytes, r_bytes) =
+            tokio::join!(self.write_quarantine(shard, correlation_id), self.put_object(&shard.raw, correlation_id));
         let (q_bytes, r_bytes) = (q_bytes?, r_bytes?);
-        if let Some(raw) = &shard.raw {
-            let item = RawItem {
-                raw_key: raw.key.clone(),
-                raw_sha256: raw.sha256.clone(),
-                shard_id: shard.shard_id.clone(),
-                first_sequence_number: shard.first_sequence_number.clone(),
-                last_sequence_number: shard.last_sequence_number.clone(),
-                first_arrival: fmt_time(shard.first_arrival),
-                last_arrival: fmt_time(shard.last_arrival),
-                kinesis_records: shard.kinesis_records,
-                valid_records: shard.valid,
-                quarantined_records: shard.quarantined_total(),
-                quarantine_key: shard.quarantine.as_ref().map(|q| q.key.clone()),
-                raw_bytes: raw.body.len() as u64,
-                raw_uncompressed_bytes: raw.uncompressed_bytes,
-                correlation_id: correlation_id.to_owned(),
-                written_at: fmt_time(now),
-                expires_at: (now + Duration::days(i64::from(self.settings.metadata_ttl_days))).timestamp(),
-            };
-            self.metadata.record_raw(&item).await?;
-        }
-        let objects = u64::from(shard.raw.is_some()) + u64::from(shard.quarantine.is_some());
-        Ok((objects, q_bytes + r_bytes))
+        let raw = &shard.raw;
+        let item = RawItem {
+            raw_key: raw.key.clone(),
+            raw_sha256: raw.sha256.clone(),
+            shard_id: shard.shard_id.clone(),
+            first_sequence_number: shard.first_sequence_number.clone(),
+            last_sequence_number: shard.last_sequence_number.clone(),
+            first_arrival: fmt_time(shard.first_arrival),
+            last_arrival: fmt_time(shard.last_arrival),
+            kinesis_records: shard.kinesis_records,
+            valid_records: shard.valid,
+            quarantined_records: shard.quarantined_total(),
+            quarantine_key: shard.quarantine.as_ref().map(|q| q.key.clone()),
+            raw_bytes: raw.body.len() as u64,
+            raw_uncompressed_bytes: raw.uncompressed_bytes,
+            correlation_id: correlation_id.to_owned(),
+            written_at: fmt_time(now),
+            expires_at: (now + Duration::days(i64::from(self.settings.metadata_ttl_days))).timestamp(),
+        };
+        self.metadata.record_raw(&item).await?;
+        Ok((1 + u64::from(shard.quarantine.is_some()), q_bytes + r_bytes))
     }
 }
 

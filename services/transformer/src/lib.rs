@@ -163,21 +163,22 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
         Ok(report)
     }
 
-    /// Processes the current content of one raw object under its lease.
+    /// Processes the current content of one raw object.
+    ///
+    /// Each pass: read the object, wait for its metadata item, transform in memory, then take the
+    /// lease while recording the outputs about to be written, re-read the item under the lease,
+    /// write the outputs, delete stale ones, and mark the item. A rewrite of the raw object during
+    /// the pass makes the mark fail, and the next pass processes the new content.
     pub async fn process(&self, bucket: &str, key: &str, sequencer: Option<&str>, owner: &str) -> Result<Outcome, Error> {
-        let lease = self.lease(key, owner);
-        if self.metadata.acquire_lease(&lease).await? == LeaseOutcome::HeldByAnother {
-            return Err(Error::Leased { key: key.to_owned() });
-        }
-        let result = self.process_leased(bucket, key, sequencer, owner).await;
-        if result.is_err() || matches!(result, Ok(Outcome::Ignored { .. } | Outcome::Duplicate { .. })) {
+        let result = self.process_passes(bucket, key, sequencer, owner).await;
+        if result.is_err() {
             // Best effort: an unreleased lease expires by itself.
             let _ = self.metadata.release_lease(key, owner).await;
         }
         result
     }
 
-    fn lease(&self, key: &str, owner: &str) -> Lease {
+    fn lease(&self, key: &str, owner: &str, outputs: Vec<String>) -> Lease {
         let now = Utc::now();
         Lease {
             raw_key: key.to_owned(),
@@ -185,10 +186,12 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
             now_ms: now.timestamp_millis(),
             until_ms: now.timestamp_millis() + self.settings.lease.as_millis() as i64,
             expires_at: now.timestamp() + i64::from(self.settings.metadata_ttl_days) * 86_400,
+            outputs,
         }
     }
 
-    async fn process_leased(&self, bucket: &str, key: &str, sequencer: Option<&str>, owner: &str) -> Result<Outcome, Error> {
+    async fn process_passes(&self, bucket: &str, key: &str, sequencer: Option<&str>, owner: &str) -> Result<Outcome, Error> {
+        let transform_error = |source| Error::Transform { bucket: bucket.to_owned(), key: key.to_owned(), source };
         let mut written: BTreeSet<String> = BTreeSet::new();
         for pass in 0..MAX_PASSES {
             let Some(object) = self.objects.get(bucket, key).await? else {
@@ -199,17 +202,32 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
             if pass == 0 && item.processed_sha256.as_deref() == Some(sha.as_str()) {
                 return Ok(Outcome::Duplicate { key: key.to_owned() });
             }
-            let output = transform::transform(key, &object.body, &self.pii)
-                .map_err(|source| Error::Transform { bucket: bucket.to_owned(), key: key.to_owned(), source })?;
-            let encoded = transform::encode(&output)
-                .map_err(|source| Error::Transform { bucket: bucket.to_owned(), key: key.to_owned(), source })?;
+            let output = transform::transform(key, &object.body, &self.pii).map_err(transform_error)?;
+            let encoded = transform::encode(&output).map_err(transform_error)?;
             let new_keys: BTreeSet<String> = encoded.iter().map(|(k, _)| k.clone()).collect();
+
+            if self.metadata.acquire_lease(&self.lease(key, owner, new_keys.iter().cloned().collect())).await?
+                == LeaseOutcome::HeldByAnother
+            {
+                return Err(Error::Leased { key: key.to_owned() });
+            }
+            // Under the lease nobody else writes this raw object's outputs: this read is current.
+            let item = self.metadata.get(key).await?.unwrap_or_default();
+            if item.raw_sha256.as_deref() != Some(sha.as_str()) {
+                continue;
+            }
             self.put_outputs(encoded, key, &sha, owner).await?;
             written.extend(new_keys.iter().cloned());
-            // Under the lease, no other run writes this raw object's outputs: whatever was listed
-            // before or written by an earlier pass and is not produced now is stale.
-            let stale: Vec<String> =
-                item.outputs.iter().chain(written.iter()).filter(|k| !new_keys.contains(*k)).cloned().collect::<BTreeSet<_>>().into_iter().collect();
+            let stale: Vec<String> = item
+                .outputs
+                .iter()
+                .chain(&item.written_outputs)
+                .chain(&written)
+                .filter(|k| !new_keys.contains(*k))
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
             for k in &stale {
                 self.objects.delete(&self.settings.processed_bucket, k).await?;
             }
@@ -217,7 +235,7 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                 raw_key: key.to_owned(),
                 lease_owner: owner.to_owned(),
                 raw_sha256: sha,
-                outputs: new_keys.iter().cloned().collect(),
+                outputs: new_keys.into_iter().collect(),
                 rows: output.rows,
                 duplicates: output.duplicates,
                 sequencer: sequencer.map(str::to_owned),
@@ -235,13 +253,8 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                         max_ingest_lag_ms: output.max_ingest_lag_ms,
                     });
                 }
-                MarkOutcome::Superseded => {
-                    // Rewritten while we worked (or the lease ran out): take the lease again and
-                    // process the new content; outputs written so far are cleaned up next pass.
-                    if self.metadata.acquire_lease(&self.lease(key, owner)).await? == LeaseOutcome::HeldByAnother {
-                        return Err(Error::Leased { key: key.to_owned() });
-                    }
-                }
+                // Rewritten while we worked, or the lease ran out: process the new content.
+                MarkOutcome::Superseded => {}
             }
         }
         Err(Error::Superseded { key: key.to_owned(), passes: MAX_PASSES })

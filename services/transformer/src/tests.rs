@@ -223,7 +223,7 @@ fn a_notification_that_overtakes_the_metadata_item_fails_retryably() {
 fn a_held_lease_defers_the_run() {
     let w = world();
     let (_, notices) = ingest_fixture(&w, "kinesis-event.json");
-    let lease = w.tf.lease(&notices[0].key, "someone-else");
+    let lease = w.tf.lease(&notices[0].key, "someone-else", vec![]);
     assert_eq!(block_on(w.metadata.acquire_lease(&lease)).unwrap(), LeaseOutcome::Acquired);
     let err = block_on(w.tf.handle(&notification(&notices[0]), "t")).unwrap_err();
     assert!(matches!(err, Error::Leased { .. }), "{err}");
