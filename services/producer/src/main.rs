@@ -1,1 +1,278 @@
-fn main() {}
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use producer::generate::Generator;
+use producer::kinesis::KinesisSink;
+use producer::{BatchResult, Entry, Retry, Summary, TokenBucket, aggregate, batches, send_batch};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+/// Sends JSON events to a Kinesis data stream: synthetic ones or lines of a file.
+#[derive(Debug, Parser)]
+#[command(name = "producer", version)]
+struct Args {
+    /// Stream name (or take it from --config).
+    #[arg(long, required_unless_present = "config")]
+    stream: Option<String>,
+    /// An environment file (environments/*.toml): the stream is the environment's stream.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Events per second; 0 sends as fast as the stream accepts.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// How long to send, e.g. 300s, 5m, 1h (instead of --count).
+    #[arg(long, value_parser = parse_duration, conflicts_with = "count")]
+    duration: Option<Duration>,
+    /// How many events to send.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Send the lines of this JSON-lines file instead of synthetic events.
+    #[arg(long)]
+    from_file: Option<PathBuf>,
+    /// Pack events into KPL aggregated records.
+    #[arg(long)]
+    aggregate: bool,
+    /// Share of synthetic events that are deliberately invalid (0.0-1.0).
+    #[arg(long, default_value_t = 0.0)]
+    invalid_ratio: f64,
+    /// Seed of the synthetic generator: the same seed gives the same events.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Prefix of synthetic event ids (default: the start time).
+    #[arg(long)]
+    run_id: Option<String>,
+    /// PutRecords calls in flight.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Attempts per record before it counts as lost.
+    #[arg(long, default_value_t = 10)]
+    max_attempts: u32,
+    /// Endpoint of an emulator (also AWS_ENDPOINT_URL).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    endpoint_url: Option<String>,
+    /// Write the summary as JSON to this file.
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error("bad duration `{0}`: use e.g. 300s, 5m or 1h")]
+    Duration(String),
+    #[error("reading {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Config(#[from] pipeline_config::ConfigError),
+    #[error("{0} events were permanently lost (see the summary)")]
+    Lost(u64),
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num.parse().map_err(|_| Error::Duration(s.to_owned()).to_string())?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(Error::Duration(s.to_owned()).to_string()),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    match run(Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where events come from.
+enum Source {
+    Synthetic(Generator),
+    File(std::vec::IntoIter<(String, Vec<u8>)>),
+}
+
+async fn run(args: Args) -> Result<(), Error> {
+    let stream = match (&args.stream, &args.config) {
+        (Some(s), _) => s.clone(),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+            pipeline_config::Environment::from_toml(&path.display().to_string(), &text)?.names("-").stream
+        }
+        (None, None) => unreachable!("clap requires one of --stream and --config"),
+    };
+    let mut source = match &args.from_file {
+        Some(path) => {
+            let file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+            let mut lines = Vec::new();
+            for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+                let line = line.map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+                if !line.trim().is_empty() {
+                    lines.push((format!("line-{i}"), line.into_bytes()));
+                }
+            }
+            Source::File(lines.into_iter())
+        }
+        None => {
+            let run_id = args.run_id.clone().unwrap_or_else(|| chrono::Utc::now().format("%Y%m%dT%H%M%S").to_string());
+            Source::Synthetic(Generator::new(args.seed, args.invalid_ratio, run_id))
+        }
+    };
+    let limit = match (&source, args.count, args.duration) {
+        (_, Some(n), _) => Some(n),
+        (Source::File(lines), None, None) => Some(lines.len() as u64),
+        (_, None, Some(_)) => None,
+        (Source::Synthetic(_), None, None) => Some(1000),
+    };
+
+    let config = {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(url) = &args.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        loader.load().await
+    };
+    let sink = Arc::new(KinesisSink::new(&config, &stream));
+    let retry = Retry { max_attempts: args.max_attempts, ..Retry::default() };
+    let semaphore = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let mut tasks: JoinSet<BatchResult> = JoinSet::new();
+    let mut bucket = TokenBucket::new(args.rate.max(1.0), (args.rate / 10.0).max(100.0));
+    let mut summary = Summary::default();
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    let mut last_progress = Instant::now();
+    let progress = !args.quiet && std::io::stderr().is_terminal();
+    // Small chunks keep the pacing smooth: about 20 per second at the target rate.
+    let chunk = if args.rate > 0.0 { ((args.rate / 20.0) as usize).clamp(1, 500) } else { 500 };
+
+    loop {
+        let remaining = limit.map_or(u64::MAX, |l| l.saturating_sub(summary.events_generated));
+        if remaining == 0 || args.duration.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+        let now = chrono::Utc::now();
+        let mut events = Vec::new();
+        for _ in 0..remaining.min(chunk as u64) {
+            match &mut source {
+                Source::Synthetic(g) => {
+                    let e = g.next_event(now);
+                    if e.valid { summary.events_valid += 1 } else { summary.events_invalid += 1 }
+                    summary.first_event_id.get_or_insert_with(|| e.event_id.clone());
+                    summary.last_event_id = Some(e.event_id.clone());
+                    events.push((e.partition_key, e.data));
+                }
+                Source::File(lines) => match lines.next() {
+                    Some(l) => events.push(l),
+                    None => break,
+                },
+            }
+        }
+        if events.is_empty() {
+            break;
+        }
+        summary.events_generated += events.len() as u64;
+        let n = events.len() as f64;
+        let entries: Vec<Entry> = if args.aggregate {
+            aggregate(events)
+        } else {
+            events.into_iter().map(|(partition_key, data)| Entry { partition_key, data, events: 1 }).collect()
+        };
+        if args.rate > 0.0 {
+            let wait = bucket.take(n, started.elapsed());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        for batch in batches(entries) {
+            let permit = semaphore.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let sink = sink.clone();
+            tasks.spawn(async move {
+                let r = send_batch(sink.as_ref(), batch, retry).await;
+                drop(permit);
+                r
+            });
+        }
+        while let Some(done) = tasks.try_join_next() {
+            collect(done, &mut summary, &mut latencies);
+        }
+        if progress && last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            print_progress(&summary, limit, args.duration, started.elapsed());
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        collect(done, &mut summary, &mut latencies);
+    }
+    summary.finish(started.elapsed(), latencies);
+    if progress {
+        eprintln!();
+    }
+    print_summary(&stream, &summary);
+    if let Some(path) = &args.summary_json {
+        let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
+        std::fs::write(path, text).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+    }
+    if summary.events_failed > 0 { Err(Error::Lost(summary.events_failed)) } else { Ok(()) }
+}
+
+fn collect(done: Result<BatchResult, tokio::task::JoinError>, summary: &mut Summary, latencies: &mut Vec<Duration>) {
+    match done {
+        Ok(r) => {
+            latencies.extend(r.latencies.iter().copied());
+            summary.add(&r);
+        }
+        // A panicked send task loses its batch: count it, never hide it.
+        Err(e) => {
+            *summary.failures.entry(format!("task failed: {e}")).or_default() += 1;
+            summary.events_failed += 1;
+        }
+    }
+}
+
+fn print_progress(s: &Summary, limit: Option<u64>, duration: Option<Duration>, elapsed: Duration) {
+    let fraction = match (limit, duration) {
+        (Some(l), _) if l > 0 => s.events_sent as f64 / l as f64,
+        (_, Some(d)) => elapsed.as_secs_f64() / d.as_secs_f64(),
+        _ => 0.0,
+    }
+    .clamp(0.0, 1.0);
+    let width = 30;
+    let filled = (fraction * width as f64) as usize;
+    let rate = s.events_sent as f64 / elapsed.as_secs_f64().max(1e-3);
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "\r[{}{}] {:>3.0}%  sent {}  failed {}  {:.0} events/s ",
+        "=".repeat(filled),
+        " ".repeat(width - filled),
+        fraction * 100.0,
+        s.events_sent,
+        s.events_failed,
+        rate
+    );
+    let _ = err.flush();
+}
+
+fn print_summary(stream: &str, s: &Summary) {
+    println!("stream            {stream}");
+    println!("events generated  {} ({} valid, {} invalid by design)", s.events_generated, s.events_valid, s.events_invalid);
+    println!("events sent       {} in {} Kinesis records", s.events_sent, s.records_sent);
+    println!("events lost       {}", s.events_failed);
+    for (reason, n) in &s.failures {
+        println!("  {reason}: {n}");
+    }
+    println!("records retried   {}", s.records_retried);
+    println!("throughput        {:.0} events/s over {:.1} s", s.events_per_second, s.elapsed_seconds);
+    println!("PutRecords        {} calls, p50 {:.1} ms, p99 {:.1} ms", s.put_records_calls, s.put_records_p50_ms, s.put_records_p99_ms);
+}
