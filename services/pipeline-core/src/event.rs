@@ -30,7 +30,7 @@ pub const MAX_SKEW: Duration = Duration::minutes(15);
 #[derive(Debug, Clone)]
 pub struct Event<'a> {
     pub event_id: Cow<'a, str>,
-    pub event_type: String,
+    pub event_type: Cow<'a, str>,
     pub occurred_at: DateTime<Utc>,
     pub source: Cow<'a, str>,
     pub user_id: Option<Cow<'a, str>>,
@@ -211,7 +211,12 @@ impl<'a> Fields<'a> {
         let event_id = required_string("event_id", self.event_id)?;
         check_chars("event_id", &event_id, 1, EVENT_ID_MAX_CHARS)?;
 
-        let event_type = required_string("event_type", self.event_type)?.to_lowercase();
+        let event_type = required_string("event_type", self.event_type)?;
+        let event_type = if event_type.bytes().any(|b| b.is_ascii_uppercase()) || !event_type.is_ascii() {
+            Cow::Owned(event_type.to_lowercase())
+        } else {
+            event_type
+        };
         if !is_valid_event_type(&event_type) {
             return Err(Rejection::new(
                 Reason::InvalidValue,

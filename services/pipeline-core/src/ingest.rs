@@ -135,23 +135,28 @@ fn ingest_shard(records: &[&KinesisRecord<'_>]) -> ShardOutput {
         quarantine: None,
         quarantine_key: keys::quarantine_key(first.shard_id, first.sequence_number, first.arrival),
     };
+    // Records of a batch share arrival times to the millisecond: format each distinct one once.
+    let mut arrival_text: (Option<DateTime<Utc>>, String) = (None, String::new());
     for r in records {
-        let arrival = fmt_time(r.arrival);
+        if arrival_text.0 != Some(r.arrival) {
+            arrival_text = (Some(r.arrival), fmt_time(r.arrival));
+        }
+        let arrival = &arrival_text.1;
         if kpl::is_aggregated(r.data) {
             match kpl::deaggregate(r.data) {
                 Ok(subs) => {
                     for (i, sub) in subs.iter().enumerate() {
-                        let unit = Unit { record: r, arrival: &arrival, subseq: i as u64, partition_key: &sub.partition_key, data: &sub.data };
+                        let unit = Unit { record: r, arrival, subseq: i as u64, partition_key: &sub.partition_key, data: &sub.data };
                         accept_or_quarantine(&unit, &mut out, &mut raw, &mut quarantine);
                     }
                 }
                 Err(rejection) => {
-                    let unit = Unit { record: r, arrival: &arrival, subseq: 0, partition_key: r.partition_key, data: r.data };
+                    let unit = Unit { record: r, arrival, subseq: 0, partition_key: r.partition_key, data: r.data };
                     quarantine_unit(&unit, &rejection, &mut out, &mut quarantine);
                 }
             }
         } else {
-            let unit = Unit { record: r, arrival: &arrival, subseq: 0, partition_key: r.partition_key, data: r.data };
+            let unit = Unit { record: r, arrival, subseq: 0, partition_key: r.partition_key, data: r.data };
             accept_or_quarantine(&unit, &mut out, &mut raw, &mut quarantine);
         }
     }

@@ -70,43 +70,114 @@ impl Pseudonymizer {
         hex::encode(mac.finalize().into_bytes())
     }
 
-    /// Replaces the values of PII keys at any depth. Strings are hashed as they are; other values
-    /// (numbers, objects, arrays) are hashed as their compact JSON text; `null` stays `null`.
-    pub fn scrub(&self, value: &mut Value) {
-        match value {
-            Value::Object(map) => {
-                for (k, v) in map.iter_mut() {
-                    if is_pii_key(k) {
-                        let hashed = match &*v {
-                            Value::Null => continue,
-                            Value::String(s) => self.hash(s),
-                            other => self.hash(&other.to_string()),
-                        };
-                        *v = Value::String(hashed);
-                    } else {
-                        self.scrub(v);
-                    }
-                }
-            }
-            Value::Array(items) => items.iter_mut().for_each(|v| self.scrub(v)),
-            _ => {}
-        }
-    }
-
-    /// The attributes as stored: the input text when it holds no PII key, else scrubbed compact JSON.
+    /// The attributes as stored: the input text with the values of PII keys replaced by their
+    /// hashes. One pass over the text, no tree: everything else stays byte for byte.
     pub fn attributes_json(&self, attributes: &RawValue) -> String {
         let text = attributes.get();
         if !might_hold_pii(text) {
             return text.to_owned();
         }
-        match serde_json::from_str::<Value>(text) {
-            Ok(mut v) => {
-                self.scrub(&mut v);
-                v.to_string()
+        let b = text.as_bytes();
+        let mut out = String::with_capacity(text.len() + 64);
+        let mut copied = 0; // bytes of `text` already in `out`
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] != b'"' {
+                i += 1;
+                continue;
             }
-            // The text was validated as JSON upstream; never store it unscrubbed.
-            Err(_) => "null".to_owned(),
+            let end = string_end(b, i);
+            // A string followed by `:` is an object key.
+            let mut j = end;
+            while j < b.len() && b[j].is_ascii_whitespace() {
+                j += 1;
+            }
+            if j < b.len() && b[j] == b':' && is_pii_key(&decode_string(&text[i..end])) {
+                let mut v = j + 1;
+                while v < b.len() && b[v].is_ascii_whitespace() {
+                    v += 1;
+                }
+                let v_end = value_end(b, v);
+                let value = &text[v..v_end];
+                let hashed = match value.as_bytes().first() {
+                    Some(b'n') => None,
+                    Some(b'"') => Some(self.hash(&decode_string(value))),
+                    // Numbers, objects and arrays: the hash of their compact JSON text.
+                    _ => Some(self.hash(&serde_json::from_str::<Value>(value).map(|v| v.to_string()).unwrap_or_default())),
+                };
+                if let Some(h) = hashed {
+                    out.push_str(&text[copied..v]);
+                    out.push('"');
+                    out.push_str(&h);
+                    out.push('"');
+                    copied = v_end;
+                }
+                i = v_end;
+            } else {
+                i = end;
+            }
         }
+        out.push_str(&text[copied..]);
+        out
+    }
+}
+
+/// The index just past the string that starts at `start` (a `"`).
+fn string_end(b: &[u8], start: usize) -> usize {
+    let mut i = start + 1;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'"' => return i + 1,
+            _ => i += 1,
+        }
+    }
+    b.len()
+}
+
+/// The index just past the JSON value that starts at `start` (valid JSON assumed).
+fn value_end(b: &[u8], start: usize) -> usize {
+    match b.get(start) {
+        Some(b'"') => string_end(b, start),
+        Some(b'{' | b'[') => {
+            let mut depth = 0usize;
+            let mut i = start;
+            while i < b.len() {
+                match b[i] {
+                    b'"' => {
+                        i = string_end(b, i);
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return i + 1;
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            b.len()
+        }
+        _ => {
+            let mut i = start;
+            while i < b.len() && !matches!(b[i], b',' | b'}' | b']') && !b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            i
+        }
+    }
+}
+
+/// The content of a JSON string literal (with its quotes).
+fn decode_string(literal: &str) -> std::borrow::Cow<'_, str> {
+    let inner = &literal[1..literal.len().saturating_sub(1).max(1)];
+    if inner.contains('\\') {
+        std::borrow::Cow::Owned(serde_json::from_str::<String>(literal).unwrap_or_default())
+    } else {
+        std::borrow::Cow::Borrowed(inner)
     }
 }
 
@@ -159,14 +230,20 @@ pub fn transform(raw_key: &str, body: &[u8], pii: &Pseudonymizer) -> Result<Tran
     let mut seen: HashSet<std::borrow::Cow<'_, str>> = HashSet::new();
     let mut groups: BTreeMap<(String, NaiveDate, u32), Vec<Row>> = BTreeMap::new();
     let (mut lines, mut rows, mut duplicates, mut max_lag) = (0u64, 0u64, 0u64, None::<i64>);
+    let mut last_arrival: (String, DateTime<Utc>) = (String::new(), DateTime::<Utc>::MIN_UTC);
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
         let n = i + 1;
         lines += 1;
         let raw: RawLine<'_> =
             serde_json::from_str(line).map_err(|e| TransformError::BadLine { line: n, message: e.to_string() })?;
-        let arrival = DateTime::parse_from_rfc3339(&raw.arrival)
-            .map_err(|e| TransformError::BadLine { line: n, message: format!("arrival: {e}") })?
-            .with_timezone(&Utc);
+        // Lines of a batch share arrival times: parse each distinct one once.
+        if last_arrival.0 != raw.arrival {
+            let t = DateTime::parse_from_rfc3339(&raw.arrival)
+                .map_err(|e| TransformError::BadLine { line: n, message: format!("arrival: {e}") })?
+                .with_timezone(&Utc);
+            last_arrival = (raw.arrival.to_string(), t);
+        }
+        let arrival = last_arrival.1;
         let ev = event::parse(raw.event.get().as_bytes())
             .map_err(|rejection| TransformError::InvalidEvent { line: n, rejection })?;
         if !seen.insert(ev.event_id.clone()) {
@@ -177,7 +254,7 @@ pub fn transform(raw_key: &str, body: &[u8], pii: &Pseudonymizer) -> Result<Tran
         max_lag = Some(max_lag.map_or(row.ingest_lag_ms, |m: i64| m.max(row.ingest_lag_ms)));
         rows += 1;
         let date = ev.occurred_at.date_naive();
-        groups.entry((ev.event_type.clone(), date, ev.occurred_at.hour())).or_default().push(row);
+        groups.entry((ev.event_type.to_string(), date, ev.occurred_at.hour())).or_default().push(row);
     }
     let objects = groups
         .into_iter()
@@ -208,7 +285,7 @@ fn enrich(ev: &event::Event<'_>, arrival: DateTime<Utc>, raw: &RawLine<'_>, raw_
     });
     Row {
         event_id: ev.event_id.to_string(),
-        event_type: ev.event_type.clone(),
+        event_type: ev.event_type.to_string(),
         occurred_at_us: ev.occurred_at.timestamp_micros(),
         source: ev.source.to_string(),
         user_id_hash: ev.user_id.as_deref().map(|u| pii.hash(u)),
@@ -299,8 +376,9 @@ mod tests {
 
     #[test]
     fn pii_values_of_any_type_are_hashed() {
-        let mut v: Value = serde_json::json!({"phone": 5551234, "list": [{"IP": ["a"]}], "email": null});
-        pii().scrub(&mut v);
+        let raw = RawValue::from_string(r#"{"phone": 5551234, "list": [{"IP": [ "a" ]}], "email": null, "n": {"ip": "x\"y"}}"#.to_owned()).unwrap();
+        let v: Value = serde_json::from_str(&pii().attributes_json(&raw)).unwrap();
+        assert_eq!(v["n"]["ip"], Value::String(pii().hash("x\"y")));
         assert_eq!(v["phone"], Value::String(pii().hash("5551234")));
         assert_eq!(v["list"][0]["IP"], Value::String(pii().hash("[\"a\"]")));
         assert_eq!(v["email"], Value::Null);
