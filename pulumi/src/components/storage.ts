@@ -1,0 +1,254 @@
+import * as aws from "@pulumi/aws";
+import * as pulumi from "@pulumi/pulumi";
+
+import { arn, servicePrincipal, type Context, type Statement } from "../iam";
+import { PENDING_INDEX, PROCESSED_PREFIX, QUARANTINE_PREFIX, RAW_PREFIX } from "../names";
+import { noncurrentVersionRule, SecureBucket } from "./secureBucket";
+
+/** Attributes of the metadata table that this program declares (keys of the table and its index). */
+export const METADATA_HASH_KEY = "raw_key";
+export const PENDING_ATTRIBUTE = "pending";
+export const RAW_WRITTEN_AT_ATTRIBUTE = "raw_written_at";
+export const TTL_ATTRIBUTE = "expires_at";
+
+/**
+ * Everything that holds data: the customer managed KMS key, the raw and processed buckets (and the
+ * access log bucket), the metadata table and the PII HMAC secret.
+ */
+export class Storage extends pulumi.ComponentResource {
+    readonly key: aws.kms.Key;
+    readonly keyAlias: aws.kms.Alias;
+    readonly raw: SecureBucket;
+    readonly processed: SecureBucket;
+    readonly accessLogs?: SecureBucket;
+    readonly table: aws.dynamodb.Table;
+    readonly hmacSecret: aws.secretsmanager.Secret;
+
+    constructor(name: string, args: { ctx: Context }, opts?: pulumi.ComponentResourceOptions) {
+        super("eventpipe:pipeline:Storage", name, {}, opts);
+        const { ctx } = args;
+        const { env, names, extra } = ctx;
+        const retain = env.storage.retain_on_delete;
+        const retained: pulumi.CustomResourceOptions = { parent: this, retainOnDelete: retain };
+
+        this.key = new aws.kms.Key(
+            `${name}-key`,
+            {
+                description: `${names.stream} pipeline data: stream, buckets, table, queues, topic, secret and logs`,
+                enableKeyRotation: true,
+                deletionWindowInDays: retain ? 30 : 7,
+                policy: JSON.stringify({ Version: "2012-10-17", Statement: keyPolicyStatements(ctx) }),
+            },
+            retained,
+        );
+        this.keyAlias = new aws.kms.Alias(`${name}-key`, { name: extra.kmsAlias, targetKeyId: this.key.keyId }, retained);
+
+        if (env.storage.access_logging) {
+            this.accessLogs = new SecureBucket(
+                `${name}-access-logs`,
+                {
+                    ctx,
+                    bucketName: extra.accessLogBucket,
+                    role: "access-logs",
+                    // No kmsKeyArn: S3 server access logs can only be delivered to SSE-S3 buckets.
+                    lifecycleRules: [
+                        {
+                            id: "expire-access-logs",
+                            status: "Enabled",
+                            filter: {},
+                            expiration: { days: env.observability.log_retention_days },
+                        },
+                        noncurrentVersionRule(1),
+                    ],
+                    extraStatements: (bucketArn) => [
+                        {
+                            Sid: "AllowS3ServerAccessLogs",
+                            Effect: "Allow",
+                            Principal: { Service: servicePrincipal("logging.s3") },
+                            Action: "s3:PutObject",
+                            Resource: pulumi.interpolate`${bucketArn}/*`,
+                            Condition: {
+                                ArnLike: { "aws:SourceArn": [arn(ctx, "s3", names.raw_bucket), arn(ctx, "s3", names.processed_bucket)] },
+                                StringEquals: { "aws:SourceAccount": ctx.accountId },
+                            },
+                        },
+                    ],
+                },
+                { parent: this },
+            );
+        }
+        const logTo = (bucketName: string) =>
+            this.accessLogs ? { targetBucket: this.accessLogs.name, targetPrefix: `${bucketName}/` } : undefined;
+
+        this.raw = new SecureBucket(
+            `${name}-raw`,
+            {
+                ctx,
+                bucketName: names.raw_bucket,
+                role: "raw",
+                kmsKeyArn: this.key.arn,
+                lifecycleRules: [
+                    {
+                        id: "raw-to-intelligent-tiering",
+                        status: "Enabled",
+                        filter: { prefix: RAW_PREFIX },
+                        transitions: [{ days: env.storage.intelligent_tiering_after_days, storageClass: "INTELLIGENT_TIERING" }],
+                    },
+                    {
+                        id: "expire-quarantine",
+                        status: "Enabled",
+                        filter: { prefix: QUARANTINE_PREFIX },
+                        expiration: { days: env.storage.quarantine_expiry_days },
+                    },
+                    noncurrentVersionRule(env.storage.noncurrent_version_expiry_days),
+                ],
+                accessLogging: logTo(names.raw_bucket),
+            },
+            { parent: this },
+        );
+
+        this.processed = new SecureBucket(
+            `${name}-processed`,
+            {
+                ctx,
+                bucketName: names.processed_bucket,
+                role: "processed",
+                kmsKeyArn: this.key.arn,
+                lifecycleRules: [
+                    {
+                        id: "processed-to-intelligent-tiering",
+                        status: "Enabled",
+                        filter: { prefix: PROCESSED_PREFIX },
+                        transitions: [{ days: env.storage.intelligent_tiering_after_days, storageClass: "INTELLIGENT_TIERING" }],
+                    },
+                    noncurrentVersionRule(env.storage.noncurrent_version_expiry_days),
+                ],
+                accessLogging: logTo(names.processed_bucket),
+            },
+            { parent: this },
+        );
+
+        // One item per raw object. `pending` is set only while the object is not processed, so the
+        // `pending-by-age` index holds exactly the unprocessed objects, oldest first.
+        this.table = new aws.dynamodb.Table(
+            `${name}-metadata`,
+            {
+                name: names.metadata_table,
+                billingMode: "PAY_PER_REQUEST",
+                hashKey: METADATA_HASH_KEY,
+                attributes: [
+                    { name: METADATA_HASH_KEY, type: "S" },
+                    { name: PENDING_ATTRIBUTE, type: "S" },
+                    { name: RAW_WRITTEN_AT_ATTRIBUTE, type: "S" },
+                ],
+                globalSecondaryIndexes: [
+                    {
+                        name: PENDING_INDEX,
+                        keySchemas: [
+                            { attributeName: PENDING_ATTRIBUTE, keyType: "HASH" },
+                            { attributeName: RAW_WRITTEN_AT_ATTRIBUTE, keyType: "RANGE" },
+                        ],
+                        projectionType: "ALL",
+                    },
+                ],
+                serverSideEncryption: { enabled: true, kmsKeyArn: this.key.arn },
+                pointInTimeRecovery: { enabled: true },
+                ttl: { attributeName: TTL_ATTRIBUTE, enabled: true },
+                deletionProtectionEnabled: retain,
+            },
+            retained,
+        );
+
+        // Only the secret: its value is never in code or state. The operator seeds it once
+        // (docs/deployment.md); the transformer refuses to run with an empty key.
+        this.hmacSecret = new aws.secretsmanager.Secret(
+            `${name}-hmac-key`,
+            {
+                name: names.hmac_secret,
+                description: `HMAC-SHA256 key that pseudonymises PII in ${names.processed_bucket}; seeded out of band`,
+                kmsKeyId: this.key.arn,
+                // A preview stack must be re-creatable under the same name right after it is destroyed.
+                recoveryWindowInDays: retain ? 30 : 0,
+            },
+            retained,
+        );
+
+        this.registerOutputs({
+            keyArn: this.key.arn,
+            rawBucket: this.raw.name,
+            processedBucket: this.processed.name,
+            table: this.table.name,
+            hmacSecret: this.hmacSecret.name,
+        });
+    }
+}
+
+/**
+ * The key policy. The account statement delegates use of the key to IAM (the functions' roles get
+ * kms:Decrypt/GenerateDataKey on this key only); the service statements let CloudWatch Logs encrypt
+ * the log groups, CloudWatch alarms publish to the encrypted topic and, when on, CloudTrail
+ * encrypt the data-event logs. A key policy's `Resource` is always `*`: it means this key.
+ */
+export function keyPolicyStatements(ctx: Context): Statement[] {
+    const { env } = ctx;
+    const p = `${env.project}-${env.name}`;
+    const statements: Statement[] = [
+        {
+            Sid: "AccountAdministersKeyThroughIam",
+            Effect: "Allow",
+            Principal: { AWS: arn(ctx, "iam", "root") },
+            Action: "kms:*",
+            Resource: "*",
+        },
+        {
+            Sid: "CloudWatchLogsEncryptsPipelineLogGroups",
+            Effect: "Allow",
+            Principal: { Service: `logs.${ctx.region}.${ctx.dnsSuffix}` },
+            Action: [
+                "kms:Encrypt",
+                "kms:Decrypt",
+                "kms:ReEncryptFrom",
+                "kms:ReEncryptTo",
+                "kms:GenerateDataKey",
+                "kms:GenerateDataKeyWithoutPlaintext",
+                "kms:DescribeKey",
+            ],
+            Resource: "*",
+            Condition: {
+                ArnLike: { "kms:EncryptionContext:aws:logs:arn": arn(ctx, "logs", `log-group:/aws/lambda/${p}-*`) },
+            },
+        },
+        {
+            Sid: "CloudWatchAlarmsPublishToEncryptedTopic",
+            Effect: "Allow",
+            Principal: { Service: servicePrincipal("cloudwatch") },
+            Action: ["kms:Decrypt", "kms:GenerateDataKey"],
+            Resource: "*",
+        },
+    ];
+    if (env.network.cloudtrail) {
+        const trailArn = arn(ctx, "cloudtrail", `trail/${ctx.extra.trail}`);
+        statements.push(
+            {
+                Sid: "CloudTrailEncryptsDataEventLogs",
+                Effect: "Allow",
+                Principal: { Service: servicePrincipal("cloudtrail") },
+                Action: "kms:GenerateDataKey",
+                Resource: "*",
+                Condition: {
+                    StringEquals: { "aws:SourceArn": trailArn },
+                    StringLike: { "kms:EncryptionContext:aws:cloudtrail:arn": `arn:${ctx.partition}:cloudtrail:*:${ctx.accountId}:trail/*` },
+                },
+            },
+            {
+                Sid: "CloudTrailDescribesKey",
+                Effect: "Allow",
+                Principal: { Service: servicePrincipal("cloudtrail") },
+                Action: "kms:DescribeKey",
+                Resource: "*",
+                Condition: { StringEquals: { "aws:SourceArn": trailArn } },
+            },
+        );
+    }
+    return statements;
+}

@@ -1,0 +1,187 @@
+import * as aws from "@pulumi/aws";
+import * as pulumi from "@pulumi/pulumi";
+
+import type { Artifact } from "../artifacts";
+import { denyInsecureTransportToQueue, policyDocument, servicePrincipal, type Context } from "../iam";
+import { PROCESSED_PREFIX, RAW_PREFIX } from "../names";
+import type { ExpressedSettings } from "../settings";
+import { DLQ_RETENTION_SECONDS } from "./ingest";
+import { pipelineFunction, type FunctionNetwork } from "./pipelineFunction";
+import type { Storage } from "./storage";
+
+export interface TransformArgs {
+    ctx: Context;
+    settings: ExpressedSettings;
+    storage: Storage;
+    artifact: Artifact;
+    network?: FunctionNetwork;
+}
+
+/**
+ * Raw object → transformer → Parquet: the function with its role and log group, the raw bucket's
+ * ObjectCreated notification on `raw/`, the invoke permission scoped to that bucket and account,
+ * and the asynchronous invoke settings whose failures land in the transform dead letter queue.
+ */
+export class Transform extends pulumi.ComponentResource {
+    readonly dlq: aws.sqs.Queue;
+    readonly fn: aws.lambda.Function;
+    readonly role: aws.iam.Role;
+    readonly logGroup: aws.cloudwatch.LogGroup;
+    readonly permission: aws.lambda.Permission;
+    readonly notification: aws.s3.BucketNotification;
+    readonly invokeConfig: aws.lambda.FunctionEventInvokeConfig;
+
+    constructor(name: string, args: TransformArgs, opts?: pulumi.ComponentResourceOptions) {
+        super("eventpipe:pipeline:Transform", name, {}, opts);
+        const { ctx, settings, storage } = args;
+        const { env, names, extra } = ctx;
+
+        this.dlq = new aws.sqs.Queue(
+            `${name}-dlq`,
+            {
+                name: names.transform_dlq,
+                kmsMasterKeyId: storage.key.arn,
+                kmsDataKeyReusePeriodSeconds: 300,
+                messageRetentionSeconds: DLQ_RETENTION_SECONDS,
+            },
+            { parent: this },
+        );
+
+        const created = pipelineFunction(
+            `${name}-transformer`,
+            {
+                ctx,
+                functionName: names.transformer,
+                roleName: extra.transformerRole,
+                logGroupName: extra.transformerLogGroup,
+                settings: env.transformer,
+                artifact: args.artifact,
+                kmsKeyArn: storage.key.arn,
+                network: args.network,
+                environment: {
+                    RAW_BUCKET: names.raw_bucket,
+                    PROCESSED_BUCKET: names.processed_bucket,
+                    METADATA_TABLE: names.metadata_table,
+                    METADATA_TTL_DAYS: String(env.storage.metadata_ttl_days),
+                    HMAC_SECRET_ID: names.hmac_secret,
+                    PIPELINE_ENV: env.name,
+                    RUST_LOG: env.transformer.log_level,
+                },
+                statements: [
+                    {
+                        Sid: "ReadRawObjects",
+                        Effect: "Allow",
+                        Action: "s3:GetObject",
+                        Resource: pulumi.interpolate`${storage.raw.arn}/${RAW_PREFIX}*`,
+                    },
+                    {
+                        // Lets S3 answer 404 rather than 403 for a raw object that is gone.
+                        Sid: "ListRawPrefix",
+                        Effect: "Allow",
+                        Action: "s3:ListBucket",
+                        Resource: storage.raw.arn,
+                        Condition: { StringLike: { "s3:prefix": `${RAW_PREFIX}*` } },
+                    },
+                    {
+                        Sid: "WriteProcessedObjects",
+                        Effect: "Allow",
+                        Action: ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+                        Resource: pulumi.interpolate`${storage.processed.arn}/${PROCESSED_PREFIX}*`,
+                    },
+                    {
+                        Sid: "ListProcessedPrefix",
+                        Effect: "Allow",
+                        Action: "s3:ListBucket",
+                        Resource: storage.processed.arn,
+                        Condition: { StringLike: { "s3:prefix": `${PROCESSED_PREFIX}*` } },
+                    },
+                    {
+                        Sid: "RecordMetadata",
+                        Effect: "Allow",
+                        Action: ["dynamodb:GetItem", "dynamodb:UpdateItem"],
+                        Resource: storage.table.arn,
+                    },
+                    {
+                        Sid: "ReadHmacKey",
+                        Effect: "Allow",
+                        Action: "secretsmanager:GetSecretValue",
+                        Resource: storage.hmacSecret.arn,
+                    },
+                    {
+                        Sid: "SendFailedEventsToDlq",
+                        Effect: "Allow",
+                        Action: "sqs:SendMessage",
+                        Resource: this.dlq.arn,
+                    },
+                ],
+            },
+            this,
+        );
+        this.fn = created.fn;
+        this.role = created.role;
+        this.logGroup = created.logGroup;
+
+        const queuePolicy = new aws.sqs.QueuePolicy(
+            `${name}-dlq`,
+            {
+                queueUrl: this.dlq.url,
+                policy: policyDocument([
+                    {
+                        Sid: "TransformerSendsFailedEvents",
+                        Effect: "Allow",
+                        Principal: { AWS: created.role.arn },
+                        Action: "sqs:SendMessage",
+                        Resource: this.dlq.arn,
+                    },
+                    denyInsecureTransportToQueue(this.dlq.arn),
+                ]),
+            },
+            { parent: this },
+        );
+
+        this.invokeConfig = new aws.lambda.FunctionEventInvokeConfig(
+            `${name}-async`,
+            {
+                functionName: this.fn.name,
+                maximumRetryAttempts: settings.transformerAsync.maximumRetryAttempts,
+                maximumEventAgeInSeconds: settings.transformerAsync.maximumEventAgeInSeconds,
+                destinationConfig: { onFailure: { destination: this.dlq.arn } },
+            },
+            // Lambda checks that the role may send to the destination.
+            { parent: this, dependsOn: [created.rolePolicy, queuePolicy] },
+        );
+
+        this.permission = new aws.lambda.Permission(
+            `${name}-s3-invoke`,
+            {
+                function: this.fn.name,
+                action: "lambda:InvokeFunction",
+                principal: servicePrincipal("s3"),
+                sourceArn: storage.raw.arn,
+                sourceAccount: ctx.accountId,
+            },
+            { parent: this },
+        );
+
+        // The bucket's only notification configuration: new raw objects invoke the transformer.
+        // Quarantine objects share the bucket and stay out of the filter.
+        this.notification = new aws.s3.BucketNotification(
+            `${name}-raw-created`,
+            {
+                bucket: storage.raw.name,
+                lambdaFunctions: [
+                    {
+                        id: "raw-object-created",
+                        lambdaFunctionArn: this.fn.arn,
+                        events: settings.notification.events,
+                        filterPrefix: settings.notification.prefix,
+                    },
+                ],
+            },
+            // S3 tests the destination when the configuration is written.
+            { parent: this, dependsOn: [this.permission, this.invokeConfig] },
+        );
+
+        this.registerOutputs({ functionName: this.fn.name, dlqUrl: this.dlq.url });
+    }
+}

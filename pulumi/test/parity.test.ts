@@ -1,0 +1,41 @@
+// The local provisioner (Rust) and this program must express the same settings for an environment.
+// `fixtures/local-settings.json` is the Rust side's view of `environments/local.toml` with account
+// id 000000000000 (a Rust test writes it); `expressedSettings` is the view the components deploy.
+
+import { strict as assert } from "node:assert";
+import * as fs from "node:fs";
+import * as path from "node:path";
+
+import { loadEnvironment } from "../src/config";
+import { expressedSettings } from "../src/settings";
+import { deploy, one } from "./harness";
+
+const FIXTURE = path.join(__dirname, "fixtures", "local-settings.json");
+const LOCAL_ACCOUNT_ID = "000000000000";
+
+describe("parity with the local provisioner", () => {
+    it("expressedSettings(local) equals the Rust side's fixture, key for key", () => {
+        const rust = JSON.parse(fs.readFileSync(FIXTURE, "utf8"));
+        const ours = expressedSettings(loadEnvironment("local"), LOCAL_ACCOUNT_ID);
+        assert.deepStrictEqual(JSON.parse(JSON.stringify(ours)), rust);
+    });
+
+    it("the deployed mapping, notification and invoke config are exactly the expressed settings", async () => {
+        const d = await deploy("dev");
+        const s = expressedSettings(d.env, "123456789012");
+        const esm = one(d, "aws:lambda/eventSourceMapping:EventSourceMapping").inputs;
+        for (const [k, v] of Object.entries(s.eventSourceMapping)) {
+            assert.deepStrictEqual(esm[k], v, k);
+        }
+        const rule = one(d, "aws:s3/bucketNotification:BucketNotification").inputs.lambdaFunctions[0];
+        assert.equal(rule.filterPrefix, s.notification.prefix);
+        assert.deepStrictEqual(rule.events, s.notification.events);
+        const invoke = one(d, "aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig").inputs;
+        assert.equal(invoke.maximumRetryAttempts, s.transformerAsync.maximumRetryAttempts);
+        assert.equal(invoke.maximumEventAgeInSeconds, s.transformerAsync.maximumEventAgeInSeconds);
+        assert.equal(one(d, "aws:kinesis/stream:Stream").inputs.name, s.names.stream);
+        assert.equal(one(d, "aws:dynamodb/table:Table").inputs.name, s.names.metadata_table);
+        assert.equal(one(d, "aws:secretsmanager/secret:Secret").inputs.name, s.names.hmac_secret);
+        assert.equal(one(d, "aws:sns/topic:Topic").inputs.name, s.names.alarm_topic);
+    });
+});

@@ -1,0 +1,578 @@
+// The program under mocks, once per stack flavour: dev (provisioned, no VPC), prod (VPC, access
+// logging, CloudTrail, retention) and pr-42 (on-demand preview stack).
+
+import { strict as assert } from "node:assert";
+
+import * as pulumi from "@pulumi/pulumi";
+
+import { expressedSettings } from "../src/settings";
+import { EMF_METRICS, EMF_NAMESPACE } from "../src/components/observability";
+import { GATEWAY_ENDPOINT_SERVICES, INTERFACE_ENDPOINT_SERVICES, subnetCidr } from "../src/components/network";
+import { ACCOUNT_ID, GIT_SHA, artifacts, deploy, ofType, one, statements, type Deployment, type Registered } from "./harness";
+
+const TYPES = {
+    provider: "pulumi:providers:aws",
+    stream: "aws:kinesis/stream:Stream",
+    bucket: "aws:s3/bucket:Bucket",
+    sse: "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+    pab: "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+    versioning: "aws:s3/bucketVersioning:BucketVersioning",
+    lifecycle: "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+    bucketPolicy: "aws:s3/bucketPolicy:BucketPolicy",
+    logging: "aws:s3/bucketLogging:BucketLogging",
+    notification: "aws:s3/bucketNotification:BucketNotification",
+    table: "aws:dynamodb/table:Table",
+    key: "aws:kms/key:Key",
+    secret: "aws:secretsmanager/secret:Secret",
+    secretVersion: "aws:secretsmanager/secretVersion:SecretVersion",
+    fn: "aws:lambda/function:Function",
+    esm: "aws:lambda/eventSourceMapping:EventSourceMapping",
+    invokeConfig: "aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig",
+    permission: "aws:lambda/permission:Permission",
+    logGroup: "aws:cloudwatch/logGroup:LogGroup",
+    role: "aws:iam/role:Role",
+    rolePolicy: "aws:iam/rolePolicy:RolePolicy",
+    queue: "aws:sqs/queue:Queue",
+    queuePolicy: "aws:sqs/queuePolicy:QueuePolicy",
+    topic: "aws:sns/topic:Topic",
+    subscription: "aws:sns/topicSubscription:TopicSubscription",
+    alarm: "aws:cloudwatch/metricAlarm:MetricAlarm",
+    dashboard: "aws:cloudwatch/dashboard:Dashboard",
+    glueDb: "aws:glue/catalogDatabase:CatalogDatabase",
+    glueTable: "aws:glue/catalogTable:CatalogTable",
+    vpc: "aws:ec2/vpc:Vpc",
+    subnet: "aws:ec2/subnet:Subnet",
+    endpoint: "aws:ec2/vpcEndpoint:VpcEndpoint",
+    trail: "aws:cloudtrail/trail:Trail",
+};
+
+const byName = (name: string) => (r: Registered) => r.inputs.name === name;
+const fnNamed = (d: Deployment, name: string) => one(d, TYPES.fn, byName(name)).inputs;
+const allowActions = (policy: string): string[] =>
+    statements(policy)
+        .filter((s) => s.Effect === "Allow")
+        .flatMap((s) => (Array.isArray(s.Action) ? s.Action : [s.Action]));
+
+const flavours: Record<string, Deployment> = {};
+
+describe("pipeline under mocks", function () {
+    before(async () => {
+        for (const stack of ["dev", "prod", "pr-42"]) {
+            flavours[stack] = await deploy(stack);
+        }
+    });
+    const d = (stack: string): Deployment => flavours[stack] as Deployment;
+
+    for (const stack of ["dev", "prod", "pr-42"]) {
+        describe(stack, () => {
+            it("names every resource after project and environment", () => {
+                const x = d(stack);
+                const p = `eventpipe-${stack}`;
+                assert.equal(one(x, TYPES.stream).inputs.name, `${p}-events`);
+                const buckets = ofType(x, TYPES.bucket).map((b) => b.inputs.bucket);
+                assert.ok(buckets.includes(`${p}-raw-${ACCOUNT_ID}`));
+                assert.ok(buckets.includes(`${p}-processed-${ACCOUNT_ID}`));
+                assert.equal(one(x, TYPES.table).inputs.name, `${p}-metadata`);
+                fnNamed(x, `${p}-stream-processor`);
+                fnNamed(x, `${p}-transformer`);
+                assert.deepEqual(ofType(x, TYPES.queue).map((q) => q.inputs.name).sort(), [`${p}-stream-dlq`, `${p}-transform-dlq`]);
+                assert.equal(one(x, TYPES.topic).inputs.name, `${p}-alarms`);
+                assert.equal(one(x, TYPES.secret).inputs.name, `${p}/pii-hmac-key`);
+                assert.deepEqual(ofType(x, TYPES.logGroup).map((g) => g.inputs.name).sort(), [
+                    `/aws/lambda/${p}-stream-processor`,
+                    `/aws/lambda/${p}-transformer`,
+                ]);
+                assert.equal(one(x, TYPES.glueDb).inputs.name, p.replace(/-/g, "_"));
+                for (const b of buckets) {
+                    assert.ok(b.length <= 63, `${b} is a valid bucket name length`);
+                }
+            });
+
+            it("tags everything through the provider's default tags and uses that provider everywhere", () => {
+                const x = d(stack);
+                const provider = one(x, TYPES.provider);
+                assert.equal(provider.inputs.region, x.env.region);
+                assert.deepEqual(JSON.parse(provider.inputs.defaultTags).tags ?? provider.inputs.defaultTags.tags, {
+                    ...x.env.tags,
+                    project: "eventpipe",
+                    environment: stack,
+                    "git-sha": GIT_SHA,
+                });
+                for (const r of x.resources.filter((r) => r.custom && r.type.startsWith("aws:"))) {
+                    assert.ok(r.provider?.includes("::pulumi:providers:aws::aws::"), `${r.type} ${r.name} uses the explicit provider`);
+                }
+            });
+
+            it("parents every resource to a component", () => {
+                for (const r of d(stack).resources.filter((r) => r.custom && r.type.startsWith("aws:"))) {
+                    assert.match(r.urn, /::eventpipe:pipeline:[A-Za-z]+(\$[^:]+)*\$aws:/, `${r.type} ${r.name}: ${r.urn}`);
+                }
+            });
+
+            it("encrypts the stream with KMS and keeps records as configured", () => {
+                const x = d(stack);
+                const s = one(x, TYPES.stream).inputs;
+                assert.equal(s.encryptionType, "KMS");
+                assert.match(s.kmsKeyId, /^arn:aws:kms:/);
+                assert.equal(s.retentionPeriod, x.env.stream.retention_hours);
+                if (x.env.stream.mode === "provisioned") {
+                    assert.equal(s.shardCount, x.env.stream.shards);
+                    assert.equal(s.streamModeDetails.streamMode, "PROVISIONED");
+                } else {
+                    assert.equal(s.shardCount, undefined);
+                    assert.equal(s.streamModeDetails.streamMode, "ON_DEMAND");
+                }
+            });
+
+            it("maps the stream to the stream processor with the file's settings and a DLQ", () => {
+                const x = d(stack);
+                const esm = one(x, TYPES.esm).inputs;
+                const m = x.env.event_source_mapping;
+                assert.equal(esm.batchSize, m.batch_size);
+                assert.equal(esm.maximumBatchingWindowInSeconds, m.maximum_batching_window_seconds);
+                assert.equal(esm.startingPosition, m.starting_position);
+                assert.equal(esm.parallelizationFactor, m.parallelization_factor);
+                assert.equal(esm.bisectBatchOnFunctionError, m.bisect_batch_on_function_error);
+                assert.equal(esm.maximumRetryAttempts, m.maximum_retry_attempts);
+                assert.equal(esm.maximumRecordAgeInSeconds, m.maximum_record_age_seconds);
+                assert.deepEqual(esm.functionResponseTypes, ["ReportBatchItemFailures"]);
+                assert.equal(esm.eventSourceArn, `arn:aws:kinesis:${x.env.region}:${ACCOUNT_ID}:stream/eventpipe-${stack}-events`);
+                assert.equal(esm.functionName, `arn:aws:lambda:${x.env.region}:${ACCOUNT_ID}:function:eventpipe-${stack}-stream-processor`);
+                assert.equal(esm.destinationConfig.onFailure.destinationArn, `arn:aws:sqs:${x.env.region}:${ACCOUNT_ID}:eventpipe-${stack}-stream-dlq`);
+            });
+
+            it("deploys both functions from the artifact manifest with the file's sizing", async () => {
+                const x = d(stack);
+                const a = artifacts();
+                for (const [key, settings] of [
+                    ["stream-processor", x.env.stream_processor],
+                    ["transformer", x.env.transformer],
+                ] as const) {
+                    const f = fnNamed(x, `eventpipe-${stack}-${key}`);
+                    assert.equal(f.runtime, "provided.al2023");
+                    assert.deepEqual(f.architectures, ["arm64"]);
+                    assert.equal(f.handler, "bootstrap");
+                    assert.equal(f.memorySize, settings.memory_mb);
+                    assert.equal(f.timeout, settings.timeout_seconds);
+                    assert.equal(f.reservedConcurrentExecutions, settings.reserved_concurrency ?? undefined);
+                    assert.equal(f.sourceCodeHash, a.functions[key].sourceCodeHash);
+                    assert.equal(f.sourceCodeHash, Buffer.from(a.functions[key].sha256, "hex").toString("base64"));
+                    assert.ok(pulumi.asset.FileArchive.isInstance(f.code), "the code is a FileArchive of the zip");
+                    assert.equal(await (f.code as pulumi.asset.FileArchive).path, a.functions[key].zipPath);
+                    assert.deepEqual(f.loggingConfig, { logFormat: "JSON", logGroup: `/aws/lambda/eventpipe-${stack}-${key}` });
+                    assert.equal(f.tracingConfig.mode, x.env.observability.tracing ? "Active" : "PassThrough");
+                    assert.match(f.role, new RegExp(`role/eventpipe-${stack}-${key}-role$`));
+                }
+                assert.deepEqual(x.outputs.artifactDigests, {
+                    "stream-processor": a.functions["stream-processor"].sha256,
+                    transformer: a.functions.transformer.sha256,
+                });
+                assert.equal(x.outputs.gitSha, GIT_SHA);
+            });
+
+            it("passes the runtime contract to the functions as environment variables", () => {
+                const x = d(stack);
+                const p = `eventpipe-${stack}`;
+                const common = {
+                    RAW_BUCKET: `${p}-raw-${ACCOUNT_ID}`,
+                    METADATA_TABLE: `${p}-metadata`,
+                    METADATA_TTL_DAYS: String(x.env.storage.metadata_ttl_days),
+                    PIPELINE_ENV: stack,
+                };
+                assert.deepEqual(fnNamed(x, `${p}-stream-processor`).environment.variables, {
+                    ...common,
+                    RUST_LOG: x.env.stream_processor.log_level,
+                });
+                assert.deepEqual(fnNamed(x, `${p}-transformer`).environment.variables, {
+                    ...common,
+                    PROCESSED_BUCKET: `${p}-processed-${ACCOUNT_ID}`,
+                    HMAC_SECRET_ID: `${p}/pii-hmac-key`,
+                    RUST_LOG: x.env.transformer.log_level,
+                });
+            });
+
+            it("gives each function a KMS-encrypted log group with the file's retention", () => {
+                const x = d(stack);
+                for (const g of ofType(x, TYPES.logGroup)) {
+                    assert.equal(g.inputs.retentionInDays, x.env.observability.log_retention_days);
+                    assert.match(g.inputs.kmsKeyId, /^arn:aws:kms:/);
+                }
+            });
+
+            it("invokes the transformer on raw/ objects only, scoped to the bucket and account", () => {
+                const x = d(stack);
+                const n = one(x, TYPES.notification).inputs;
+                assert.equal(n.bucket, `eventpipe-${stack}-raw-${ACCOUNT_ID}`);
+                assert.equal(n.lambdaFunctions.length, 1);
+                assert.deepEqual(n.lambdaFunctions[0].events, ["s3:ObjectCreated:*"]);
+                assert.equal(n.lambdaFunctions[0].filterPrefix, "raw/");
+                const perm = one(x, TYPES.permission).inputs;
+                assert.equal(perm.principal, "s3.amazonaws.com");
+                assert.equal(perm.action, "lambda:InvokeFunction");
+                assert.equal(perm.sourceArn, `arn:aws:s3:::eventpipe-${stack}-raw-${ACCOUNT_ID}`);
+                assert.equal(perm.sourceAccount, ACCOUNT_ID);
+                const inv = one(x, TYPES.invokeConfig).inputs;
+                assert.equal(inv.maximumRetryAttempts, x.env.transformer_async.maximum_retry_attempts);
+                assert.equal(inv.maximumEventAgeInSeconds, x.env.transformer_async.maximum_event_age_seconds);
+                assert.equal(inv.destinationConfig.onFailure.destination, `arn:aws:sqs:${x.env.region}:${ACCOUNT_ID}:eventpipe-${stack}-transform-dlq`);
+            });
+
+            it("keeps dead letters 14 days in KMS-encrypted queues that only the function roles may write", () => {
+                const x = d(stack);
+                for (const q of ofType(x, TYPES.queue)) {
+                    assert.equal(q.inputs.messageRetentionSeconds, 1209600);
+                    assert.match(q.inputs.kmsMasterKeyId, /^arn:aws:kms:/);
+                }
+                for (const qp of ofType(x, TYPES.queuePolicy)) {
+                    const [allow, deny] = statements(qp.inputs.policy);
+                    assert.equal(allow.Action, "sqs:SendMessage");
+                    assert.match(allow.Principal.AWS, new RegExp(`^arn:aws:iam::${ACCOUNT_ID}:role/eventpipe-${stack}-`));
+                    assert.equal(deny.Effect, "Deny");
+                    assert.equal(deny.Condition.Bool["aws:SecureTransport"], "false");
+                }
+            });
+
+            it("builds the buckets: SSE-KMS with a bucket key, versioning, public access block, TLS-only, lifecycle", () => {
+                const x = d(stack);
+                const s = x.env.storage;
+                const raw = `eventpipe-${stack}-raw-${ACCOUNT_ID}`;
+                const processed = `eventpipe-${stack}-processed-${ACCOUNT_ID}`;
+                for (const name of [raw, processed]) {
+                    const bucket = one(x, TYPES.bucket, (b) => b.inputs.bucket === name).inputs;
+                    assert.equal(bucket.forceDestroy, !s.retain_on_delete);
+                    const sse = one(x, TYPES.sse, (r) => r.inputs.bucket === name).inputs.rules[0];
+                    assert.equal(sse.applyServerSideEncryptionByDefault.sseAlgorithm, "aws:kms");
+                    assert.match(sse.applyServerSideEncryptionByDefault.kmsMasterKeyId, /^arn:aws:kms:/);
+                    assert.equal(sse.bucketKeyEnabled, true);
+                    assert.equal(one(x, TYPES.versioning, (r) => r.inputs.bucket === name).inputs.versioningConfiguration.status, "Enabled");
+                    const pab = one(x, TYPES.pab, (r) => r.inputs.bucket === name).inputs;
+                    for (const k of ["blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"]) {
+                        assert.equal(pab[k], true, k);
+                    }
+                    const deny = statements(one(x, TYPES.bucketPolicy, (r) => r.inputs.bucket === name).inputs.policy)[0];
+                    assert.equal(deny.Effect, "Deny");
+                    assert.deepEqual(deny.Resource, [`arn:aws:s3:::${name}`, `arn:aws:s3:::${name}/*`]);
+                }
+                const rules = (name: string) =>
+                    Object.fromEntries(one(x, TYPES.lifecycle, (r) => r.inputs.bucket === name).inputs.rules.map((r: any) => [r.id, r]));
+                const rawRules = rules(raw);
+                assert.deepEqual(rawRules["raw-to-intelligent-tiering"].filter, { prefix: "raw/" });
+                assert.deepEqual(rawRules["raw-to-intelligent-tiering"].transitions, [
+                    { days: s.intelligent_tiering_after_days, storageClass: "INTELLIGENT_TIERING" },
+                ]);
+                assert.deepEqual(rawRules["expire-quarantine"].filter, { prefix: "quarantine/" });
+                assert.equal(rawRules["expire-quarantine"].expiration.days, s.quarantine_expiry_days);
+                assert.equal(rawRules["expire-noncurrent-versions"].noncurrentVersionExpiration.noncurrentDays, s.noncurrent_version_expiry_days);
+                const processedRules = rules(processed);
+                assert.deepEqual(processedRules["processed-to-intelligent-tiering"].filter, { prefix: "processed/" });
+                assert.equal(processedRules["expire-quarantine"], undefined);
+                assert.equal(processedRules["expire-noncurrent-versions"].noncurrentVersionExpiration.noncurrentDays, s.noncurrent_version_expiry_days);
+            });
+
+            it("logs bucket access only when the file asks for it", () => {
+                const x = d(stack);
+                const logging = ofType(x, TYPES.logging);
+                if (x.env.storage.access_logging) {
+                    const logBucket = `eventpipe-${stack}-access-logs-${ACCOUNT_ID}`;
+                    assert.deepEqual(logging.map((l) => l.inputs.bucket).sort(), [
+                        `eventpipe-${stack}-processed-${ACCOUNT_ID}`,
+                        `eventpipe-${stack}-raw-${ACCOUNT_ID}`,
+                    ]);
+                    for (const l of logging) {
+                        assert.equal(l.inputs.targetBucket, logBucket);
+                        assert.equal(l.inputs.targetPrefix, `${l.inputs.bucket}/`);
+                    }
+                    // S3 delivers access logs only to SSE-S3 buckets.
+                    const sse = one(x, TYPES.sse, (r) => r.inputs.bucket === logBucket).inputs.rules[0];
+                    assert.equal(sse.applyServerSideEncryptionByDefault.sseAlgorithm, "AES256");
+                    assert.equal(x.outputs.accessLogBucketName, logBucket);
+                } else {
+                    assert.equal(logging.length, 0);
+                    assert.equal(x.outputs.accessLogBucketName, undefined);
+                }
+            });
+
+            it("creates the metadata table with its sparse pending-by-age index, CMK encryption, PITR and TTL", () => {
+                const x = d(stack);
+                const t = one(x, TYPES.table).inputs;
+                assert.equal(t.billingMode, "PAY_PER_REQUEST");
+                assert.equal(t.hashKey, "raw_key");
+                assert.deepEqual(t.attributes, [
+                    { name: "raw_key", type: "S" },
+                    { name: "pending", type: "S" },
+                    { name: "raw_written_at", type: "S" },
+                ]);
+                assert.deepEqual(t.globalSecondaryIndexes, [
+                    {
+                        name: "pending-by-age",
+                        keySchemas: [
+                            { attributeName: "pending", keyType: "HASH" },
+                            { attributeName: "raw_written_at", keyType: "RANGE" },
+                        ],
+                        projectionType: "ALL",
+                    },
+                ]);
+                assert.equal(t.serverSideEncryption.enabled, true);
+                assert.match(t.serverSideEncryption.kmsKeyArn, /^arn:aws:kms:/);
+                assert.deepEqual(t.pointInTimeRecovery, { enabled: true });
+                assert.deepEqual(t.ttl, { attributeName: "expires_at", enabled: true });
+                assert.equal(t.deletionProtectionEnabled, x.env.storage.retain_on_delete);
+            });
+
+            it("creates the HMAC secret without a value", () => {
+                const x = d(stack);
+                const s = one(x, TYPES.secret).inputs;
+                assert.match(s.kmsKeyId, /^arn:aws:kms:/);
+                assert.equal(s.recoveryWindowInDays, x.env.storage.retain_on_delete ? 30 : 0);
+                assert.equal(ofType(x, TYPES.secretVersion).length, 0);
+                assert.ok(!x.resources.some((r) => r.type.startsWith("random:")));
+            });
+
+            it("uses one rotating customer managed key", () => {
+                const x = d(stack);
+                const k = one(x, TYPES.key).inputs;
+                assert.equal(k.enableKeyRotation, true);
+                assert.equal(k.deletionWindowInDays, x.env.storage.retain_on_delete ? 30 : 7);
+                const sids = statements(k.policy).map((s) => s.Sid);
+                assert.ok(sids.includes("CloudWatchLogsEncryptsPipelineLogGroups"));
+                assert.ok(sids.includes("CloudWatchAlarmsPublishToEncryptedTopic"));
+                assert.equal(sids.includes("CloudTrailEncryptsDataEventLogs"), x.env.network.cloudtrail);
+            });
+
+            it("grants each role explicit actions only", () => {
+                const x = d(stack);
+                const sp = one(x, TYPES.rolePolicy, (r) => r.inputs.name === `eventpipe-${stack}-stream-processor-permissions`).inputs.policy;
+                const tr = one(x, TYPES.rolePolicy, (r) => r.inputs.name === `eventpipe-${stack}-transformer-permissions`).inputs.policy;
+                const common = ["kms:Decrypt", "kms:GenerateDataKey", "logs:CreateLogStream", "logs:PutLogEvents"];
+                const tracing = x.env.observability.tracing ? ["xray:PutTraceSegments", "xray:PutTelemetryRecords"] : [];
+                const vpc = x.env.network.vpc
+                    ? ["ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"]
+                    : [];
+                assert.deepEqual(allowActions(sp).sort(), [
+                    "kinesis:DescribeStream",
+                    "kinesis:DescribeStreamSummary",
+                    "kinesis:GetRecords",
+                    "kinesis:GetShardIterator",
+                    "kinesis:ListShards",
+                    "kinesis:SubscribeToShard",
+                    "s3:PutObject",
+                    "dynamodb:GetItem",
+                    "dynamodb:UpdateItem",
+                    "sqs:SendMessage",
+                    ...common,
+                    ...tracing,
+                    ...vpc,
+                ].sort());
+                assert.deepEqual(allowActions(tr).sort(), [
+                    "s3:GetObject",
+                    "s3:ListBucket",
+                    "s3:PutObject",
+                    "s3:DeleteObject",
+                    "s3:AbortMultipartUpload",
+                    "s3:ListBucket",
+                    "dynamodb:GetItem",
+                    "dynamodb:UpdateItem",
+                    "secretsmanager:GetSecretValue",
+                    "sqs:SendMessage",
+                    ...common,
+                    ...tracing,
+                    ...vpc,
+                ].sort());
+                const raw = `arn:aws:s3:::eventpipe-${stack}-raw-${ACCOUNT_ID}`;
+                const write = statements(sp).find((s) => s.Sid === "WriteRawAndQuarantineObjects");
+                assert.deepEqual(write.Resource, [`${raw}/raw/*`, `${raw}/quarantine/*`]);
+                const list = statements(tr).find((s) => s.Sid === "ListProcessedPrefix");
+                assert.deepEqual(list.Condition, { StringLike: { "s3:prefix": "processed/*" } });
+            });
+
+            it("alarms on error rate, throttles, iterator age and DLQ depth, to the topic, both ways", () => {
+                const x = d(stack);
+                const p = `eventpipe-${stack}`;
+                const alarms: Record<string, any> = Object.fromEntries(ofType(x, TYPES.alarm).map((a) => [a.inputs.name, a.inputs]));
+                assert.deepEqual(Object.keys(alarms).sort(), [
+                    `${p}-events-iterator-age`,
+                    `${p}-stream-dlq-not-empty`,
+                    `${p}-stream-processor-error-rate`,
+                    `${p}-stream-processor-throttles`,
+                    `${p}-transform-dlq-not-empty`,
+                    `${p}-transformer-error-rate`,
+                    `${p}-transformer-throttles`,
+                ]);
+                const topic = `arn:aws:sns:${x.env.region}:${ACCOUNT_ID}:${p}-alarms`;
+                for (const a of Object.values(alarms)) {
+                    assert.deepEqual(a.alarmActions, [topic]);
+                    assert.deepEqual(a.okActions, [topic]);
+                    assert.equal(a.treatMissingData, "notBreaching");
+                    assert.match(a.alarmDescription, /Runbook: docs\/operations\.md#/);
+                }
+                const errorRate = alarms[`${p}-transformer-error-rate`];
+                assert.equal(errorRate.threshold, x.env.observability.error_rate_alarm_percent);
+                assert.equal(errorRate.comparisonOperator, "GreaterThanThreshold");
+                const expr = errorRate.metricQueries.find((q: any) => q.returnData);
+                assert.match(expr.expression, /100 \* FILL\(errors, 0\) \/ invocations/);
+                assert.deepEqual(
+                    errorRate.metricQueries.filter((q: any) => q.metric).map((q: any) => [q.metric.metricName, q.metric.dimensions.FunctionName]),
+                    [["Errors", `${p}-transformer`], ["Invocations", `${p}-transformer`]],
+                );
+                assert.equal(alarms[`${p}-stream-processor-throttles`].metricName, "Throttles");
+                assert.equal(alarms[`${p}-stream-processor-throttles`].threshold, 0);
+                const age = alarms[`${p}-events-iterator-age`];
+                assert.equal(age.metricName, "GetRecords.IteratorAgeMilliseconds");
+                assert.equal(age.statistic, "Maximum");
+                assert.equal(age.threshold, x.env.observability.iterator_age_alarm_seconds * 1000);
+                assert.deepEqual(age.dimensions, { StreamName: `${p}-events` });
+                const dlq = alarms[`${p}-stream-dlq-not-empty`];
+                assert.equal(dlq.metricName, "ApproximateNumberOfMessagesVisible");
+                assert.deepEqual(dlq.dimensions, { QueueName: `${p}-stream-dlq` });
+            });
+
+            it("encrypts the alarm topic and subscribes the file's email addresses", () => {
+                const x = d(stack);
+                assert.match(one(x, TYPES.topic).inputs.kmsMasterKeyId, /^arn:aws:kms:/);
+                const subs = ofType(x, TYPES.subscription).map((s) => [s.inputs.protocol, s.inputs.endpoint]);
+                assert.deepEqual(subs, x.env.observability.alarm_emails.map((e) => ["email", e]));
+            });
+
+            it("draws a dashboard of the stream, functions, DLQs and every pipeline metric", () => {
+                const x = d(stack);
+                const body = JSON.parse(one(x, TYPES.dashboard).inputs.dashboardBody);
+                const lines = body.widgets.flatMap((w: any) => w.properties.metrics ?? []);
+                const has = (ns: string, metric: string, value: string) =>
+                    lines.some((l: any[]) => l[0] === ns && l[1] === metric && l[3] === value);
+                const p = `eventpipe-${stack}`;
+                for (const m of ["IncomingRecords", "IncomingBytes", "GetRecords.IteratorAgeMilliseconds"]) {
+                    assert.ok(has("AWS/Kinesis", m, `${p}-events`), m);
+                }
+                for (const fn of [`${p}-stream-processor`, `${p}-transformer`]) {
+                    for (const m of ["Invocations", "Errors", "Throttles", "Duration"]) {
+                        assert.ok(has("AWS/Lambda", m, fn), `${m} ${fn}`);
+                    }
+                    for (const m of EMF_METRICS) {
+                        assert.ok(has(EMF_NAMESPACE, m, fn), `${m} ${fn}`);
+                    }
+                    const stats = lines.filter((l: any[]) => l[1] === "Duration" && l[3] === fn).map((l: any[]) => l[4].stat);
+                    assert.deepEqual(stats.sort(), ["p50", "p99"]);
+                }
+                for (const q of [`${p}-stream-dlq`, `${p}-transform-dlq`]) {
+                    assert.ok(has("AWS/SQS", "ApproximateNumberOfMessagesVisible", q), q);
+                }
+                for (const w of body.widgets.filter((w: any) => w.type === "metric")) {
+                    assert.equal(w.properties.region, x.env.region);
+                }
+            });
+
+            it("catalogs the processed Parquet with partition projection", () => {
+                const x = d(stack);
+                const t = one(x, TYPES.glueTable).inputs;
+                const bucket = `eventpipe-${stack}-processed-${ACCOUNT_ID}`;
+                assert.equal(t.databaseName, `eventpipe_${stack.replace("-", "_")}`);
+                assert.equal(t.tableType, "EXTERNAL_TABLE");
+                assert.deepEqual(t.partitionKeys.map((k: any) => [k.name, k.type]), [
+                    ["event_type", "string"],
+                    ["dt", "string"],
+                    ["hour", "int"],
+                ]);
+                assert.equal(t.parameters["projection.enabled"], "true");
+                assert.equal(t.parameters["projection.event_type.type"], "injected");
+                assert.equal(t.parameters["projection.dt.type"], "date");
+                assert.equal(t.parameters["projection.dt.format"], "yyyy-MM-dd");
+                assert.equal(t.parameters["projection.hour.type"], "integer");
+                assert.equal(t.parameters["projection.hour.range"], "0,23");
+                assert.equal(t.parameters["projection.hour.digits"], "2");
+                assert.equal(
+                    t.parameters["storage.location.template"],
+                    `s3://${bucket}/processed/event_type=\${event_type}/dt=\${dt}/hour=\${hour}/`,
+                );
+                assert.equal(t.storageDescriptor.location, `s3://${bucket}/processed/`);
+                assert.match(t.storageDescriptor.serDeInfo.serializationLibrary, /ParquetHiveSerDe$/);
+            });
+
+            it("places the functions in the VPC only when the file asks for it", () => {
+                const x = d(stack);
+                const fns = ofType(x, TYPES.fn);
+                if (x.env.network.vpc) {
+                    assert.equal(ofType(x, TYPES.vpc).length, 1);
+                    assert.equal(one(x, TYPES.vpc).inputs.cidrBlock, x.env.network.vpc_cidr);
+                    const subnets = ofType(x, TYPES.subnet);
+                    assert.equal(subnets.length, 3);
+                    assert.deepEqual(subnets.map((s) => s.inputs.cidrBlock), [0, 1, 2].map((i) => subnetCidr(x.env.network.vpc_cidr as string, 4, i)));
+                    assert.ok(subnets.every((s) => s.inputs.mapPublicIpOnLaunch === false));
+                    const endpoints = ofType(x, TYPES.endpoint);
+                    const services = (kind: string) =>
+                        endpoints.filter((e) => e.inputs.vpcEndpointType === kind).map((e) => e.inputs.serviceName.split(".").pop()).sort();
+                    assert.deepEqual(services("Gateway"), [...GATEWAY_ENDPOINT_SERVICES].sort());
+                    const interfaces = [...INTERFACE_ENDPOINT_SERVICES, ...(x.env.observability.tracing ? ["xray"] : [])].sort();
+                    assert.deepEqual(services("Interface"), interfaces);
+                    assert.ok(endpoints.filter((e) => e.inputs.vpcEndpointType === "Interface").every((e) => e.inputs.privateDnsEnabled === true));
+                    assert.ok(!x.resources.some((r) => r.type === "aws:ec2/natGateway:NatGateway" || r.type === "aws:ec2/internetGateway:InternetGateway"));
+                    for (const f of fns) {
+                        assert.equal(f.inputs.vpcConfig.subnetIds.length, 3);
+                        assert.equal(f.inputs.vpcConfig.securityGroupIds.length, 1);
+                    }
+                    assert.equal(x.outputs.vpcId, "vpc-0123");
+                } else {
+                    assert.equal(ofType(x, TYPES.vpc).length, 0);
+                    assert.ok(fns.every((f) => f.inputs.vpcConfig === undefined));
+                    assert.equal(x.outputs.vpcId, undefined);
+                }
+            });
+
+            it("records S3 data events in CloudTrail only when the file asks for it", () => {
+                const x = d(stack);
+                const trails = ofType(x, TYPES.trail);
+                if (x.env.network.cloudtrail) {
+                    const t = one(x, TYPES.trail).inputs;
+                    assert.equal(t.name, `eventpipe-${stack}-data-events`);
+                    assert.equal(t.s3BucketName, `eventpipe-${stack}-trail-${ACCOUNT_ID}`);
+                    assert.equal(t.enableLogFileValidation, true);
+                    assert.match(t.kmsKeyId, /^arn:aws:kms:/);
+                    const selectors = t.advancedEventSelectors[0].fieldSelectors;
+                    const arns = selectors.find((s: any) => s.field === "resources.ARN").startsWiths;
+                    assert.deepEqual(arns, [
+                        `arn:aws:s3:::eventpipe-${stack}-raw-${ACCOUNT_ID}/`,
+                        `arn:aws:s3:::eventpipe-${stack}-processed-${ACCOUNT_ID}/`,
+                    ]);
+                    assert.deepEqual(selectors.find((s: any) => s.field === "eventCategory").equals, ["Data"]);
+                } else {
+                    assert.equal(trails.length, 0);
+                }
+            });
+
+            it("exports every name and ARN", () => {
+                const x = d(stack);
+                const o = x.outputs;
+                const s = expressedSettings(x.env, ACCOUNT_ID).names;
+                assert.equal(o.region, x.env.region);
+                assert.equal(o.environment, stack);
+                assert.equal(o.streamName, s.stream);
+                assert.equal(o.rawBucketName, s.raw_bucket);
+                assert.equal(o.processedBucketName, s.processed_bucket);
+                assert.equal(o.metadataTableName, s.metadata_table);
+                assert.equal(o.pendingIndexName, "pending-by-age");
+                assert.equal(o.streamProcessorFunctionName, s.stream_processor);
+                assert.equal(o.transformerFunctionName, s.transformer);
+                assert.equal(o.hmacSecretName, s.hmac_secret);
+                assert.equal(o.glueTableName, "events");
+                assert.equal(o.glueDatabaseName, `eventpipe_${stack.replace("-", "_")}`);
+                assert.match(String(o.streamDlqUrl), new RegExp(`/${s.stream_dlq}$`));
+                assert.match(String(o.transformDlqUrl), new RegExp(`/${s.transform_dlq}$`));
+                for (const k of ["streamArn", "streamDlqArn", "transformDlqArn", "alarmTopicArn", "streamProcessorFunctionArn", "transformerFunctionArn", "metadataTableArn", "hmacSecretArn", "kmsKeyArn"]) {
+                    assert.match(String(o[k]), /^arn:aws:/, k);
+                }
+                assert.equal(o.artifactGitSha, GIT_SHA);
+            });
+        });
+    }
+
+    it("the flavours differ where the files do", () => {
+        assert.equal(ofType(d("prod"), TYPES.bucket).length, 4); // raw, processed, access logs, trail
+        assert.equal(ofType(d("dev"), TYPES.bucket).length, 2);
+        assert.equal(ofType(d("pr-42"), TYPES.bucket).length, 2);
+        assert.equal(one(d("pr-42"), TYPES.stream).inputs.streamModeDetails.streamMode, "ON_DEMAND");
+        assert.equal(one(d("prod"), TYPES.stream).inputs.shardCount, 4);
+        assert.equal(fnNamed(d("prod"), "eventpipe-prod-transformer").reservedConcurrentExecutions, 50);
+        assert.equal(fnNamed(d("pr-42"), "eventpipe-pr-42-transformer").reservedConcurrentExecutions, 2);
+        assert.equal(one(d("prod"), TYPES.bucket, (b) => b.inputs.bucket.includes("-raw-")).inputs.forceDestroy, false);
+        assert.equal(one(d("pr-42"), TYPES.bucket, (b) => b.inputs.bucket.includes("-raw-")).inputs.forceDestroy, true);
+    });
+});

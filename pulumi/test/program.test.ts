@@ -1,0 +1,103 @@
+// The entry point (`run`): the stack name picks the environment file, the environment variables
+// name the artifacts and the git sha; and the Glue table matches the Rust Parquet schema.
+
+import { strict as assert } from "node:assert";
+import * as fs from "node:fs";
+import * as path from "node:path";
+
+import { MANIFEST_ENV_VAR } from "../src/artifacts";
+import { PARQUET_COLUMNS, PARTITION_KEYS } from "../src/components/catalog";
+import { loadEnvironment } from "../src/config";
+import { createPipeline, defaultTags, GIT_SHA_ENV_VAR, gitShaFromEnv, run } from "../src/pipeline";
+import { artifacts, deploy, writeFixtureManifest } from "./harness";
+
+function withEnv<T>(vars: Record<string, string | undefined>, f: () => Promise<T>): Promise<T> {
+    const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
+    const set = (v: Record<string, string | undefined>) => {
+        for (const [k, val] of Object.entries(v)) {
+            if (val === undefined) {
+                delete process.env[k];
+            } else {
+                process.env[k] = val;
+            }
+        }
+    };
+    set(vars);
+    return f().finally(() => set(saved));
+}
+
+describe("program entry point", () => {
+    it("deploys the stack named by Pulumi with the manifest and git sha from the environment", async () => {
+        const manifest = writeFixtureManifest({ gitSha: "feedface" });
+        const d = await withEnv({ [MANIFEST_ENV_VAR]: manifest, [GIT_SHA_ENV_VAR]: "c0ffee" }, () =>
+            deploy("pr-7", () => run() as unknown as Promise<Record<string, unknown>>),
+        );
+        assert.equal(d.outputs.environment, "pr-7");
+        assert.equal(d.outputs.streamName, "eventpipe-pr-7-events");
+        assert.equal(d.outputs.gitSha, "c0ffee");
+        assert.equal(d.outputs.artifactGitSha, "feedface");
+        assert.equal(d.outputs.region, "eu-west-1");
+    });
+
+    it("index.ts exports the program as a function, as the Pulumi CLI expects", async () => {
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        const main: unknown = require("../index");
+        assert.equal(typeof main, "function");
+        const d = await withEnv({ [MANIFEST_ENV_VAR]: writeFixtureManifest(), [GIT_SHA_ENV_VAR]: undefined }, () =>
+            deploy("pr-9", () => (main as () => Promise<Record<string, unknown>>)()),
+        );
+        assert.equal(d.outputs.transformerFunctionName, "eventpipe-pr-9-transformer");
+        assert.equal(d.outputs.gitSha, "unknown");
+    });
+
+    it("fails clearly without a manifest", async () => {
+        await assert.rejects(
+            withEnv({ [MANIFEST_ENV_VAR]: undefined }, () => deploy("pr-8", () => run() as unknown as Promise<Record<string, unknown>>)),
+            new RegExp(`${MANIFEST_ENV_VAR} is not set`),
+        );
+    });
+
+    it("refuses the local environment, which is not a Pulumi stack", async () => {
+        await assert.rejects(
+            createPipeline({ env: loadEnvironment("local"), artifacts: artifacts(), gitSha: "x" }),
+            /not a Pulumi stack/,
+        );
+    });
+
+    it("tags with GIT_SHA, or `unknown`, and never lets file tags override the fixed ones", () => {
+        assert.equal(gitShaFromEnv({ GIT_SHA: " abc " }), "abc");
+        assert.equal(gitShaFromEnv({ GIT_SHA: "" }), "unknown");
+        assert.equal(gitShaFromEnv({}), "unknown");
+        const env = { ...loadEnvironment("dev"), tags: { owner: "data", environment: "spoofed" } };
+        assert.deepEqual(defaultTags(env, "abc"), { owner: "data", project: "eventpipe", environment: "dev", "git-sha": "abc" });
+    });
+});
+
+describe("catalog", () => {
+    // Glue types of the Parquet physical/logical types in the Rust schema.
+    const glueType = (physical: string, logical: string | undefined): string => {
+        if (logical?.startsWith("TIMESTAMP")) return "timestamp";
+        if (logical === "DATE") return "date";
+        if (logical === "STRING") return "string";
+        return { int32: "int", int64: "bigint", binary: "binary", boolean: "boolean", double: "double", float: "float" }[physical] ?? physical;
+    };
+
+    it("the table's columns are the Rust Parquet schema's, with event_type as the partition key", () => {
+        const source = path.resolve(__dirname, "..", "..", "services", "pipeline-core", "src", "parquet_io.rs");
+        const text = fs.readFileSync(source, "utf8");
+        const message = /pub const SCHEMA: &str = "([\s\S]*?)";/.exec(text)?.[1];
+        assert.ok(message, `SCHEMA not found in ${source}`);
+        const fields = [...message.matchAll(/^\s*(required|optional)\s+(\w+)\s+(\w+)(?:\s*\(([^)]*(?:\([^)]*\))?)\))?;/gm)].map((m) => ({
+            name: m[3] as string,
+            type: glueType(m[2] as string, m[4]),
+        }));
+        assert.ok(fields.length > 10, "parsed the schema");
+        const partition = fields.filter((f) => f.name === "event_type");
+        assert.deepEqual(partition, [{ name: "event_type", type: "string" }]);
+        assert.deepEqual(
+            fields.filter((f) => f.name !== "event_type"),
+            PARQUET_COLUMNS.map((c) => ({ name: c.name, type: c.type })),
+        );
+        assert.equal(PARTITION_KEYS[0]?.name, "event_type");
+    });
+});
