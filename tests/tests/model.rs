@@ -9,6 +9,7 @@
 //! - every valid unit is in exactly one processed row (event ids are unique here);
 //! - every invalid unit is in exactly one quarantine line, with the expected reason;
 //! - every metadata item is `PROCESSED` and lists exactly the processed objects of its raw key.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -78,19 +79,40 @@ struct Platform {
 }
 
 fn platform() -> impl Strategy<Value = Platform> {
-    (1usize..8, 0u32..3, any::<bool>(), 0.0..0.25f64, 0.0..0.15f64, 0.0..0.2f64, 0.0..0.3f64, 0.0..0.5f64, any::<u64>()).prop_map(
-        |(batch_size, max_retries, bisect, sp_fail_before, sp_fail_after, sp_crash, tf_fail, duplicate_notification, seed)| Platform {
-            batch_size,
-            max_retries,
-            bisect,
-            sp_fail_before,
-            sp_fail_after,
-            sp_crash,
-            tf_fail,
-            duplicate_notification,
-            seed,
-        },
+    (
+        1usize..8,
+        0u32..3,
+        any::<bool>(),
+        0.0..0.25f64,
+        0.0..0.15f64,
+        0.0..0.2f64,
+        0.0..0.3f64,
+        0.0..0.5f64,
+        any::<u64>(),
     )
+        .prop_map(
+            |(
+                batch_size,
+                max_retries,
+                bisect,
+                sp_fail_before,
+                sp_fail_after,
+                sp_crash,
+                tf_fail,
+                duplicate_notification,
+                seed,
+            )| Platform {
+                batch_size,
+                max_retries,
+                bisect,
+                sp_fail_before,
+                sp_fail_after,
+                sp_crash,
+                tf_fail,
+                duplicate_notification,
+                seed,
+            },
+        )
 }
 
 /// A record of the stream: its coordinates and bytes.
@@ -115,8 +137,11 @@ fn unit_bytes(u: &Unit, id: usize) -> Vec<u8> {
     }
 }
 
-/// Builds the stream and the expected outcome of every unit: `Ok(())` or the rejection reason.
-fn build(records: &[Rec], shards: usize) -> (Vec<StreamRecord>, BTreeMap<(String, String, u64), Result<(), Reason>>) {
+/// (shard, sequence number, sub-sequence number) → `Ok(())` or the rejection reason.
+type Expected = BTreeMap<(String, String, u64), Result<(), Reason>>;
+
+/// Builds the stream and the expected outcome of every unit.
+fn build(records: &[Rec], shards: usize) -> (Vec<StreamRecord>, Expected) {
     let mut stream = Vec::new();
     let mut expected = BTreeMap::new();
     let mut next_id = 0;
@@ -128,7 +153,11 @@ fn build(records: &[Rec], shards: usize) -> (Vec<StreamRecord>, BTreeMap<(String
                 .iter()
                 .map(|u| {
                     next_id += 1;
-                    SubRecord { partition_key: "pk".into(), explicit_hash_key: None, data: unit_bytes(u, next_id) }
+                    SubRecord {
+                        partition_key: "pk".into(),
+                        explicit_hash_key: None,
+                        data: unit_bytes(u, next_id),
+                    }
                 })
                 .collect()
         };
@@ -143,7 +172,11 @@ fn build(records: &[Rec], shards: usize) -> (Vec<StreamRecord>, BTreeMap<(String
             }
         };
         // The oracle: what the contract says about each unit.
-        let verdict = |d: &[u8]| event::validate(d, arrival()).map(drop).map_err(|r| r.reason);
+        let verdict = |d: &[u8]| {
+            event::validate(d, arrival())
+                .map(drop)
+                .map_err(|r| r.reason)
+        };
         if kpl::is_aggregated(&data) {
             match kpl::deaggregate(&data) {
                 Ok(subs) => {
@@ -232,12 +265,22 @@ enum Invocation {
 
 impl Model {
     fn new(p: Platform) -> Self {
-        let objects = MemoryObjectStore::new(Faults::new(p.seed, p.sp_fail_before, p.sp_fail_after));
-        let metadata = MemoryMetadataStore::new(Faults::new(p.seed.rotate_left(17), p.sp_fail_before, p.sp_fail_after));
+        let objects =
+            MemoryObjectStore::new(Faults::new(p.seed, p.sp_fail_before, p.sp_fail_after));
+        let metadata = MemoryMetadataStore::new(Faults::new(
+            p.seed.rotate_left(17),
+            p.sp_fail_before,
+            p.sp_fail_after,
+        ));
         let sp = StreamProcessor::new(
             objects.clone(),
             metadata.clone(),
-            stream_processor::Settings { raw_bucket: RAW.into(), metadata_table: "t".into(), metadata_ttl_days: 1, function_name: "sp".into() },
+            stream_processor::Settings {
+                raw_bucket: RAW.into(),
+                metadata_table: "t".into(),
+                metadata_ttl_days: 1,
+                function_name: "sp".into(),
+            },
         );
         let tf = Transformer::new(
             objects.clone(),
@@ -253,7 +296,10 @@ impl Model {
                 lease: Duration::ZERO,
             },
         );
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
         Model {
             coin: Coin(p.seed | 1),
             p,
@@ -271,9 +317,18 @@ impl Model {
 
     fn set_faults(&self, on: bool) {
         let p = &self.p;
-        let (before, after) = if on { (p.sp_fail_before, p.sp_fail_after) } else { (0.0, 0.0) };
-        self.objects.set_faults(Faults::new(p.seed ^ self.invocations, before, after));
-        self.metadata.set_faults(Faults::new(p.seed.rotate_left(7) ^ self.invocations, before, after));
+        let (before, after) = if on {
+            (p.sp_fail_before, p.sp_fail_after)
+        } else {
+            (0.0, 0.0)
+        };
+        self.objects
+            .set_faults(Faults::new(p.seed ^ self.invocations, before, after));
+        self.metadata.set_faults(Faults::new(
+            p.seed.rotate_left(7) ^ self.invocations,
+            before,
+            after,
+        ));
     }
 
     fn invoke_sp(&mut self, stream: &[StreamRecord], batch: &[usize], faults: bool) -> Invocation {
@@ -281,13 +336,25 @@ impl Model {
         self.set_faults(faults);
         let records: Vec<&StreamRecord> = batch.iter().map(|&i| &stream[i]).collect();
         let event = kinesis_event(&records);
-        let (response, _) = self.rt.block_on(self.sp.handle(&event, &format!("sp-{}", self.invocations), arrival()));
+        let (response, _) = self.rt.block_on(self.sp.handle(
+            &event,
+            &format!("sp-{}", self.invocations),
+            arrival(),
+        ));
         self.collect_notices();
         if faults && self.coin.flip(self.p.sp_crash) {
             return Invocation::FunctionError; // the work happened, the response was lost
         }
-        let ids: Vec<Option<String>> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
-        match ids.iter().flatten().min_by_key(|s| s.parse::<u64>().unwrap_or(0)) {
+        let ids: Vec<Option<String>> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
+        match ids
+            .iter()
+            .flatten()
+            .min_by_key(|s| s.parse::<u64>().unwrap_or(0))
+        {
             None => Invocation::Ok,
             Some(lowest) => Invocation::Partial(lowest.clone()),
         }
@@ -315,7 +382,10 @@ impl Model {
                 match self.invoke_sp(stream, &indices[s..e], true) {
                     Invocation::Ok => {}
                     Invocation::Partial(lowest) => {
-                        let at = indices[s..e].iter().position(|&i| stream[i].seq == lowest).expect("reported a sequence number of the batch");
+                        let at = indices[s..e]
+                            .iter()
+                            .position(|&i| stream[i].seq == lowest)
+                            .expect("reported a sequence number of the batch");
                         if retries >= self.p.max_retries {
                             self.stream_dlq.push(indices[s + at..e].to_vec());
                         } else {
@@ -358,8 +428,13 @@ impl Model {
             for attempt in 0..3 {
                 self.invocations += 1;
                 let p = if faults { self.p.tf_fail } else { 0.0 };
-                self.objects.set_faults(Faults::new(self.p.seed ^ self.invocations, p, p / 2.0));
-                self.metadata.set_faults(Faults::new(self.p.seed.rotate_left(3) ^ self.invocations, p, p / 2.0));
+                self.objects
+                    .set_faults(Faults::new(self.p.seed ^ self.invocations, p, p / 2.0));
+                self.metadata.set_faults(Faults::new(
+                    self.p.seed.rotate_left(3) ^ self.invocations,
+                    p,
+                    p / 2.0,
+                ));
                 let owner = format!("tf-{}-{attempt}", n.sequencer);
                 match self.rt.block_on(self.tf.handle(&s3_event(&n), &owner)) {
                     Ok(_) => {
@@ -387,12 +462,16 @@ impl Model {
                 _ => panic!("a redrive without faults must succeed"),
             }
         }
-        self.notifications.extend(std::mem::take(&mut self.transform_dlq));
+        self.notifications
+            .extend(std::mem::take(&mut self.transform_dlq));
         // Leases left by runs that died are time-bounded (zero-length here): an operator's redrive
         // comes after they expire.
         std::thread::sleep(Duration::from_millis(2));
         self.deliver_some(false);
-        assert!(self.transform_dlq.is_empty(), "a transform redrive without faults must succeed");
+        assert!(
+            self.transform_dlq.is_empty(),
+            "a transform redrive without faults must succeed"
+        );
     }
 }
 
@@ -401,7 +480,9 @@ fn check(records: Vec<Rec>, shards: usize, p: Platform) -> Result<(), TestCaseEr
     let mut model = Model::new(p);
     for shard in 0..shards {
         let name = format!("shardId-{shard:012}");
-        let indices: Vec<usize> = (0..stream.len()).filter(|&i| stream[i].shard == name).collect();
+        let indices: Vec<usize> = (0..stream.len())
+            .filter(|&i| stream[i].shard == name)
+            .collect();
         model.run_shard(&stream, &indices);
     }
     model.quiesce(&stream);
@@ -411,15 +492,30 @@ fn check(records: Vec<Rec>, shards: usize, p: Platform) -> Result<(), TestCaseEr
     let processed_keys = model.objects.keys(PROCESSED, "processed/");
     for key in &processed_keys {
         for row in read_rows(model.objects.object(PROCESSED, key).unwrap().body).unwrap() {
-            *processed.entry((row.kinesis_shard, row.kinesis_seq, row.kinesis_subseq as u64)).or_default() += 1;
+            *processed
+                .entry((
+                    row.kinesis_shard,
+                    row.kinesis_seq,
+                    row.kinesis_subseq as u64,
+                ))
+                .or_default() += 1;
         }
     }
-    let want_valid: BTreeSet<_> = expected.iter().filter(|(_, v)| v.is_ok()).map(|(k, _)| k.clone()).collect();
+    let want_valid: BTreeSet<_> = expected
+        .iter()
+        .filter(|(_, v)| v.is_ok())
+        .map(|(k, _)| k.clone())
+        .collect();
     let dup: Vec<_> = processed.iter().filter(|(_, n)| **n > 1).collect();
     if !dup.is_empty() && std::env::var_os("MODEL_DEBUG").is_some() {
         for key in &processed_keys {
             let rows = read_rows(model.objects.object(PROCESSED, key).unwrap().body).unwrap();
-            eprintln!("{key}: {:?}", rows.iter().map(|r| (r.kinesis_seq.clone(), r.raw_key.clone())).collect::<Vec<_>>());
+            eprintln!(
+                "{key}: {:?}",
+                rows.iter()
+                    .map(|r| (r.kinesis_seq.clone(), r.raw_key.clone()))
+                    .collect::<Vec<_>>()
+            );
         }
         for item in model.metadata.all() {
             eprintln!("item {item:?}");
@@ -427,24 +523,50 @@ fn check(records: Vec<Rec>, shards: usize, p: Platform) -> Result<(), TestCaseEr
     }
     prop_assert!(dup.is_empty(), "processed more than once: {dup:?}");
     let got_valid: BTreeSet<_> = processed.keys().cloned().collect();
-    prop_assert_eq!(&got_valid, &want_valid, "processed rows differ from the valid input");
+    prop_assert_eq!(
+        &got_valid,
+        &want_valid,
+        "processed rows differ from the valid input"
+    );
 
     // Quarantine: every invalid unit exactly once, with its reason.
     let mut quarantined: BTreeMap<(String, String, u64), Vec<Reason>> = BTreeMap::new();
     for key in model.objects.keys(RAW, "quarantine/") {
-        let text = String::from_utf8(gunzip(&model.objects.object(RAW, &key).unwrap().body).unwrap()).unwrap();
+        let text =
+            String::from_utf8(gunzip(&model.objects.object(RAW, &key).unwrap().body).unwrap())
+                .unwrap();
         for line in text.lines() {
             let q: QuarantineLine = serde_json::from_str(line).unwrap();
-            quarantined.entry((q.shard, q.seq, q.subseq)).or_default().push(q.reason);
+            quarantined
+                .entry((q.shard, q.seq, q.subseq))
+                .or_default()
+                .push(q.reason);
         }
     }
-    let want_invalid: BTreeMap<_, _> = expected.iter().filter_map(|(k, v)| v.err().map(|r| (k.clone(), vec![r]))).collect();
-    prop_assert_eq!(&quarantined, &want_invalid, "quarantine differs from the invalid input");
+    let want_invalid: BTreeMap<_, _> = expected
+        .iter()
+        .filter_map(|(k, v)| v.err().map(|r| (k.clone(), vec![r])))
+        .collect();
+    prop_assert_eq!(
+        &quarantined,
+        &want_invalid,
+        "quarantine differs from the invalid input"
+    );
 
     // Metadata: every raw object processed, listing exactly its outputs.
     let mut listed = BTreeSet::new();
-    for item in model.metadata.all().into_iter().filter(|i| i.raw_sha256.is_some()) {
-        prop_assert_eq!(&item.status, STATUS_PROCESSED, "{} not processed", item.raw_key);
+    for item in model
+        .metadata
+        .all()
+        .into_iter()
+        .filter(|i| i.raw_sha256.is_some())
+    {
+        prop_assert_eq!(
+            &item.status,
+            STATUS_PROCESSED,
+            "{} not processed",
+            item.raw_key
+        );
         listed.extend(item.outputs);
     }
     prop_assert_eq!(listed, processed_keys.into_iter().collect::<BTreeSet<_>>());
@@ -468,9 +590,18 @@ proptest! {
 fn a_fault_free_run_is_exact_too() {
     let records: Vec<Rec> = (0..30)
         .map(|i| match i % 5 {
-            0 => Rec::Aggregate(vec![Unit::Valid { ty: "click", minutes_ago: 1 }, Unit::Invalid("[]")]),
+            0 => Rec::Aggregate(vec![
+                Unit::Valid {
+                    ty: "click",
+                    minutes_ago: 1,
+                },
+                Unit::Invalid("[]"),
+            ]),
             1 => Rec::Plain(Unit::Invalid("{")),
-            _ => Rec::Plain(Unit::Valid { ty: "purchase", minutes_ago: 61 }),
+            _ => Rec::Plain(Unit::Valid {
+                ty: "purchase",
+                minutes_ago: 61,
+            }),
         })
         .collect();
     let p = Platform {

@@ -12,7 +12,10 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::error::from_sdk;
 use crate::store::{PENDING, STATUS_PROCESSED, STATUS_RAW_WRITTEN};
-use crate::{Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, ProcessedUpdate, RawItem, RecordOutcome, StoreError};
+use crate::{
+    Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, ProcessedUpdate, RawItem,
+    RecordOutcome, StoreError,
+};
 
 pub const PENDING_INDEX: &str = "pending-by-age";
 
@@ -24,7 +27,10 @@ pub struct DynamoStore {
 
 impl DynamoStore {
     pub fn new(config: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
-        DynamoStore { client: aws_sdk_dynamodb::Client::new(config), table: table.into() }
+        DynamoStore {
+            client: aws_sdk_dynamodb::Client::new(config),
+            table: table.into(),
+        }
     }
 }
 
@@ -96,10 +102,17 @@ impl MetadataStore for DynamoStore {
             .await;
         match result {
             Ok(_) => Ok(RecordOutcome::Recorded),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
                 Ok(RecordOutcome::AlreadyRecorded)
             }
-            Err(e) => Err(from_sdk("UpdateItem", &format!("{}/{}", self.table, item.raw_key), e)),
+            Err(e) => Err(from_sdk(
+                "UpdateItem",
+                &format!("{}/{}", self.table, item.raw_key),
+                e,
+            )),
         }
     }
 
@@ -144,10 +157,17 @@ impl MetadataStore for DynamoStore {
         );
         match req.send().await {
             Ok(_) => Ok(MarkOutcome::Marked),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
                 Ok(MarkOutcome::Superseded)
             }
-            Err(e) => Err(from_sdk("UpdateItem", &format!("{}/{}", self.table, u.raw_key), e)),
+            Err(e) => Err(from_sdk(
+                "UpdateItem",
+                &format!("{}/{}", self.table, u.raw_key),
+                e,
+            )),
         }
     }
 
@@ -157,13 +177,16 @@ impl MetadataStore for DynamoStore {
         if !lease.outputs.is_empty() {
             // A string set cannot be empty: only add when there is something to add.
             update.push_str(" ADD written_outputs :outputs");
-            req = req.expression_attribute_values(":outputs", AttributeValue::Ss(lease.outputs.clone()));
+            req = req
+                .expression_attribute_values(":outputs", AttributeValue::Ss(lease.outputs.clone()));
         }
         let result = req
             .table_name(&self.table)
             .key("raw_key", s(&lease.raw_key))
             .update_expression(update)
-            .condition_expression("attribute_not_exists(lease_until) OR lease_until < :now OR lease_owner = :owner")
+            .condition_expression(
+                "attribute_not_exists(lease_until) OR lease_until < :now OR lease_owner = :owner",
+            )
             .expression_attribute_values(":owner", s(&lease.owner))
             .expression_attribute_values(":until", n(lease.until_ms))
             .expression_attribute_values(":now", n(lease.now_ms))
@@ -172,10 +195,17 @@ impl MetadataStore for DynamoStore {
             .await;
         match result {
             Ok(_) => Ok(LeaseOutcome::Acquired),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
                 Ok(LeaseOutcome::HeldByAnother)
             }
-            Err(e) => Err(from_sdk("UpdateItem", &format!("{}/{} (lease)", self.table, lease.raw_key), e)),
+            Err(e) => Err(from_sdk(
+                "UpdateItem",
+                &format!("{}/{} (lease)", self.table, lease.raw_key),
+                e,
+            )),
         }
     }
 
@@ -192,8 +222,17 @@ impl MetadataStore for DynamoStore {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
-            Err(e) => Err(from_sdk("UpdateItem", &format!("{}/{raw_key} (lease)", self.table), e)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(from_sdk(
+                "UpdateItem",
+                &format!("{}/{raw_key} (lease)", self.table),
+                e,
+            )),
         }
     }
 
@@ -225,7 +264,11 @@ impl MetadataStore for DynamoStore {
 
 fn to_item(m: &HashMap<String, AttributeValue>) -> MetadataItem {
     let str_of = |k: &str| m.get(k).and_then(|v| v.as_s().ok()).cloned();
-    let num_of = |k: &str| m.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<u64>().ok());
+    let num_of = |k: &str| {
+        m.get(k)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
     MetadataItem {
         raw_key: str_of("raw_key").unwrap_or_default(),
         status: str_of("status").unwrap_or_default(),
@@ -236,7 +279,11 @@ fn to_item(m: &HashMap<String, AttributeValue>) -> MetadataItem {
             .and_then(|v| v.as_l().ok())
             .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
             .unwrap_or_default(),
-        written_outputs: m.get("written_outputs").and_then(|v| v.as_ss().ok()).cloned().unwrap_or_default(),
+        written_outputs: m
+            .get("written_outputs")
+            .and_then(|v| v.as_ss().ok())
+            .cloned()
+            .unwrap_or_default(),
         valid_records: num_of("valid_records").unwrap_or(0),
         processed_rows: num_of("processed_rows"),
         duplicates: num_of("duplicates"),

@@ -38,7 +38,11 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(function: impl Into<String>) -> Self {
-        Metrics { function: function.into(), values: BTreeMap::new(), properties: Map::new() }
+        Metrics {
+            function: function.into(),
+            values: BTreeMap::new(),
+            properties: Map::new(),
+        }
     }
 
     /// Adds to a metric (metrics named twice are summed).
@@ -63,8 +67,11 @@ impl Metrics {
 
     /// The EMF document.
     pub fn to_json(&self, timestamp_ms: i64) -> Value {
-        let definitions: Vec<Value> =
-            self.values.iter().map(|(name, (_, unit))| json!({"Name": name, "Unit": unit.as_str()})).collect();
+        let definitions: Vec<Value> = self
+            .values
+            .iter()
+            .map(|(name, (_, unit))| json!({"Name": name, "Unit": unit.as_str()}))
+            .collect();
         let mut doc = Map::new();
         doc.insert(
             "_aws".into(),
@@ -85,7 +92,9 @@ impl Metrics {
 
     /// Writes the document as one line on stdout.
     pub fn emit(&self) {
-        let line = self.to_json(chrono::Utc::now().timestamp_millis()).to_string();
+        let line = self
+            .to_json(chrono::Utc::now().timestamp_millis())
+            .to_string();
         let mut out = std::io::stdout().lock();
         // A lost metrics line must not fail the invocation; the log line of the same event stays.
         let _ = writeln!(out, "{line}");
@@ -99,12 +108,23 @@ mod tests {
     #[test]
     fn document_follows_the_emf_specification() {
         let mut m = Metrics::new("eventpipe-dev-stream-processor");
-        m.count("RecordsReceived", 3).count("RecordsReceived", 2).add("DurationMs", 1.5, Unit::Milliseconds);
+        m.count("RecordsReceived", 3)
+            .count("RecordsReceived", 2)
+            .add("DurationMs", 1.5, Unit::Milliseconds);
         m.property("RequestId", "abc");
         let doc = m.to_json(1_700_000_000_000);
-        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Namespace"], "EventPipeline");
-        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Function"]]));
-        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Metrics"][1], json!({"Name": "RecordsReceived", "Unit": "Count"}));
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            "EventPipeline"
+        );
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Function"]])
+        );
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Metrics"][1],
+            json!({"Name": "RecordsReceived", "Unit": "Count"})
+        );
         assert_eq!(doc["RecordsReceived"], 5.0);
         assert_eq!(doc["Function"], "eventpipe-dev-stream-processor");
         assert_eq!(doc["RequestId"], "abc");

@@ -14,14 +14,32 @@ pub struct StoreError {
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = if self.retryable { "retryable" } else { "permanent" };
-        write!(f, "{} {} failed ({kind}): {}", self.operation, self.target, self.message)
+        let kind = if self.retryable {
+            "retryable"
+        } else {
+            "permanent"
+        };
+        write!(
+            f,
+            "{} {} failed ({kind}): {}",
+            self.operation, self.target, self.message
+        )
     }
 }
 
 impl StoreError {
-    pub fn new(operation: &'static str, target: impl Into<String>, retryable: bool, message: impl Into<String>) -> Self {
-        StoreError { operation, target: target.into(), retryable, message: message.into() }
+    pub fn new(
+        operation: &'static str,
+        target: impl Into<String>,
+        retryable: bool,
+        message: impl Into<String>,
+    ) -> Self {
+        StoreError {
+            operation,
+            target: target.into(),
+            retryable,
+            message: message.into(),
+        }
     }
 }
 
@@ -43,14 +61,20 @@ const RETRYABLE_CODES: &[&str] = &[
 ];
 
 /// Classifies an SDK error by its kind and service error code.
-pub(crate) fn from_sdk<E, R>(operation: &'static str, target: &str, err: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> StoreError
+pub(crate) fn from_sdk<E, R>(
+    operation: &'static str,
+    target: &str,
+    err: aws_smithy_runtime_api::client::result::SdkError<E, R>,
+) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: fmt::Debug + Send + Sync + 'static,
 {
     use aws_smithy_runtime_api::client::result::SdkError;
     let retryable = match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
         SdkError::ServiceError(e) => e.err().code().is_some_and(|c| RETRYABLE_CODES.contains(&c)),
         _ => false,
     };

@@ -11,7 +11,10 @@ pub mod s3;
 pub mod store;
 
 pub use error::StoreError;
-pub use store::{Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, ObjectStore, ProcessedUpdate, RawItem, RecordOutcome, StoredObject};
+pub use store::{
+    Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, ObjectStore, ProcessedUpdate,
+    RawItem, RecordOutcome, StoredObject,
+};
 
 /// Loads the AWS configuration once: the standard credential chain and region, and
 /// `AWS_ENDPOINT_URL` (or an explicit endpoint) for emulators.

@@ -6,7 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::store::{STATUS_PROCESSED, STATUS_RAW_WRITTEN};
-use crate::{Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, ObjectStore, ProcessedUpdate, RawItem, RecordOutcome, StoreError, StoredObject};
+use crate::{
+    Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, ObjectStore, ProcessedUpdate,
+    RawItem, RecordOutcome, StoreError, StoredObject,
+};
 
 /// When calls fail. Deterministic for a seed.
 #[derive(Debug, Clone)]
@@ -20,11 +23,19 @@ pub struct Faults {
 
 impl Faults {
     pub fn none() -> Self {
-        Faults { fail_before: 0.0, fail_after: 0.0, state: 1 }
+        Faults {
+            fail_before: 0.0,
+            fail_after: 0.0,
+            state: 1,
+        }
     }
 
     pub fn new(seed: u64, fail_before: f64, fail_after: f64) -> Self {
-        Faults { fail_before, fail_after, state: seed | 1 }
+        Faults {
+            fail_before,
+            fail_after,
+            state: seed | 1,
+        }
     }
 
     fn next(&mut self) -> f64 {
@@ -93,7 +104,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl MemoryObjectStore {
     pub fn new(faults: Faults) -> Self {
-        MemoryObjectStore { inner: Arc::default(), faults: Arc::new(Mutex::new(faults)) }
+        MemoryObjectStore {
+            inner: Arc::default(),
+            faults: Arc::new(Mutex::new(faults)),
+        }
     }
 
     pub fn set_faults(&self, faults: Faults) {
@@ -116,7 +130,10 @@ impl MemoryObjectStore {
     }
 
     pub fn object(&self, bucket: &str, key: &str) -> Option<StoredObject> {
-        lock(&self.inner).data.get(&(bucket.to_owned(), key.to_owned())).cloned()
+        lock(&self.inner)
+            .data
+            .get(&(bucket.to_owned(), key.to_owned()))
+            .cloned()
     }
 
     fn roll(&self) -> Fault {
@@ -140,10 +157,24 @@ impl ObjectStore for MemoryObjectStore {
         let mut inner = lock(&self.inner);
         inner.puts += 1;
         let sequencer = format!("{:016X}", inner.puts);
-        inner.data.insert((bucket.to_owned(), key.to_owned()), StoredObject { body, metadata: metadata.clone() });
-        inner.notices.push(PutNotice { bucket: bucket.to_owned(), key: key.to_owned(), sequencer });
+        inner.data.insert(
+            (bucket.to_owned(), key.to_owned()),
+            StoredObject {
+                body,
+                metadata: metadata.clone(),
+            },
+        );
+        inner.notices.push(PutNotice {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            sequencer,
+        });
         drop(inner);
-        if fault == Fault::After { Err(injected("PutObject", key)) } else { Ok(()) }
+        if fault == Fault::After {
+            Err(injected("PutObject", key))
+        } else {
+            Ok(())
+        }
     }
 
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<StoredObject>, StoreError> {
@@ -158,8 +189,14 @@ impl ObjectStore for MemoryObjectStore {
         if fault == Fault::Before {
             return Err(injected("DeleteObject", key));
         }
-        lock(&self.inner).data.remove(&(bucket.to_owned(), key.to_owned()));
-        if fault == Fault::After { Err(injected("DeleteObject", key)) } else { Ok(()) }
+        lock(&self.inner)
+            .data
+            .remove(&(bucket.to_owned(), key.to_owned()));
+        if fault == Fault::After {
+            Err(injected("DeleteObject", key))
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -192,7 +229,10 @@ impl Default for MemoryMetadataStore {
 
 impl MemoryMetadataStore {
     pub fn new(faults: Faults) -> Self {
-        MemoryMetadataStore { items: Arc::default(), faults: Arc::new(Mutex::new(faults)) }
+        MemoryMetadataStore {
+            items: Arc::default(),
+            faults: Arc::new(Mutex::new(faults)),
+        }
     }
 
     pub fn set_faults(&self, faults: Faults) {
@@ -237,7 +277,11 @@ impl MetadataStore for MemoryMetadataStore {
         let outcome = {
             let mut items = lock(&self.items);
             let item = items.entry(raw.raw_key.clone()).or_default();
-            if item.raw.as_ref().is_some_and(|r| r.raw_sha256 == raw.raw_sha256) {
+            if item
+                .raw
+                .as_ref()
+                .is_some_and(|r| r.raw_sha256 == raw.raw_sha256)
+            {
                 RecordOutcome::AlreadyRecorded
             } else {
                 item.status = STATUS_RAW_WRITTEN.to_owned();
@@ -246,7 +290,11 @@ impl MetadataStore for MemoryMetadataStore {
                 RecordOutcome::Recorded
             }
         };
-        if fault == Fault::After { Err(injected("UpdateItem", &raw.raw_key)) } else { Ok(outcome) }
+        if fault == Fault::After {
+            Err(injected("UpdateItem", &raw.raw_key))
+        } else {
+            Ok(outcome)
+        }
     }
 
     async fn get(&self, raw_key: &str) -> Result<Option<MetadataItem>, StoreError> {
@@ -265,8 +313,14 @@ impl MetadataStore for MemoryMetadataStore {
             let mut items = lock(&self.items);
             match items.get_mut(&u.raw_key) {
                 Some(item)
-                    if item.raw.as_ref().is_some_and(|r| r.raw_sha256 == u.raw_sha256)
-                        && item.lease.as_ref().is_some_and(|(owner, _)| *owner == u.lease_owner) =>
+                    if item
+                        .raw
+                        .as_ref()
+                        .is_some_and(|r| r.raw_sha256 == u.raw_sha256)
+                        && item
+                            .lease
+                            .as_ref()
+                            .is_some_and(|(owner, _)| *owner == u.lease_owner) =>
                 {
                     item.lease = None;
                     item.written_outputs.clear();
@@ -282,7 +336,11 @@ impl MetadataStore for MemoryMetadataStore {
                 _ => MarkOutcome::Superseded,
             }
         };
-        if fault == Fault::After { Err(injected("UpdateItem", &u.raw_key)) } else { Ok(outcome) }
+        if fault == Fault::After {
+            Err(injected("UpdateItem", &u.raw_key))
+        } else {
+            Ok(outcome)
+        }
     }
 
     async fn acquire_lease(&self, lease: &Lease) -> Result<LeaseOutcome, StoreError> {
@@ -294,7 +352,9 @@ impl MetadataStore for MemoryMetadataStore {
             let mut items = lock(&self.items);
             let item = items.entry(lease.raw_key.clone()).or_default();
             match &item.lease {
-                Some((owner, until)) if *until >= lease.now_ms && *owner != lease.owner => LeaseOutcome::HeldByAnother,
+                Some((owner, until)) if *until >= lease.now_ms && *owner != lease.owner => {
+                    LeaseOutcome::HeldByAnother
+                }
                 _ => {
                     item.lease = Some((lease.owner.clone(), lease.until_ms));
                     item.written_outputs.extend(lease.outputs.iter().cloned());
@@ -302,17 +362,21 @@ impl MetadataStore for MemoryMetadataStore {
                 }
             }
         };
-        if fault == Fault::After { Err(injected("UpdateItem", &lease.raw_key)) } else { Ok(outcome) }
+        if fault == Fault::After {
+            Err(injected("UpdateItem", &lease.raw_key))
+        } else {
+            Ok(outcome)
+        }
     }
 
     async fn release_lease(&self, raw_key: &str, owner: &str) -> Result<(), StoreError> {
         if self.roll() == Fault::Before {
             return Err(injected("UpdateItem", raw_key));
         }
-        if let Some(item) = lock(&self.items).get_mut(raw_key) {
-            if item.lease.as_ref().is_some_and(|(o, _)| o == owner) {
-                item.lease = None;
-            }
+        if let Some(item) = lock(&self.items).get_mut(raw_key)
+            && item.lease.as_ref().is_some_and(|(o, _)| o == owner)
+        {
+            item.lease = None;
         }
         Ok(())
     }
@@ -324,7 +388,12 @@ impl MetadataStore for MemoryMetadataStore {
         let items = lock(&self.items);
         let mut v: Vec<MetadataItem> = items
             .iter()
-            .filter(|(_, i)| i.pending && i.raw.as_ref().is_some_and(|r| r.written_at.as_str() < written_before))
+            .filter(|(_, i)| {
+                i.pending
+                    && i.raw
+                        .as_ref()
+                        .is_some_and(|r| r.written_at.as_str() < written_before)
+            })
             .map(|(k, i)| to_item(k, i))
             .collect();
         v.sort_by(|a, b| a.written_at.cmp(&b.written_at));

@@ -15,9 +15,14 @@ pub struct S3Store {
 impl S3Store {
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         // Emulators serve buckets under the endpoint's path, not as virtual hosts.
-        let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some() || config.endpoint_url().is_some();
-        let conf = aws_sdk_s3::config::Builder::from(config).force_path_style(path_style).build();
-        S3Store { client: aws_sdk_s3::Client::from_conf(conf) }
+        let path_style =
+            std::env::var_os("AWS_ENDPOINT_URL").is_some() || config.endpoint_url().is_some();
+        let conf = aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(path_style)
+            .build();
+        S3Store {
+            client: aws_sdk_s3::Client::from_conf(conf),
+        }
     }
 
     pub fn client(&self) -> &aws_sdk_s3::Client {
@@ -40,7 +45,12 @@ impl ObjectStore for S3Store {
             .bucket(bucket)
             .key(key)
             .content_type(content_type)
-            .set_metadata(Some(metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect()))
+            .set_metadata(Some(
+                metadata
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ))
             .body(ByteStream::from(body))
             .send()
             .await
@@ -50,17 +60,29 @@ impl ObjectStore for S3Store {
 
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<StoredObject>, StoreError> {
         let target = format!("s3://{bucket}/{key}");
-        let out = match self.client.get_object().bucket(bucket).key(key).send().await {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => out,
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
             Err(e) => return Err(from_sdk("GetObject", &target, e)),
         };
-        let metadata = out.metadata().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+        let metadata = out
+            .metadata()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
         let body = out
             .body
             .collect()
             .await
-            .map_err(|e| StoreError::new("GetObject", target, true, format!("reading the body: {e}")))?
+            .map_err(|e| {
+                StoreError::new("GetObject", target, true, format!("reading the body: {e}"))
+            })?
             .into_bytes()
             .to_vec();
         Ok(Some(StoredObject { body, metadata }))

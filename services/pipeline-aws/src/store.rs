@@ -25,10 +25,18 @@ pub trait ObjectStore: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Reads an object; `Ok(None)` when it does not exist.
-    fn get(&self, bucket: &str, key: &str) -> impl Future<Output = Result<Option<StoredObject>, StoreError>> + Send;
+    fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<StoredObject>, StoreError>> + Send;
 
     /// Deletes an object; deleting a missing object succeeds.
-    fn delete(&self, bucket: &str, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn delete(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// What the stream processor records about a raw object it wrote.
@@ -135,22 +143,41 @@ pub const PENDING: &str = "PENDING";
 
 pub trait MetadataStore: Send + Sync {
     /// Records a raw object: status `RAW_WRITTEN`, unless the item already describes this content.
-    fn record_raw(&self, item: &RawItem) -> impl Future<Output = Result<RecordOutcome, StoreError>> + Send;
+    fn record_raw(
+        &self,
+        item: &RawItem,
+    ) -> impl Future<Output = Result<RecordOutcome, StoreError>> + Send;
 
-    fn get(&self, raw_key: &str) -> impl Future<Output = Result<Option<MetadataItem>, StoreError>> + Send;
+    fn get(
+        &self,
+        raw_key: &str,
+    ) -> impl Future<Output = Result<Option<MetadataItem>, StoreError>> + Send;
 
     /// Takes the lease of a raw object (or renews one this owner holds) and records the outputs
     /// about to be written.
-    fn acquire_lease(&self, lease: &Lease) -> impl Future<Output = Result<LeaseOutcome, StoreError>> + Send;
+    fn acquire_lease(
+        &self,
+        lease: &Lease,
+    ) -> impl Future<Output = Result<LeaseOutcome, StoreError>> + Send;
 
     /// Gives a lease back early (on an error path); a lease held by another owner is left alone.
-    fn release_lease(&self, raw_key: &str, owner: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn release_lease(
+        &self,
+        raw_key: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// `RAW_WRITTEN → PROCESSED` and lease released, conditional on the item still describing
     /// `raw_sha256` and the lease still being the updater's.
-    fn mark_processed(&self, update: &ProcessedUpdate) -> impl Future<Output = Result<MarkOutcome, StoreError>> + Send;
+    fn mark_processed(
+        &self,
+        update: &ProcessedUpdate,
+    ) -> impl Future<Output = Result<MarkOutcome, StoreError>> + Send;
 
     /// Raw objects written before `written_before` (RFC 3339) and not processed yet: one query on
     /// the sparse pending index.
-    fn pending_before(&self, written_before: &str) -> impl Future<Output = Result<Vec<MetadataItem>, StoreError>> + Send;
+    fn pending_before(
+        &self,
+        written_before: &str,
+    ) -> impl Future<Output = Result<Vec<MetadataItem>, StoreError>> + Send;
 }

@@ -11,7 +11,11 @@ use pipeline_core::transform::{self, Pseudonymizer};
 use serde_json::json;
 
 #[derive(Debug, Parser)]
-#[command(name = "pipeline", version, about = "Run the pipeline's core on files, without AWS")]
+#[command(
+    name = "pipeline",
+    version,
+    about = "Run the pipeline's core on files, without AWS"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -59,10 +63,18 @@ enum Command {
 #[derive(Debug, thiserror::Error)]
 enum Error {
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} is not a kinesis event: {source}")]
-    Event { path: String, source: serde_json::Error },
-    #[error("cannot tell the raw object's key from {0}: pass --key raw/dt=.../hour=../shard=.../<seq>.jsonl.gz")]
+    Event {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error(
+        "cannot tell the raw object's key from {0}: pass --key raw/dt=.../hour=../shard=.../<seq>.jsonl.gz"
+    )]
     NoKey(String),
     #[error(transparent)]
     Transform(#[from] transform::TransformError),
@@ -70,11 +82,17 @@ enum Error {
     #[error("standard output closed")]
     Closed,
     #[error("{path}: {source}")]
-    Parquet { path: String, source: parquet::errors::ParquetError },
+    Parquet {
+        path: String,
+        source: parquet::errors::ParquetError,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.display().to_string(), source }
+    move |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 fn write(out: &Path, key: &str, body: &[u8]) -> Result<PathBuf, Error> {
@@ -90,7 +108,14 @@ fn write(out: &Path, key: &str, body: &[u8]) -> Result<PathBuf, Error> {
 fn print_line(line: impl std::fmt::Display) -> Result<(), Error> {
     use std::io::Write;
     writeln!(std::io::stdout().lock(), "{line}").map_err(|e| {
-        if e.kind() == std::io::ErrorKind::BrokenPipe { Error::Closed } else { Error::Io { path: "stdout".into(), source: e } }
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Error::Closed
+        } else {
+            Error::Io {
+                path: "stdout".into(),
+                source: e,
+            }
+        }
     })
 }
 
@@ -110,14 +135,21 @@ fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Ingest { kinesis_event, out } => {
             let text = std::fs::read_to_string(&kinesis_event).map_err(io(&kinesis_event))?;
-            let event: KinesisEvent = serde_json::from_str(&text)
-                .map_err(|source| Error::Event { path: kinesis_event.display().to_string(), source })?;
+            let event: KinesisEvent =
+                serde_json::from_str(&text).map_err(|source| Error::Event {
+                    path: kinesis_event.display().to_string(),
+                    source,
+                })?;
             for shard in ingest(&stream_processor::records(&event)) {
                 let raw = write(&out, &shard.raw.key, &shard.raw.body)?;
-                print_line(json!({"object": raw, "lines": shard.raw.lines, "bytes": shard.raw.body.len(), "sha256": shard.raw.sha256}))?;
+                print_line(
+                    json!({"object": raw, "lines": shard.raw.lines, "bytes": shard.raw.body.len(), "sha256": shard.raw.sha256}),
+                )?;
                 if let Some(q) = &shard.quarantine {
                     let path = write(&out, &q.key, &q.body)?;
-                    print_line(json!({"object": path, "lines": q.lines, "quarantined": shard.quarantined}))?;
+                    print_line(
+                        json!({"object": path, "lines": q.lines, "quarantined": shard.quarantined}),
+                    )?;
                 }
                 eprintln!(
                     "shard {}: {} kinesis records, {} units: {} valid, {} quarantined",
@@ -129,12 +161,19 @@ fn run(cli: Cli) -> Result<(), Error> {
                 );
             }
         }
-        Command::Transform { raw, key, hmac_key_file, out } => {
+        Command::Transform {
+            raw,
+            key,
+            hmac_key_file,
+            out,
+        } => {
             let key = match key {
                 Some(k) => k,
                 None => {
                     let text = raw.to_string_lossy();
-                    text.find("raw/").map(|i| text[i..].to_owned()).ok_or_else(|| Error::NoKey(text.to_string()))?
+                    text.find("raw/")
+                        .map(|i| text[i..].to_owned())
+                        .ok_or_else(|| Error::NoKey(text.to_string()))?
                 }
             };
             let body = std::fs::read(&raw).map_err(io(&raw))?;
@@ -148,12 +187,21 @@ fn run(cli: Cli) -> Result<(), Error> {
                 let path = write(&out, &k, &bytes)?;
                 print_line(json!({"object": path, "bytes": bytes.len()}))?;
             }
-            eprintln!("{} lines: {} rows, {} duplicates dropped, {} objects", output.lines, output.rows, output.duplicates, output.objects.len());
+            eprintln!(
+                "{} lines: {} rows, {} duplicates dropped, {} objects",
+                output.lines,
+                output.rows,
+                output.duplicates,
+                output.objects.len()
+            );
         }
         Command::Cat { files } => {
             for f in files {
                 let bytes = std::fs::read(&f).map_err(io(&f))?;
-                let rows = read_rows(bytes).map_err(|source| Error::Parquet { path: f.display().to_string(), source })?;
+                let rows = read_rows(bytes).map_err(|source| Error::Parquet {
+                    path: f.display().to_string(),
+                    source,
+                })?;
                 for r in rows {
                     print_line(json!({
                             "event_id": r.event_id, "event_type": r.event_type, "occurred_at_us": r.occurred_at_us,
@@ -166,11 +214,20 @@ fn run(cli: Cli) -> Result<(), Error> {
                 }
             }
         }
-        Command::Sample { count, invalid_ratio, seed, out } => {
+        Command::Sample {
+            count,
+            invalid_ratio,
+            seed,
+            out,
+        } => {
             let event = sample(count, invalid_ratio, seed);
             let text = serde_json::to_string_pretty(&event).unwrap_or_default();
             std::fs::write(&out, text).map_err(io(&out))?;
-            eprintln!("wrote a kinesis event of {} records to {}", event["Records"].as_array().map_or(0, Vec::len), out.display());
+            eprintln!(
+                "wrote a kinesis event of {} records to {}",
+                event["Records"].as_array().map_or(0, Vec::len),
+                out.display()
+            );
         }
     }
     Ok(())
@@ -185,7 +242,10 @@ fn sample(count: usize, invalid_ratio: f64, seed: u64) -> serde_json::Value {
     let mut produced = 0;
     while produced < count {
         let (pk, data) = if records.len() % 10 == 9 && count - produced >= 5 {
-            let events: Vec<(String, Vec<u8>)> = (0..5).map(|_| generator.next_event(now)).map(|e| (e.partition_key, e.data)).collect();
+            let events: Vec<(String, Vec<u8>)> = (0..5)
+                .map(|_| generator.next_event(now))
+                .map(|e| (e.partition_key, e.data))
+                .collect();
             produced += 5;
             let agg = producer::aggregate(events).remove(0);
             (agg.partition_key, agg.data)
@@ -195,7 +255,10 @@ fn sample(count: usize, invalid_ratio: f64, seed: u64) -> serde_json::Value {
             (e.partition_key, e.data)
         };
         // Kinesis sequence numbers are 56-digit decimals that grow along the shard.
-        let seq = format!("4959033827149025660855969{:031}", records.len() as u128 * 2_564_131_663_402_634_534);
+        let seq = format!(
+            "4959033827149025660855969{:031}",
+            records.len() as u128 * 2_564_131_663_402_634_534
+        );
         records.push(json!({
             "kinesis": {
                 "kinesisSchemaVersion": "1.0",

@@ -257,19 +257,28 @@ impl Environment {
             "`project` must be 1-20 lower-case letters, digits or dashes",
         );
         check(
-            matches!(self.name.as_str(), "local" | "dev" | "prod" | "preview") || is_preview(&self.name),
+            matches!(self.name.as_str(), "local" | "dev" | "prod" | "preview")
+                || is_preview(&self.name),
             "`name` must be `local`, `dev`, `prod`, `preview` or `pr-<number>`",
         );
         match (self.stream.mode, self.stream.shards) {
-            (StreamMode::Provisioned, Some(n)) => check((1..=500).contains(&n), "`stream.shards` must be 1-500"),
-            (StreamMode::Provisioned, None) => check(false, "`stream.shards` is required when `stream.mode` is `provisioned`"),
+            (StreamMode::Provisioned, Some(n)) => {
+                check((1..=500).contains(&n), "`stream.shards` must be 1-500")
+            }
+            (StreamMode::Provisioned, None) => check(
+                false,
+                "`stream.shards` is required when `stream.mode` is `provisioned`",
+            ),
             (StreamMode::OnDemand, _) => {}
         }
         check(
             (24..=8760).contains(&self.stream.retention_hours),
             "`stream.retention_hours` must be 24-8760",
         );
-        for (label, f) in [("stream_processor", &self.stream_processor), ("transformer", &self.transformer)] {
+        for (label, f) in [
+            ("stream_processor", &self.stream_processor),
+            ("transformer", &self.transformer),
+        ] {
             if !(128..=10240).contains(&f.memory_mb) {
                 errors.push(format!("`{label}.memory_mb` must be 128-10240"));
             }
@@ -283,7 +292,10 @@ impl Environment {
                 errors.push(msg.to_owned());
             }
         };
-        check((1..=10_000).contains(&m.batch_size), "`event_source_mapping.batch_size` must be 1-10000");
+        check(
+            (1..=10_000).contains(&m.batch_size),
+            "`event_source_mapping.batch_size` must be 1-10000",
+        );
         check(
             m.maximum_batching_window_seconds <= 300,
             "`event_source_mapping.maximum_batching_window_seconds` must be 0-300",
@@ -301,7 +313,8 @@ impl Environment {
             "`event_source_mapping.maximum_record_age_seconds` must be finite: 60-604800",
         );
         check(
-            (m.starting_position == StartingPosition::AtTimestamp) == m.starting_position_timestamp.is_some(),
+            (m.starting_position == StartingPosition::AtTimestamp)
+                == m.starting_position_timestamp.is_some(),
             "`event_source_mapping.starting_position_timestamp` is required with `AT_TIMESTAMP` and only then",
         );
         check(
@@ -317,7 +330,8 @@ impl Environment {
             "`storage.stuck_after_minutes` must be at least 1",
         );
         check(
-            self.storage.quarantine_expiry_days >= 1 && self.storage.noncurrent_version_expiry_days >= 1,
+            self.storage.quarantine_expiry_days >= 1
+                && self.storage.noncurrent_version_expiry_days >= 1,
             "expiry days in `storage` must be at least 1",
         );
         check(
@@ -325,20 +339,26 @@ impl Environment {
             "`observability.log_retention_days` must be a CloudWatch Logs retention value (1, 3, 5, 7, 14, 30, 60, 90, ...)",
         );
         check(
-            self.observability.error_rate_alarm_percent > 0.0 && self.observability.error_rate_alarm_percent <= 100.0,
+            self.observability.error_rate_alarm_percent > 0.0
+                && self.observability.error_rate_alarm_percent <= 100.0,
             "`observability.error_rate_alarm_percent` must be in (0, 100]",
         );
         check(
             !self.network.vpc || self.network.vpc_cidr.is_some(),
             "`network.vpc_cidr` is required when `network.vpc` is on",
         );
-        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
     }
 }
 
 /// The values CloudWatch Logs accepts for a log group's retention.
 pub const CLOUDWATCH_RETENTION_DAYS: [u32; 22] = [
-    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
 ];
 
 /// `pr-<number>`: a pull-request preview stack.
@@ -349,7 +369,8 @@ pub fn is_preview(name: &str) -> bool {
 
 fn is_name_component(s: &str) -> bool {
     (1..=20).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
 }
 
@@ -401,10 +422,14 @@ mod tests {
     fn unknown_keys_are_errors() {
         let text = std::fs::read_to_string(environments_dir().join("dev.toml")).unwrap();
         let bad = text.replace("[stream]\n", "[stream]\nshard_count = 3\n");
-        let err = Environment::from_toml("dev.toml", &bad).unwrap_err().to_string();
+        let err = Environment::from_toml("dev.toml", &bad)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `shard_count`"), "{err}");
         let bad = format!("colour = \"blue\"\n{text}");
-        let err = Environment::from_toml("dev.toml", &bad).unwrap_err().to_string();
+        let err = Environment::from_toml("dev.toml", &bad)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `colour`"), "{err}");
     }
 
@@ -431,6 +456,9 @@ mod tests {
         let names = load("pr-42").names("123456789012");
         assert_eq!(names.stream, "eventpipe-pr-42-events");
         assert_eq!(names.raw_bucket, "eventpipe-pr-42-raw-123456789012");
-        assert!(names.raw_bucket.len() <= 63, "S3 bucket names are at most 63 characters");
+        assert!(
+            names.raw_bucket.len() <= 63,
+            "S3 bucket names are at most 63 characters"
+        );
     }
 }

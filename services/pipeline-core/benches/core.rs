@@ -1,5 +1,6 @@
 //! Throughput of the core on the batch sizes Lambda delivers: a 6 MB Kinesis batch of ~400-byte
 //! events for the stream processor, and the resulting raw object for the transformer.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::hint::black_box;
 
@@ -48,24 +49,46 @@ pub fn events() -> Vec<Vec<u8>> {
 
 fn bench(c: &mut Criterion) {
     let events = events();
-    let seqs: Vec<String> = (0..events.len()).map(|i| format!("49590338271490256608559692538361571095921575989{i:09}")).collect();
+    let seqs: Vec<String> = (0..events.len())
+        .map(|i| format!("49590338271490256608559692538361571095921575989{i:09}"))
+        .collect();
     let records: Vec<KinesisRecord<'_>> = events
         .iter()
         .zip(&seqs)
-        .map(|(d, s)| KinesisRecord { shard_id: "shardId-000000000000", sequence_number: s, arrival: arrival(), partition_key: "user-1", data: d })
+        .map(|(d, s)| KinesisRecord {
+            shard_id: "shardId-000000000000",
+            sequence_number: s,
+            arrival: arrival(),
+            partition_key: "user-1",
+            data: d,
+        })
         .collect();
     let bytes: usize = events.iter().map(Vec::len).sum();
-    eprintln!("batch: {} records, {} bytes, {:.0} bytes/record", records.len(), bytes, bytes as f64 / records.len() as f64);
+    eprintln!(
+        "batch: {} records, {} bytes, {:.0} bytes/record",
+        records.len(),
+        bytes,
+        bytes as f64 / records.len() as f64
+    );
 
     let mut group = c.benchmark_group("stream_processor_core");
     group.throughput(Throughput::Elements(records.len() as u64));
     group.sample_size(20);
     group.bench_function("validate_only", |b| {
-        b.iter(|| events.iter().filter(|e| pipeline_core::validate(e, arrival()).is_ok()).count())
+        b.iter(|| {
+            events
+                .iter()
+                .filter(|e| pipeline_core::validate(e, arrival()).is_ok())
+                .count()
+        })
     });
-    group.bench_function("ingest_6mb_batch", |b| b.iter(|| ingest(black_box(&records))));
+    group.bench_function("ingest_6mb_batch", |b| {
+        b.iter(|| ingest(black_box(&records)))
+    });
     let text = pipeline_core::ingest::gunzip(&ingest(&records)[0].raw.body).unwrap();
-    group.bench_function("gzip_raw_object_only", |b| b.iter(|| pipeline_core::ingest::gzip(black_box(&text))));
+    group.bench_function("gzip_raw_object_only", |b| {
+        b.iter(|| pipeline_core::ingest::gzip(black_box(&text)))
+    });
     group.finish();
 
     let out = ingest(&records).remove(0);
@@ -73,9 +96,13 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("transformer_core");
     group.throughput(Throughput::Elements(out.valid));
     group.sample_size(10);
-    group.bench_function("transform_enrich", |b| b.iter(|| transform(&out.raw.key, black_box(&out.raw.body), &pii).unwrap()));
+    group.bench_function("transform_enrich", |b| {
+        b.iter(|| transform(&out.raw.key, black_box(&out.raw.body), &pii).unwrap())
+    });
     group.bench_function("transform_to_parquet", |b| {
-        b.iter(|| encode(&transform(&out.raw.key, black_box(&out.raw.body), &pii).unwrap()).unwrap())
+        b.iter(|| {
+            encode(&transform(&out.raw.key, black_box(&out.raw.body), &pii).unwrap()).unwrap()
+        })
     });
     group.finish();
 }

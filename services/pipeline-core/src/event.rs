@@ -54,7 +54,10 @@ pub fn parse(data: &[u8]) -> Result<Event<'_>, Rejection> {
     let text = std::str::from_utf8(data).map_err(|e| {
         Rejection::new(
             Reason::NotUtf8,
-            format!("data is not valid utf-8 (invalid byte at offset {})", e.valid_up_to()),
+            format!(
+                "data is not valid utf-8 (invalid byte at offset {})",
+                e.valid_up_to()
+            ),
         )
     })?;
     let fields = parse_fields(text)?;
@@ -62,7 +65,10 @@ pub fn parse(data: &[u8]) -> Result<Event<'_>, Rejection> {
 }
 
 /// Checks the `occurred_at` window against the arrival time.
-pub fn check_time_window(occurred_at: DateTime<Utc>, arrival: DateTime<Utc>) -> Result<(), Rejection> {
+pub fn check_time_window(
+    occurred_at: DateTime<Utc>,
+    arrival: DateTime<Utc>,
+) -> Result<(), Rejection> {
     if occurred_at < arrival - MAX_AGE {
         return Err(Rejection::new(
             Reason::OccurredAtOutOfRange,
@@ -113,13 +119,18 @@ fn parse_fields(text: &str) -> Result<Fields<'_>, Rejection> {
         return Err(match serde_json::from_str::<IgnoredAny>(text) {
             Ok(_) => Rejection::new(
                 Reason::NotAnObject,
-                format!("the event must be a JSON object, found {}", json_kind_of(text.trim_start())),
+                format!(
+                    "the event must be a JSON object, found {}",
+                    json_kind_of(text.trim_start())
+                ),
             ),
             Err(e) => json_error(&e),
         });
     }
     let mut de = serde_json::Deserializer::from_str(text);
-    let fields = de.deserialize_map(FieldsVisitor).map_err(|e| json_error(&e))?;
+    let fields = de
+        .deserialize_map(FieldsVisitor)
+        .map_err(|e| json_error(&e))?;
     de.end().map_err(|e| json_error(&e))?;
     Ok(fields)
 }
@@ -129,7 +140,9 @@ fn json_error(e: &serde_json::Error) -> Rejection {
     if msg.contains("recursion limit exceeded") {
         Rejection::new(
             Reason::TooDeep,
-            format!("nesting is deeper than the parser allows ({msg}); attributes may nest at most {ATTRIBUTES_MAX_DEPTH} levels"),
+            format!(
+                "nesting is deeper than the parser allows ({msg}); attributes may nest at most {ATTRIBUTES_MAX_DEPTH} levels"
+            ),
         )
     } else {
         Rejection::new(Reason::InvalidJson, format!("not valid JSON: {msg}"))
@@ -212,11 +225,12 @@ impl<'a> Fields<'a> {
         check_chars("event_id", &event_id, 1, EVENT_ID_MAX_CHARS)?;
 
         let event_type = required_string("event_type", self.event_type)?;
-        let event_type = if event_type.bytes().any(|b| b.is_ascii_uppercase()) || !event_type.is_ascii() {
-            Cow::Owned(event_type.to_lowercase())
-        } else {
-            event_type
-        };
+        let event_type =
+            if event_type.bytes().any(|b| b.is_ascii_uppercase()) || !event_type.is_ascii() {
+                Cow::Owned(event_type.to_lowercase())
+            } else {
+                event_type
+            };
         if !is_valid_event_type(&event_type) {
             return Err(Rejection::new(
                 Reason::InvalidValue,
@@ -259,13 +273,18 @@ impl<'a> Fields<'a> {
                 let v: i64 = serde_json::from_str(raw.get()).map_err(|_| {
                     Rejection::new(
                         Reason::WrongType,
-                        format!("field `schema_version` must be an integer, found {}", describe(raw)),
+                        format!(
+                            "field `schema_version` must be an integer, found {}",
+                            describe(raw)
+                        ),
                     )
                 })?;
                 if v != SUPPORTED_SCHEMA_VERSION {
                     return Err(Rejection::new(
                         Reason::UnsupportedSchemaVersion,
-                        format!("schema_version {v} is not supported: only {SUPPORTED_SCHEMA_VERSION} is accepted"),
+                        format!(
+                            "schema_version {v} is not supported: only {SUPPORTED_SCHEMA_VERSION} is accepted"
+                        ),
                     ));
                 }
                 v
@@ -278,21 +297,28 @@ impl<'a> Fields<'a> {
                 if kind(raw) != Kind::Object {
                     return Err(Rejection::new(
                         Reason::WrongType,
-                        format!("field `attributes` must be an object, found {}", describe(raw)),
+                        format!(
+                            "field `attributes` must be an object, found {}",
+                            describe(raw)
+                        ),
                     ));
                 }
                 let size = raw.get().len();
                 if size > ATTRIBUTES_MAX_BYTES {
                     return Err(Rejection::new(
                         Reason::TooLarge,
-                        format!("field `attributes` is {size} bytes, the limit is {ATTRIBUTES_MAX_BYTES}"),
+                        format!(
+                            "field `attributes` is {size} bytes, the limit is {ATTRIBUTES_MAX_BYTES}"
+                        ),
                     ));
                 }
                 let depth = json_depth(raw.get());
                 if depth > ATTRIBUTES_MAX_DEPTH {
                     return Err(Rejection::new(
                         Reason::TooDeep,
-                        format!("field `attributes` nests {depth} levels deep, the limit is {ATTRIBUTES_MAX_DEPTH}"),
+                        format!(
+                            "field `attributes` nests {depth} levels deep, the limit is {ATTRIBUTES_MAX_DEPTH}"
+                        ),
                     ));
                 }
                 Some(raw)
@@ -315,12 +341,18 @@ impl<'a> Fields<'a> {
 
 fn required_string<'a>(name: &str, raw: Option<&'a RawValue>) -> Result<Cow<'a, str>, Rejection> {
     match raw {
-        None => Err(Rejection::new(Reason::MissingField, format!("required field `{name}` is missing"))),
+        None => Err(Rejection::new(
+            Reason::MissingField,
+            format!("required field `{name}` is missing"),
+        )),
         Some(raw) => string_value(name, raw),
     }
 }
 
-fn optional_string<'a>(name: &str, raw: Option<&'a RawValue>) -> Result<Option<Cow<'a, str>>, Rejection> {
+fn optional_string<'a>(
+    name: &str,
+    raw: Option<&'a RawValue>,
+) -> Result<Option<Cow<'a, str>>, Rejection> {
     match raw {
         Some(raw) if kind(raw) != Kind::Null => string_value(name, raw).map(Some),
         _ => Ok(None),
@@ -346,9 +378,16 @@ fn string_value<'a>(name: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, Rejec
 
 fn check_chars(name: &str, value: &str, min: usize, max: usize) -> Result<(), Rejection> {
     // Byte length bounds the char count from above: skip counting for short ASCII-sized values.
-    let n = if value.len() <= max { value.chars().count() } else { value.chars().take(max + 1).count() };
+    let n = if value.len() <= max {
+        value.chars().count()
+    } else {
+        value.chars().take(max + 1).count()
+    };
     if n < min {
-        return Err(Rejection::new(Reason::InvalidValue, format!("field `{name}` must not be empty")));
+        return Err(Rejection::new(
+            Reason::InvalidValue,
+            format!("field `{name}` must not be empty"),
+        ));
     }
     if n > max {
         return Err(Rejection::new(
@@ -365,7 +404,9 @@ pub fn is_valid_event_type(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= EVENT_TYPE_MAX_CHARS
         && b[0].is_ascii_lowercase()
-        && b[1..].iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'.')
+        && b[1..]
+            .iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'.')
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -456,7 +497,11 @@ mod tests {
             (Ok(_), Ok(())) => {}
             (Err(r), Err((reason, detail))) => {
                 assert_eq!(r.reason, reason, "input {input}: {}", r.detail);
-                assert!(r.detail.contains(detail), "input {input}: detail {:?} lacks {detail:?}", r.detail);
+                assert!(
+                    r.detail.contains(detail),
+                    "input {input}: detail {:?} lacks {detail:?}",
+                    r.detail
+                );
             }
             (got, want) => panic!("input {input}: got {got:?}, want {want:?}"),
         }
@@ -465,17 +510,26 @@ mod tests {
     const BASE: &str = r#""event_id":"e-1","event_type":"page_view","occurred_at":"2026-11-25T09:59:00Z","source":"web""#;
 
     fn with(extra: &str) -> String {
-        if extra.is_empty() { format!("{{{BASE}}}") } else { format!("{{{BASE},{extra}}}") }
+        if extra.is_empty() {
+            format!("{{{BASE}}}")
+        } else {
+            format!("{{{BASE},{extra}}}")
+        }
     }
 
     #[test]
     fn accepts_minimal_and_full_events() {
         check(&with(""), Ok(()));
         check(
-            &with(r#""user_id":"u-1","session_id":"s","schema_version":1,"attributes":{"a":{"b":[1,2]}},"campaign":"x""#),
+            &with(
+                r#""user_id":"u-1","session_id":"s","schema_version":1,"attributes":{"a":{"b":[1,2]}},"campaign":"x""#,
+            ),
             Ok(()),
         );
-        check(&with(r#""user_id":null,"attributes":null,"schema_version":null"#), Ok(()));
+        check(
+            &with(r#""user_id":null,"attributes":null,"schema_version":null"#),
+            Ok(()),
+        );
     }
 
     #[test]
@@ -506,44 +560,144 @@ mod tests {
     fn rejection_catalogue() {
         check("\u{1}", Err((Reason::InvalidJson, "not valid JSON")));
         check("", Err((Reason::InvalidJson, "not valid JSON")));
-        check("{\"event_id\":", Err((Reason::InvalidJson, "not valid JSON")));
-        check(&format!("{} x", with("")), Err((Reason::InvalidJson, "trailing")));
+        check(
+            "{\"event_id\":",
+            Err((Reason::InvalidJson, "not valid JSON")),
+        );
+        check(
+            &format!("{} x", with("")),
+            Err((Reason::InvalidJson, "trailing")),
+        );
         check("[1,2]", Err((Reason::NotAnObject, "an array")));
         check("  \"str\"", Err((Reason::NotAnObject, "a string")));
         check("42", Err((Reason::NotAnObject, "a number")));
-        check(r#"{"event_type":"a","occurred_at":"2026-11-25T09:59:00Z","source":"s"}"#, Err((Reason::MissingField, "`event_id`")));
-        check(r#"{"event_id":"e","occurred_at":"2026-11-25T09:59:00Z","source":"s"}"#, Err((Reason::MissingField, "`event_type`")));
-        check(r#"{"event_id":"e","event_type":"a","source":"s"}"#, Err((Reason::MissingField, "`occurred_at`")));
-        check(r#"{"event_id":"e","event_type":"a","occurred_at":"2026-11-25T09:59:00Z"}"#, Err((Reason::MissingField, "`source`")));
-        check(r#"{"event_id":7,"event_type":"a","occurred_at":"2026-11-25T09:59:00Z","source":"s"}"#, Err((Reason::WrongType, "`event_id` must be a string, found a number")));
-        check(r#"{"event_id":null,"event_type":"a","occurred_at":"2026-11-25T09:59:00Z","source":"s"}"#, Err((Reason::WrongType, "found null")));
-        check(&with(r#""user_id":5"#), Err((Reason::WrongType, "`user_id`")));
-        check(&with(r#""schema_version":"1""#), Err((Reason::WrongType, "`schema_version` must be an integer")));
-        check(&with(r#""schema_version":1.5"#), Err((Reason::WrongType, "`schema_version`")));
-        check(&with(r#""attributes":[1]"#), Err((Reason::WrongType, "`attributes` must be an object, found an array")));
-        check(r#"{"event_id":"","event_type":"a","occurred_at":"2026-11-25T09:59:00Z","source":"s"}"#, Err((Reason::InvalidValue, "`event_id` must not be empty")));
-        check(&format!(r#"{{"event_id":"{}","event_type":"a","occurred_at":"2026-11-25T09:59:00Z","source":"s"}}"#, "x".repeat(129)), Err((Reason::InvalidValue, "longer than 128")));
-        check(r#"{"event_id":"e","event_type":"9lives","occurred_at":"2026-11-25T09:59:00Z","source":"s"}"#, Err((Reason::InvalidValue, "`event_type`")));
-        check(r#"{"event_id":"e","event_type":"a-b","occurred_at":"2026-11-25T09:59:00Z","source":"s"}"#, Err((Reason::InvalidValue, "`event_type`")));
-        check(r#"{"event_id":"e","event_type":"a","occurred_at":"2026-11-25 09:59:00","source":"s"}"#, Err((Reason::InvalidValue, "RFC 3339")));
-        check(r#"{"event_id":"e","event_type":"a","occurred_at":"2026-11-25T09:59:00","source":"s"}"#, Err((Reason::InvalidValue, "RFC 3339")));
-        check(&format!(r#"{{"event_id":"e","event_type":"a","occurred_at":"2026-11-25T09:59:00Z","source":"{}"}}"#, "s".repeat(65)), Err((Reason::InvalidValue, "`source` is longer than 64")));
-        check(&with(&format!(r#""session_id":"{}""#, "é".repeat(257))), Err((Reason::InvalidValue, "`session_id`")));
-        check(&with(r#""event_id":"again""#), Err((Reason::InvalidValue, "`event_id` appears more than once")));
-        check(&with(r#""schema_version":2"#), Err((Reason::UnsupportedSchemaVersion, "schema_version 2")));
-        check(&with(&format!(r#""attributes":{{"blob":"{}"}}"#, "x".repeat(64 * 1024))), Err((Reason::TooLarge, "limit is 65536")));
+        check(
+            r#"{"event_type":"a","occurred_at":"2026-11-25T09:59:00Z","source":"s"}"#,
+            Err((Reason::MissingField, "`event_id`")),
+        );
+        check(
+            r#"{"event_id":"e","occurred_at":"2026-11-25T09:59:00Z","source":"s"}"#,
+            Err((Reason::MissingField, "`event_type`")),
+        );
+        check(
+            r#"{"event_id":"e","event_type":"a","source":"s"}"#,
+            Err((Reason::MissingField, "`occurred_at`")),
+        );
+        check(
+            r#"{"event_id":"e","event_type":"a","occurred_at":"2026-11-25T09:59:00Z"}"#,
+            Err((Reason::MissingField, "`source`")),
+        );
+        check(
+            r#"{"event_id":7,"event_type":"a","occurred_at":"2026-11-25T09:59:00Z","source":"s"}"#,
+            Err((
+                Reason::WrongType,
+                "`event_id` must be a string, found a number",
+            )),
+        );
+        check(
+            r#"{"event_id":null,"event_type":"a","occurred_at":"2026-11-25T09:59:00Z","source":"s"}"#,
+            Err((Reason::WrongType, "found null")),
+        );
+        check(
+            &with(r#""user_id":5"#),
+            Err((Reason::WrongType, "`user_id`")),
+        );
+        check(
+            &with(r#""schema_version":"1""#),
+            Err((Reason::WrongType, "`schema_version` must be an integer")),
+        );
+        check(
+            &with(r#""schema_version":1.5"#),
+            Err((Reason::WrongType, "`schema_version`")),
+        );
+        check(
+            &with(r#""attributes":[1]"#),
+            Err((
+                Reason::WrongType,
+                "`attributes` must be an object, found an array",
+            )),
+        );
+        check(
+            r#"{"event_id":"","event_type":"a","occurred_at":"2026-11-25T09:59:00Z","source":"s"}"#,
+            Err((Reason::InvalidValue, "`event_id` must not be empty")),
+        );
+        check(
+            &format!(
+                r#"{{"event_id":"{}","event_type":"a","occurred_at":"2026-11-25T09:59:00Z","source":"s"}}"#,
+                "x".repeat(129)
+            ),
+            Err((Reason::InvalidValue, "longer than 128")),
+        );
+        check(
+            r#"{"event_id":"e","event_type":"9lives","occurred_at":"2026-11-25T09:59:00Z","source":"s"}"#,
+            Err((Reason::InvalidValue, "`event_type`")),
+        );
+        check(
+            r#"{"event_id":"e","event_type":"a-b","occurred_at":"2026-11-25T09:59:00Z","source":"s"}"#,
+            Err((Reason::InvalidValue, "`event_type`")),
+        );
+        check(
+            r#"{"event_id":"e","event_type":"a","occurred_at":"2026-11-25 09:59:00","source":"s"}"#,
+            Err((Reason::InvalidValue, "RFC 3339")),
+        );
+        check(
+            r#"{"event_id":"e","event_type":"a","occurred_at":"2026-11-25T09:59:00","source":"s"}"#,
+            Err((Reason::InvalidValue, "RFC 3339")),
+        );
+        check(
+            &format!(
+                r#"{{"event_id":"e","event_type":"a","occurred_at":"2026-11-25T09:59:00Z","source":"{}"}}"#,
+                "s".repeat(65)
+            ),
+            Err((Reason::InvalidValue, "`source` is longer than 64")),
+        );
+        check(
+            &with(&format!(r#""session_id":"{}""#, "é".repeat(257))),
+            Err((Reason::InvalidValue, "`session_id`")),
+        );
+        check(
+            &with(r#""event_id":"again""#),
+            Err((Reason::InvalidValue, "`event_id` appears more than once")),
+        );
+        check(
+            &with(r#""schema_version":2"#),
+            Err((Reason::UnsupportedSchemaVersion, "schema_version 2")),
+        );
+        check(
+            &with(&format!(
+                r#""attributes":{{"blob":"{}"}}"#,
+                "x".repeat(64 * 1024)
+            )),
+            Err((Reason::TooLarge, "limit is 65536")),
+        );
         let deep = format!("{}1{}", r#"{"a":"#.repeat(17), "}".repeat(17));
-        check(&with(&format!(r#""attributes":{deep}"#)), Err((Reason::TooDeep, "17 levels")));
+        check(
+            &with(&format!(r#""attributes":{deep}"#)),
+            Err((Reason::TooDeep, "17 levels")),
+        );
         let very_deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
-        check(&with(&format!(r#""attributes":{{"a":{very_deep}}}"#)), Err((Reason::TooDeep, "201 levels")));
+        check(
+            &with(&format!(r#""attributes":{{"a":{very_deep}}}"#)),
+            Err((Reason::TooDeep, "201 levels")),
+        );
         let abyss = format!("{}1{}", "[".repeat(30_000), "]".repeat(30_000));
-        let r = validate(with(&format!(r#""attributes":{{"a":{abyss}}}"#)).as_bytes(), arrival()).unwrap_err();
+        let r = validate(
+            with(&format!(r#""attributes":{{"a":{abyss}}}"#)).as_bytes(),
+            arrival(),
+        )
+        .unwrap_err();
         assert!(matches!(r.reason, Reason::TooDeep), "{r}");
         // Extra fields are kept as they are, however deep: they are never a reason to reject.
         let deep_extra = with(&format!(r#""other":{abyss}"#));
         assert!(validate(deep_extra.as_bytes(), arrival()).is_ok());
-        check(r#"{"event_id":"e","event_type":"a","occurred_at":"2026-11-17T09:59:00Z","source":"s"}"#, Err((Reason::OccurredAtOutOfRange, "more than 7 days before")));
-        check(r#"{"event_id":"e","event_type":"a","occurred_at":"2026-11-25T10:15:01Z","source":"s"}"#, Err((Reason::OccurredAtOutOfRange, "more than 15 minutes after")));
+        check(
+            r#"{"event_id":"e","event_type":"a","occurred_at":"2026-11-17T09:59:00Z","source":"s"}"#,
+            Err((Reason::OccurredAtOutOfRange, "more than 7 days before")),
+        );
+        check(
+            r#"{"event_id":"e","event_type":"a","occurred_at":"2026-11-25T10:15:01Z","source":"s"}"#,
+            Err((Reason::OccurredAtOutOfRange, "more than 15 minutes after")),
+        );
         let e = validate(b"{\"a\":\xff}", arrival()).unwrap_err();
         assert_eq!(e.reason, Reason::NotUtf8);
     }
@@ -560,6 +714,8 @@ mod tests {
     fn window_edges_are_inclusive() {
         check_time_window(arrival() - MAX_AGE, arrival()).unwrap();
         check_time_window(arrival() + MAX_SKEW, arrival()).unwrap();
-        assert!(check_time_window(arrival() + MAX_SKEW + Duration::microseconds(1), arrival()).is_err());
+        assert!(
+            check_time_window(arrival() + MAX_SKEW + Duration::microseconds(1), arrival()).is_err()
+        );
     }
 }

@@ -112,7 +112,10 @@ pub fn ingest(records: &[KinesisRecord<'_>]) -> Vec<ShardOutput> {
         }
         group.push(r);
     }
-    order.into_iter().map(|shard| ingest_shard(&by_shard[shard])).collect()
+    order
+        .into_iter()
+        .map(|shard| ingest_shard(&by_shard[shard]))
+        .collect()
 }
 
 fn ingest_shard(records: &[&KinesisRecord<'_>]) -> ShardOutput {
@@ -146,17 +149,35 @@ fn ingest_shard(records: &[&KinesisRecord<'_>]) -> ShardOutput {
             match kpl::deaggregate(r.data) {
                 Ok(subs) => {
                     for (i, sub) in subs.iter().enumerate() {
-                        let unit = Unit { record: r, arrival, subseq: i as u64, partition_key: &sub.partition_key, data: &sub.data };
+                        let unit = Unit {
+                            record: r,
+                            arrival,
+                            subseq: i as u64,
+                            partition_key: &sub.partition_key,
+                            data: &sub.data,
+                        };
                         accept_or_quarantine(&unit, &mut out, &mut raw, &mut quarantine);
                     }
                 }
                 Err(rejection) => {
-                    let unit = Unit { record: r, arrival, subseq: 0, partition_key: r.partition_key, data: r.data };
+                    let unit = Unit {
+                        record: r,
+                        arrival,
+                        subseq: 0,
+                        partition_key: r.partition_key,
+                        data: r.data,
+                    };
                     quarantine_unit(&unit, &rejection, &mut out, &mut quarantine);
                 }
             }
         } else {
-            let unit = Unit { record: r, arrival, subseq: 0, partition_key: r.partition_key, data: r.data };
+            let unit = Unit {
+                record: r,
+                arrival,
+                subseq: 0,
+                partition_key: r.partition_key,
+                data: r.data,
+            };
             accept_or_quarantine(&unit, &mut out, &mut raw, &mut quarantine);
         }
     }
@@ -174,7 +195,12 @@ struct Unit<'a> {
     data: &'a [u8],
 }
 
-fn accept_or_quarantine(unit: &Unit<'_>, out: &mut ShardOutput, raw: &mut LineWriter, quarantine: &mut LineWriter) {
+fn accept_or_quarantine(
+    unit: &Unit<'_>,
+    out: &mut ShardOutput,
+    raw: &mut LineWriter,
+    quarantine: &mut LineWriter,
+) {
     match event::validate(unit.data, unit.record.arrival) {
         Ok(ev) => {
             out.units += 1;
@@ -189,7 +215,12 @@ fn accept_or_quarantine(unit: &Unit<'_>, out: &mut ShardOutput, raw: &mut LineWr
     }
 }
 
-fn quarantine_unit(unit: &Unit<'_>, rejection: &Rejection, out: &mut ShardOutput, quarantine: &mut LineWriter) {
+fn quarantine_unit(
+    unit: &Unit<'_>,
+    rejection: &Rejection,
+    out: &mut ShardOutput,
+    quarantine: &mut LineWriter,
+) {
     out.units += 1;
     *out.quarantined.entry(rejection.reason).or_default() += 1;
     let line = QuarantineLine {
@@ -213,7 +244,10 @@ struct LineWriter {
 
 impl LineWriter {
     fn new(capacity: usize) -> Self {
-        LineWriter { buf: Vec::with_capacity(capacity), lines: 0 }
+        LineWriter {
+            buf: Vec::with_capacity(capacity),
+            lines: 0,
+        }
     }
 
     /// `{"shard","seq","subseq","arrival","partition_key","event"}` with the event's own bytes.
@@ -232,7 +266,11 @@ impl LineWriter {
         b.extend_from_slice(b",\"event\":");
         // The event is valid JSON: line breaks can only be insignificant whitespace between tokens.
         let event = unit.data.trim_ascii();
-        b.extend(event.iter().map(|&c| if c == b'\n' || c == b'\r' { b' ' } else { c }));
+        b.extend(
+            event
+                .iter()
+                .map(|&c| if c == b'\n' || c == b'\r' { b' ' } else { c }),
+        );
         b.extend_from_slice(b"}\n");
         self.lines += 1;
     }
@@ -270,7 +308,10 @@ fn push_json_str(buf: &mut Vec<u8>, s: &str) {
 
 /// Deterministic gzip (no file name, mtime 0).
 pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = GzEncoder::new(Vec::with_capacity(data.len() / 4 + 64), Compression::new(GZIP_LEVEL));
+    let mut enc = GzEncoder::new(
+        Vec::with_capacity(data.len() / 4 + 64),
+        Compression::new(GZIP_LEVEL),
+    );
     // Writing into a Vec cannot fail.
     let _ = enc.write_all(data);
     enc.finish().unwrap_or_default()
@@ -294,19 +335,36 @@ mod tests {
     }
 
     fn event(id: &str) -> String {
-        format!(r#"{{"event_id":"{id}","event_type":"click","occurred_at":"{}","source":"web"}}"#, fmt_time(at(-5)))
+        format!(
+            r#"{{"event_id":"{id}","event_type":"click","occurred_at":"{}","source":"web"}}"#,
+            fmt_time(at(-5))
+        )
     }
 
     fn rec<'a>(shard: &'a str, seq: &'a str, data: &'a [u8]) -> KinesisRecord<'a> {
-        KinesisRecord { shard_id: shard, sequence_number: seq, arrival: at(0), partition_key: "pk", data }
+        KinesisRecord {
+            shard_id: shard,
+            sequence_number: seq,
+            arrival: at(0),
+            partition_key: "pk",
+            data,
+        }
     }
 
     #[test]
     fn splits_valid_and_invalid_per_shard() {
         let (a, b) = (event("a"), event("b"));
         let agg = kpl::aggregate(&[
-            kpl::SubRecord { partition_key: "k1".into(), explicit_hash_key: None, data: event("c").into_bytes() },
-            kpl::SubRecord { partition_key: "k2".into(), explicit_hash_key: None, data: b"nope".to_vec() },
+            kpl::SubRecord {
+                partition_key: "k1".into(),
+                explicit_hash_key: None,
+                data: event("c").into_bytes(),
+            },
+            kpl::SubRecord {
+                partition_key: "k2".into(),
+                explicit_hash_key: None,
+                data: b"nope".to_vec(),
+            },
         ]);
         let records = [
             rec("s0", "100", a.as_bytes()),
@@ -318,24 +376,58 @@ mod tests {
         let out = ingest(&records);
         assert_eq!(out.len(), 2);
         let s0 = &out[0];
-        assert_eq!((s0.shard_id.as_str(), s0.first_sequence_number.as_str(), s0.last_sequence_number.as_str()), ("s0", "100", "102"));
-        assert_eq!((s0.kinesis_records, s0.units, s0.valid, s0.quarantined_total()), (3, 4, 2, 2));
+        assert_eq!(
+            (
+                s0.shard_id.as_str(),
+                s0.first_sequence_number.as_str(),
+                s0.last_sequence_number.as_str()
+            ),
+            ("s0", "100", "102")
+        );
+        assert_eq!(
+            (
+                s0.kinesis_records,
+                s0.units,
+                s0.valid,
+                s0.quarantined_total()
+            ),
+            (3, 4, 2, 2)
+        );
         assert_eq!(s0.quarantined[&Reason::NotUtf8], 1);
         assert_eq!(s0.quarantined[&Reason::InvalidJson], 1);
         assert_eq!(s0.max_ingest_lag_ms, Some(5000));
         let raw = &s0.raw;
         assert_eq!(raw.key, "raw/dt=2025-11-25/hour=10/shard=s0/100.jsonl.gz");
         let text = String::from_utf8(gunzip(&raw.body).unwrap()).unwrap();
-        let lines: Vec<RawLine<'_>> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<RawLine<'_>> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
-        assert_eq!((lines[1].seq.as_ref(), lines[1].subseq, lines[1].partition_key.as_ref()), ("102", 0, "k1"));
+        assert_eq!(
+            (
+                lines[1].seq.as_ref(),
+                lines[1].subseq,
+                lines[1].partition_key.as_ref()
+            ),
+            ("102", 0, "k1")
+        );
         assert_eq!(lines[0].event.get(), a);
         let q = s0.quarantine.as_ref().unwrap();
-        assert_eq!(q.key, "quarantine/dt=2025-11-25/hour=10/shard=s0/100.jsonl.gz");
+        assert_eq!(
+            q.key,
+            "quarantine/dt=2025-11-25/hour=10/shard=s0/100.jsonl.gz"
+        );
         let text = String::from_utf8(gunzip(&q.body).unwrap()).unwrap();
-        let qs: Vec<QuarantineLine> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let qs: Vec<QuarantineLine> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(qs[0].data_base64, "/w==");
-        assert_eq!((qs[1].seq.as_str(), qs[1].subseq, qs[1].reason), ("102", 1, Reason::InvalidJson));
+        assert_eq!(
+            (qs[1].seq.as_str(), qs[1].subseq, qs[1].reason),
+            ("102", 1, Reason::InvalidJson)
+        );
         let s1 = &out[1];
         assert_eq!((s1.units, s1.valid), (2, 1));
         assert_eq!(s1.quarantined[&Reason::MissingField], 1);
@@ -343,13 +435,20 @@ mod tests {
 
     #[test]
     fn rejected_aggregate_is_one_unit() {
-        let mut agg = kpl::aggregate(&[kpl::SubRecord { partition_key: "k".into(), explicit_hash_key: None, data: event("x").into_bytes() }]);
+        let mut agg = kpl::aggregate(&[kpl::SubRecord {
+            partition_key: "k".into(),
+            explicit_hash_key: None,
+            data: event("x").into_bytes(),
+        }]);
         let n = agg.len();
         agg[n - 1] ^= 0xFF;
         let out = ingest(&[rec("s", "1", &agg)]);
         assert_eq!((out[0].units, out[0].valid), (1, 0));
         assert_eq!(out[0].quarantined[&Reason::KplChecksumMismatch], 1);
-        assert_eq!(out[0].raw.lines, 0, "an empty raw object still replaces earlier attempts");
+        assert_eq!(
+            out[0].raw.lines, 0,
+            "an empty raw object still replaces earlier attempts"
+        );
         assert_eq!(gunzip(&out[0].raw.body).unwrap(), b"");
     }
 
@@ -360,6 +459,9 @@ mod tests {
         let text = String::from_utf8(gunzip(&out[0].raw.body).unwrap()).unwrap();
         assert_eq!(text.lines().count(), 1);
         let line: RawLine<'_> = serde_json::from_str(text.trim_end()).unwrap();
-        assert_eq!(event::parse(line.event.get().as_bytes()).unwrap().event_id, "p");
+        assert_eq!(
+            event::parse(line.event.get().as_bytes()).unwrap().event_id,
+            "p"
+        );
     }
 }

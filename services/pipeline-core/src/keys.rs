@@ -7,13 +7,26 @@ pub const QUARANTINE_PREFIX: &str = "quarantine/";
 pub const PROCESSED_PREFIX: &str = "processed/";
 
 /// `raw/dt=YYYY-MM-DD/hour=HH/shard=<shard-id>/<first-sequence-number>.jsonl.gz`
-pub fn raw_key(shard_id: &str, first_sequence_number: &str, first_arrival: DateTime<Utc>) -> String {
+pub fn raw_key(
+    shard_id: &str,
+    first_sequence_number: &str,
+    first_arrival: DateTime<Utc>,
+) -> String {
     batch_key(RAW_PREFIX, shard_id, first_sequence_number, first_arrival)
 }
 
 /// `quarantine/dt=YYYY-MM-DD/hour=HH/shard=<shard-id>/<first-sequence-number>.jsonl.gz`
-pub fn quarantine_key(shard_id: &str, first_sequence_number: &str, first_arrival: DateTime<Utc>) -> String {
-    batch_key(QUARANTINE_PREFIX, shard_id, first_sequence_number, first_arrival)
+pub fn quarantine_key(
+    shard_id: &str,
+    first_sequence_number: &str,
+    first_arrival: DateTime<Utc>,
+) -> String {
+    batch_key(
+        QUARANTINE_PREFIX,
+        shard_id,
+        first_sequence_number,
+        first_arrival,
+    )
 }
 
 fn batch_key(prefix: &str, shard_id: &str, seq: &str, arrival: DateTime<Utc>) -> String {
@@ -25,7 +38,13 @@ fn batch_key(prefix: &str, shard_id: &str, seq: &str, arrival: DateTime<Utc>) ->
 }
 
 /// `processed/event_type=<t>/dt=YYYY-MM-DD/hour=HH/<shard-id>-<first-sequence-number>.parquet`
-pub fn processed_key(event_type: &str, date: NaiveDate, hour: u32, shard_id: &str, first_sequence_number: &str) -> String {
+pub fn processed_key(
+    event_type: &str,
+    date: NaiveDate,
+    hour: u32,
+    shard_id: &str,
+    first_sequence_number: &str,
+) -> String {
     format!(
         "{PROCESSED_PREFIX}event_type={event_type}/dt={}/hour={hour:02}/{shard_id}-{first_sequence_number}.parquet",
         date.format("%Y-%m-%d")
@@ -56,13 +75,20 @@ pub fn parse_raw_key(key: &str) -> Option<RawKey<'_>> {
         && !shard_id.is_empty()
         && !first_sequence_number.is_empty()
         && first_sequence_number.bytes().all(|b| b.is_ascii_digit());
-    ok.then_some(RawKey { date, hour, shard_id, first_sequence_number })
+    ok.then_some(RawKey {
+        date,
+        hour,
+        shard_id,
+        first_sequence_number,
+    })
 }
 
 /// Decodes an S3 event notification key: `+` is a space, then `%xx` escapes.
 pub fn decode_s3_key(key: &str) -> Result<String, std::str::Utf8Error> {
     let plus_decoded = key.replace('+', " ");
-    percent_encoding::percent_decode_str(&plus_decoded).decode_utf8().map(|s| s.into_owned())
+    percent_encoding::percent_decode_str(&plus_decoded)
+        .decode_utf8()
+        .map(|s| s.into_owned())
 }
 
 #[cfg(test)]
@@ -73,8 +99,14 @@ mod tests {
     #[test]
     fn keys_have_the_documented_layout() {
         let t = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
-        assert_eq!(raw_key("shardId-000000000001", "4959", t), "raw/dt=2026-01-02/hour=03/shard=shardId-000000000001/4959.jsonl.gz");
-        assert_eq!(quarantine_key("s", "1", t), "quarantine/dt=2026-01-02/hour=03/shard=s/1.jsonl.gz");
+        assert_eq!(
+            raw_key("shardId-000000000001", "4959", t),
+            "raw/dt=2026-01-02/hour=03/shard=shardId-000000000001/4959.jsonl.gz"
+        );
+        assert_eq!(
+            quarantine_key("s", "1", t),
+            "quarantine/dt=2026-01-02/hour=03/shard=s/1.jsonl.gz"
+        );
         assert_eq!(
             processed_key("page_view", t.date_naive(), 3, "s", "1"),
             "processed/event_type=page_view/dt=2026-01-02/hour=03/s-1.parquet"
@@ -84,7 +116,11 @@ mod tests {
     #[test]
     fn raw_keys_parse_back() {
         let t = Utc.with_ymd_and_hms(2026, 1, 2, 23, 0, 0).unwrap();
-        let key = raw_key("shardId-000000000007", "49590338271490256608559692538361571095921575989136588898", t);
+        let key = raw_key(
+            "shardId-000000000007",
+            "49590338271490256608559692538361571095921575989136588898",
+            t,
+        );
         let parsed = parse_raw_key(&key).unwrap();
         assert_eq!(parsed.shard_id, "shardId-000000000007");
         assert_eq!(parsed.hour, "23");
@@ -103,7 +139,10 @@ mod tests {
 
     #[test]
     fn s3_keys_are_url_decoded() {
-        assert_eq!(decode_s3_key("raw/dt%3D2026-01-02/a+b%2Bc.jsonl.gz").unwrap(), "raw/dt=2026-01-02/a b+c.jsonl.gz");
+        assert_eq!(
+            decode_s3_key("raw/dt%3D2026-01-02/a+b%2Bc.jsonl.gz").unwrap(),
+            "raw/dt=2026-01-02/a b+c.jsonl.gz"
+        );
         assert_eq!(decode_s3_key("caf%C3%A9").unwrap(), "café");
         assert!(decode_s3_key("%FF").is_err());
     }

@@ -57,12 +57,18 @@ pub fn is_aggregated(data: &[u8]) -> bool {
 /// Decodes an aggregated record into its sub-records, in order.
 pub fn deaggregate(data: &[u8]) -> Result<Vec<SubRecord>, Rejection> {
     let body = data.strip_prefix(&MAGIC).ok_or_else(|| {
-        Rejection::new(Reason::KplMalformed, "data does not start with the KPL magic bytes f3899ac2")
+        Rejection::new(
+            Reason::KplMalformed,
+            "data does not start with the KPL magic bytes f3899ac2",
+        )
     })?;
     if body.len() < DIGEST_LEN {
         return Err(Rejection::new(
             Reason::KplMalformed,
-            format!("aggregated record is {} bytes, too short for the 16-byte md5 trailer", data.len()),
+            format!(
+                "aggregated record is {} bytes, too short for the 16-byte md5 trailer",
+                data.len()
+            ),
         ));
     }
     let (message, digest) = body.split_at(body.len() - DIGEST_LEN);
@@ -77,26 +83,49 @@ pub fn deaggregate(data: &[u8]) -> Result<Vec<SubRecord>, Rejection> {
             ),
         ));
     }
-    let agg = AggregatedRecord::decode(message)
-        .map_err(|e| Rejection::new(Reason::KplMalformed, format!("aggregated record protobuf: {e}")))?;
+    let agg = AggregatedRecord::decode(message).map_err(|e| {
+        Rejection::new(
+            Reason::KplMalformed,
+            format!("aggregated record protobuf: {e}"),
+        )
+    })?;
     if agg.records.is_empty() {
-        return Err(Rejection::new(Reason::KplMalformed, "aggregated record holds no sub-records"));
+        return Err(Rejection::new(
+            Reason::KplMalformed,
+            "aggregated record holds no sub-records",
+        ));
     }
     let lookup = |table: &[String], index: u64, what: &str, i: usize| {
-        usize::try_from(index).ok().and_then(|ix| table.get(ix)).cloned().ok_or_else(|| {
-            Rejection::new(
-                Reason::KplMalformed,
-                format!("sub-record {i}: {what} index {index} is outside the table of {} entries", table.len()),
-            )
-        })
+        usize::try_from(index)
+            .ok()
+            .and_then(|ix| table.get(ix))
+            .cloned()
+            .ok_or_else(|| {
+                Rejection::new(
+                    Reason::KplMalformed,
+                    format!(
+                        "sub-record {i}: {what} index {index} is outside the table of {} entries",
+                        table.len()
+                    ),
+                )
+            })
     };
-    let AggregatedRecord { partition_key_table, explicit_hash_key_table, records } = agg;
+    let AggregatedRecord {
+        partition_key_table,
+        explicit_hash_key_table,
+        records,
+    } = agg;
     records
         .into_iter()
         .enumerate()
         .map(|(i, r)| {
             Ok(SubRecord {
-                partition_key: lookup(&partition_key_table, r.partition_key_index, "partition key", i)?,
+                partition_key: lookup(
+                    &partition_key_table,
+                    r.partition_key_index,
+                    "partition key",
+                    i,
+                )?,
                 explicit_hash_key: r
                     .explicit_hash_key_index
                     .map(|ix| lookup(&explicit_hash_key_table, ix, "explicit hash key", i))
@@ -119,8 +148,16 @@ pub fn aggregate(records: &[SubRecord]) -> Vec<u8> {
     };
     for r in records {
         let partition_key_index = index(&mut agg.partition_key_table, &r.partition_key);
-        let explicit_hash_key_index = r.explicit_hash_key.as_deref().map(|k| index(&mut agg.explicit_hash_key_table, k));
-        agg.records.push(Record { partition_key_index, explicit_hash_key_index, data: r.data.clone(), tags: Vec::new() });
+        let explicit_hash_key_index = r
+            .explicit_hash_key
+            .as_deref()
+            .map(|k| index(&mut agg.explicit_hash_key_table, k));
+        agg.records.push(Record {
+            partition_key_index,
+            explicit_hash_key_index,
+            data: r.data.clone(),
+            tags: Vec::new(),
+        });
     }
     let message = agg.encode_to_vec();
     let mut out = Vec::with_capacity(MAGIC.len() + message.len() + DIGEST_LEN);
@@ -141,7 +178,11 @@ mod tests {
     use super::*;
 
     fn sub(pk: &str, data: &str) -> SubRecord {
-        SubRecord { partition_key: pk.into(), explicit_hash_key: None, data: data.as_bytes().to_vec() }
+        SubRecord {
+            partition_key: pk.into(),
+            explicit_hash_key: None,
+            data: data.as_bytes().to_vec(),
+        }
     }
 
     #[test]
@@ -159,8 +200,14 @@ mod tests {
         let mut bytes = aggregate(&[sub("a", "1")]);
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        assert_eq!(deaggregate(&bytes).unwrap_err().reason, Reason::KplChecksumMismatch);
-        assert_eq!(deaggregate(&MAGIC).unwrap_err().reason, Reason::KplMalformed);
+        assert_eq!(
+            deaggregate(&bytes).unwrap_err().reason,
+            Reason::KplChecksumMismatch
+        );
+        assert_eq!(
+            deaggregate(&MAGIC).unwrap_err().reason,
+            Reason::KplMalformed
+        );
         // A well-formed trailer over a message that is not an AggregatedRecord.
         let garbage = [0xFFu8, 0xFF, 0xFF];
         let mut bad = MAGIC.to_vec();
@@ -171,7 +218,12 @@ mod tests {
         let msg = AggregatedRecord {
             partition_key_table: vec!["a".into()],
             explicit_hash_key_table: vec![],
-            records: vec![Record { partition_key_index: 3, explicit_hash_key_index: None, data: vec![], tags: vec![] }],
+            records: vec![Record {
+                partition_key_index: 3,
+                explicit_hash_key_index: None,
+                data: vec![],
+                tags: vec![],
+            }],
         }
         .encode_to_vec();
         let mut bad = MAGIC.to_vec();

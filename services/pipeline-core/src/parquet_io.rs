@@ -8,11 +8,11 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
 use parquet::errors::ParquetError;
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
-use parquet::schema::types::ColumnPath;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::record::Field;
 use parquet::schema::parser::parse_message_type;
+use parquet::schema::types::ColumnPath;
 
 /// The schema, in Parquet's message syntax. Column order and types are part of the data contract.
 pub const SCHEMA: &str = "
@@ -81,7 +81,10 @@ pub fn write_rows(rows: &[Row]) -> Result<Vec<u8>, ParquetError> {
             .set_column_dictionary_enabled(ColumnPath::from("source"), true)
             .set_column_dictionary_enabled(ColumnPath::from("kinesis_shard"), true)
             .set_column_dictionary_enabled(ColumnPath::from("raw_key"), true)
-            .set_column_statistics_enabled(ColumnPath::from("attributes_json"), EnabledStatistics::None)
+            .set_column_statistics_enabled(
+                ColumnPath::from("attributes_json"),
+                EnabledStatistics::None,
+            )
             .set_column_statistics_enabled(ColumnPath::from("extra_json"), EnabledStatistics::None)
             .build(),
     );
@@ -108,7 +111,11 @@ pub fn write_rows(rows: &[Row]) -> Result<Vec<u8>, ParquetError> {
             14 => strings(&mut col, rows, |r| &r.kinesis_seq)?,
             15 => longs(&mut col, rows, |r| r.kinesis_subseq)?,
             16 => strings(&mut col, rows, |r| &r.raw_key)?,
-            n => return Err(ParquetError::General(format!("schema has an unexpected column {n}"))),
+            n => {
+                return Err(ParquetError::General(format!(
+                    "schema has an unexpected column {n}"
+                )));
+            }
         }
         col.close()?;
         column += 1;
@@ -140,31 +147,57 @@ fn byte_arrays<'r>(values: impl Iterator<Item = &'r str> + Clone) -> Vec<ByteArr
         .collect()
 }
 
-fn strings(col: &mut ColumnWriter<'_>, rows: &[Row], f: impl Fn(&Row) -> &String) -> Result<(), ParquetError> {
+fn strings(
+    col: &mut ColumnWriter<'_>,
+    rows: &[Row],
+    f: impl Fn(&Row) -> &String,
+) -> Result<(), ParquetError> {
     let values = byte_arrays(rows.iter().map(|r| f(r).as_str()));
-    col.typed::<ByteArrayType>().write_batch(&values, None, None).map(drop)
+    col.typed::<ByteArrayType>()
+        .write_batch(&values, None, None)
+        .map(drop)
 }
 
-fn optional_strings(col: &mut ColumnWriter<'_>, rows: &[Row], f: impl Fn(&Row) -> Option<&str>) -> Result<(), ParquetError> {
+fn optional_strings(
+    col: &mut ColumnWriter<'_>,
+    rows: &[Row],
+    f: impl Fn(&Row) -> Option<&str>,
+) -> Result<(), ParquetError> {
     let values = byte_arrays(rows.iter().filter_map(&f));
     let levels: Vec<i16> = rows.iter().map(|r| i16::from(f(r).is_some())).collect();
-    col.typed::<ByteArrayType>().write_batch(&values, Some(&levels), None).map(drop)
+    col.typed::<ByteArrayType>()
+        .write_batch(&values, Some(&levels), None)
+        .map(drop)
 }
 
-fn ints(col: &mut ColumnWriter<'_>, rows: &[Row], f: impl Fn(&Row) -> i32) -> Result<(), ParquetError> {
+fn ints(
+    col: &mut ColumnWriter<'_>,
+    rows: &[Row],
+    f: impl Fn(&Row) -> i32,
+) -> Result<(), ParquetError> {
     let values: Vec<i32> = rows.iter().map(f).collect();
-    col.typed::<Int32Type>().write_batch(&values, None, None).map(drop)
+    col.typed::<Int32Type>()
+        .write_batch(&values, None, None)
+        .map(drop)
 }
 
-fn longs(col: &mut ColumnWriter<'_>, rows: &[Row], f: impl Fn(&Row) -> i64) -> Result<(), ParquetError> {
+fn longs(
+    col: &mut ColumnWriter<'_>,
+    rows: &[Row],
+    f: impl Fn(&Row) -> i64,
+) -> Result<(), ParquetError> {
     let values: Vec<i64> = rows.iter().map(f).collect();
-    col.typed::<Int64Type>().write_batch(&values, None, None).map(drop)
+    col.typed::<Int64Type>()
+        .write_batch(&values, None, None)
+        .map(drop)
 }
 
 /// Reads a file written by [`write_rows`] back into rows (tests, the CLI, reconciliation).
 pub fn read_rows(bytes: impl Into<Bytes>) -> Result<Vec<Row>, ParquetError> {
     let reader = SerializedFileReader::new(bytes.into())?;
-    let mut rows = Vec::with_capacity(usize::try_from(reader.metadata().file_metadata().num_rows()).unwrap_or(0));
+    let mut rows = Vec::with_capacity(
+        usize::try_from(reader.metadata().file_metadata().num_rows()).unwrap_or(0),
+    );
     for record in reader.get_row_iter(None)? {
         let record = record?;
         let mut row = Row {
@@ -187,7 +220,8 @@ pub fn read_rows(bytes: impl Into<Bytes>) -> Result<Vec<Row>, ParquetError> {
             raw_key: String::new(),
         };
         for (name, field) in record.get_column_iter() {
-            let unexpected = || ParquetError::General(format!("column `{name}` has unexpected value {field:?}"));
+            let unexpected =
+                || ParquetError::General(format!("column `{name}` has unexpected value {field:?}"));
             match (name.as_str(), field) {
                 ("event_id", Field::Str(s)) => row.event_id = s.clone(),
                 ("event_type", Field::Str(s)) => row.event_type = s.clone(),
@@ -197,7 +231,8 @@ pub fn read_rows(bytes: impl Into<Bytes>) -> Result<Vec<Row>, ParquetError> {
                 ("session_id", Field::Str(s)) => row.session_id = Some(s.clone()),
                 ("attributes_json", Field::Str(s)) => row.attributes_json = Some(s.clone()),
                 ("extra_json", Field::Str(s)) => row.extra_json = Some(s.clone()),
-                ("user_id_hash" | "session_id" | "attributes_json" | "extra_json", Field::Null) => {}
+                ("user_id_hash" | "session_id" | "attributes_json" | "extra_json", Field::Null) => {
+                }
                 ("schema_version", Field::Int(v)) => row.schema_version = *v,
                 ("event_date", Field::Date(v)) => row.event_date = *v,
                 ("event_hour", Field::Int(v)) => row.event_hour = *v,
@@ -259,6 +294,9 @@ mod tests {
         let schema = reader.metadata().file_metadata().schema_descr();
         assert_eq!(schema.num_columns(), 17);
         assert_eq!(schema.column(2).name(), "occurred_at");
-        assert_eq!(days_since_epoch(NaiveDate::from_ymd_opt(2025, 11, 25).unwrap()), 20_417);
+        assert_eq!(
+            days_since_epoch(NaiveDate::from_ymd_opt(2025, 11, 25).unwrap()),
+            20_417
+        );
     }
 }

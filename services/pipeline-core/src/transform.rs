@@ -103,7 +103,13 @@ impl Pseudonymizer {
                     Some(b'n') => None,
                     Some(b'"') => Some(self.hash(&decode_string(value))),
                     // Numbers, objects and arrays: the hash of their compact JSON text.
-                    _ => Some(self.hash(&serde_json::from_str::<Value>(value).map(|v| v.to_string()).unwrap_or_default())),
+                    _ => Some(
+                        self.hash(
+                            &serde_json::from_str::<Value>(value)
+                                .map(|v| v.to_string())
+                                .unwrap_or_default(),
+                        ),
+                    ),
                 };
                 if let Some(h) = hashed {
                     out.push_str(&text[copied..v]);
@@ -163,7 +169,8 @@ fn value_end(b: &[u8], start: usize) -> usize {
         }
         _ => {
             let mut i = start;
-            while i < b.len() && !matches!(b[i], b',' | b'}' | b']') && !b[i].is_ascii_whitespace() {
+            while i < b.len() && !matches!(b[i], b',' | b'}' | b']') && !b[i].is_ascii_whitespace()
+            {
                 i += 1;
             }
             i
@@ -190,7 +197,9 @@ fn might_hold_pii(text: &str) -> bool {
     let b = text.as_bytes();
     PII_ATTRIBUTE_KEYS.iter().any(|p| {
         let n = p.len() + 2;
-        b.windows(n).any(|w| w[0] == b'"' && w[n - 1] == b'"' && w[1..n - 1].eq_ignore_ascii_case(p.as_bytes()))
+        b.windows(n).any(|w| {
+            w[0] == b'"' && w[n - 1] == b'"' && w[1..n - 1].eq_ignore_ascii_case(p.as_bytes())
+        })
     }) || text.contains('\\')
 }
 
@@ -222,8 +231,13 @@ impl TransformOutput {
 }
 
 /// Transforms a raw object's gzip body; `raw_key` is its (decoded) key.
-pub fn transform(raw_key: &str, body: &[u8], pii: &Pseudonymizer) -> Result<TransformOutput, TransformError> {
-    let parsed_key = keys::parse_raw_key(raw_key).ok_or_else(|| TransformError::NotARawKey(raw_key.to_owned()))?;
+pub fn transform(
+    raw_key: &str,
+    body: &[u8],
+    pii: &Pseudonymizer,
+) -> Result<TransformOutput, TransformError> {
+    let parsed_key = keys::parse_raw_key(raw_key)
+        .ok_or_else(|| TransformError::NotARawKey(raw_key.to_owned()))?;
     let text = gunzip(body).map_err(TransformError::NotGzip)?;
     let text = std::str::from_utf8(&text).map_err(|_| TransformError::NotUtf8)?;
 
@@ -234,12 +248,17 @@ pub fn transform(raw_key: &str, body: &[u8], pii: &Pseudonymizer) -> Result<Tran
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
         let n = i + 1;
         lines += 1;
-        let raw: RawLine<'_> =
-            serde_json::from_str(line).map_err(|e| TransformError::BadLine { line: n, message: e.to_string() })?;
+        let raw: RawLine<'_> = serde_json::from_str(line).map_err(|e| TransformError::BadLine {
+            line: n,
+            message: e.to_string(),
+        })?;
         // Lines of a batch share arrival times: parse each distinct one once.
         if last_arrival.0 != raw.arrival {
             let t = DateTime::parse_from_rfc3339(&raw.arrival)
-                .map_err(|e| TransformError::BadLine { line: n, message: format!("arrival: {e}") })?
+                .map_err(|e| TransformError::BadLine {
+                    line: n,
+                    message: format!("arrival: {e}"),
+                })?
                 .with_timezone(&Utc);
             last_arrival = (raw.arrival.to_string(), t);
         }
@@ -254,22 +273,43 @@ pub fn transform(raw_key: &str, body: &[u8], pii: &Pseudonymizer) -> Result<Tran
         max_lag = Some(max_lag.map_or(row.ingest_lag_ms, |m: i64| m.max(row.ingest_lag_ms)));
         rows += 1;
         let date = ev.occurred_at.date_naive();
-        groups.entry((ev.event_type.to_string(), date, ev.occurred_at.hour())).or_default().push(row);
+        groups
+            .entry((ev.event_type.to_string(), date, ev.occurred_at.hour()))
+            .or_default()
+            .push(row);
     }
     let objects = groups
         .into_iter()
         .map(|((event_type, date, hour), rows)| ProcessedObject {
-            key: keys::processed_key(&event_type, date, hour, parsed_key.shard_id, parsed_key.first_sequence_number),
+            key: keys::processed_key(
+                &event_type,
+                date,
+                hour,
+                parsed_key.shard_id,
+                parsed_key.first_sequence_number,
+            ),
             event_type,
             date,
             hour,
             rows,
         })
         .collect();
-    Ok(TransformOutput { lines, rows, duplicates, max_ingest_lag_ms: max_lag, objects })
+    Ok(TransformOutput {
+        lines,
+        rows,
+        duplicates,
+        max_ingest_lag_ms: max_lag,
+        objects,
+    })
 }
 
-fn enrich(ev: &event::Event<'_>, arrival: DateTime<Utc>, raw: &RawLine<'_>, raw_key: &str, pii: &Pseudonymizer) -> Row {
+fn enrich(
+    ev: &event::Event<'_>,
+    arrival: DateTime<Utc>,
+    raw: &RawLine<'_>,
+    raw_key: &str,
+    pii: &Pseudonymizer,
+) -> Row {
     let extra_json = (!ev.extra.is_empty()).then(|| {
         let mut s = String::from("{");
         for (i, (k, v)) in ev.extra.iter().enumerate() {
@@ -329,23 +369,41 @@ mod tests {
         let records: Vec<KinesisRecord<'_>> = events
             .iter()
             .zip(&seqs)
-            .map(|(e, s)| KinesisRecord { shard_id: "shardId-000000000000", sequence_number: s, arrival, partition_key: "pk", data: e.as_bytes() })
+            .map(|(e, s)| KinesisRecord {
+                shard_id: "shardId-000000000000",
+                sequence_number: s,
+                arrival,
+                partition_key: "pk",
+                data: e.as_bytes(),
+            })
             .collect();
         let out = ingest(&records).remove(0);
         (out.raw.key, out.raw.body)
     }
 
     fn ev(id: &str, ty: &str, at: &str, rest: &str) -> String {
-        format!(r#"{{"event_id":"{id}","event_type":"{ty}","occurred_at":"{at}","source":"web"{rest}}}"#)
+        format!(
+            r#"{{"event_id":"{id}","event_type":"{ty}","occurred_at":"{at}","source":"web"{rest}}}"#
+        )
     }
 
     #[test]
     fn enriches_dedupes_and_partitions() {
         let (key, body) = raw_object(&[
-            ev("a", "Click", "2026-11-25T09:59:59.5Z", r#","user_id":"u1","attributes":{"Email":"x@y","n":{"ip":"1.2.3.4","ok":1}},"utm":"z""#),
+            ev(
+                "a",
+                "Click",
+                "2026-11-25T09:59:59.5Z",
+                r#","user_id":"u1","attributes":{"Email":"x@y","n":{"ip":"1.2.3.4","ok":1}},"utm":"z""#,
+            ),
             ev("b", "click", "2026-11-25T08:00:00Z", ""),
             ev("a", "click", "2026-11-25T09:00:00Z", ""),
-            ev("c", "purchase", "2026-11-25T09:30:00+01:00", r#","attributes":{"sku":"s-1"}"#),
+            ev(
+                "c",
+                "purchase",
+                "2026-11-25T09:30:00+01:00",
+                r#","attributes":{"sku":"s-1"}"#,
+            ),
         ]);
         let out = transform(&key, &body, &pii()).unwrap();
         assert_eq!((out.lines, out.rows, out.duplicates), (4, 3, 1));
@@ -368,7 +426,10 @@ mod tests {
         assert_eq!(attrs["n"]["ok"], 1);
         assert_eq!(a.extra_json.as_deref(), Some(r#"{"utm":"z"}"#));
         assert_eq!(a.ingest_lag_ms, 500);
-        assert_eq!((a.kinesis_seq.as_str(), a.kinesis_subseq, a.raw_key.as_str()), ("1000", 0, key.as_str()));
+        assert_eq!(
+            (a.kinesis_seq.as_str(), a.kinesis_subseq, a.raw_key.as_str()),
+            ("1000", 0, key.as_str())
+        );
         let c = &out.objects[2].rows[0];
         assert_eq!(c.attributes_json.as_deref(), Some(r#"{"sku":"s-1"}"#));
         assert_eq!(c.event_hour, 8);
@@ -376,7 +437,11 @@ mod tests {
 
     #[test]
     fn pii_values_of_any_type_are_hashed() {
-        let raw = RawValue::from_string(r#"{"phone": 5551234, "list": [{"IP": [ "a" ]}], "email": null, "n": {"ip": "x\"y"}}"#.to_owned()).unwrap();
+        let raw = RawValue::from_string(
+            r#"{"phone": 5551234, "list": [{"IP": [ "a" ]}], "email": null, "n": {"ip": "x\"y"}}"#
+                .to_owned(),
+        )
+        .unwrap();
         let v: Value = serde_json::from_str(&pii().attributes_json(&raw)).unwrap();
         assert_eq!(v["n"]["ip"], Value::String(pii().hash("x\"y")));
         assert_eq!(v["phone"], Value::String(pii().hash("5551234")));
@@ -390,10 +455,19 @@ mod tests {
     #[test]
     fn rejects_foreign_or_corrupt_objects() {
         let (key, body) = raw_object(&[ev("a", "x", "2026-11-25T09:00:00Z", "")]);
-        assert!(matches!(transform("quarantine/x", &body, &pii()), Err(TransformError::NotARawKey(_))));
-        assert!(matches!(transform(&key, b"plain", &pii()), Err(TransformError::NotGzip(_))));
+        assert!(matches!(
+            transform("quarantine/x", &body, &pii()),
+            Err(TransformError::NotARawKey(_))
+        ));
+        assert!(matches!(
+            transform(&key, b"plain", &pii()),
+            Err(TransformError::NotGzip(_))
+        ));
         let bad = crate::ingest::gzip(b"{\"shard\":1}\n");
-        assert!(matches!(transform(&key, &bad, &pii()), Err(TransformError::BadLine { line: 1, .. })));
+        assert!(matches!(
+            transform(&key, &bad, &pii()),
+            Err(TransformError::BadLine { line: 1, .. })
+        ));
         assert!(Pseudonymizer::new(b"").is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! Properties of the core: decoding never panics, encodings round-trip, outputs are deterministic,
 //! enrichment is idempotent, and every input unit is accounted exactly once.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::collections::BTreeMap;
 
@@ -18,7 +19,13 @@ fn arrival() -> DateTime<Utc> {
 /// A record that may be valid, invalid in one of many ways, or a KPL aggregate of such records.
 #[derive(Debug, Clone)]
 enum Input {
-    Valid { id: String, ty: String, offset_s: i64, user: Option<String>, attrs: Option<String> },
+    Valid {
+        id: String,
+        ty: String,
+        offset_s: i64,
+        user: Option<String>,
+        attrs: Option<String>,
+    },
     Bytes(Vec<u8>),
     Aggregate(Vec<Input>),
     CorruptAggregate(Vec<Input>),
@@ -27,7 +34,13 @@ enum Input {
 fn valid() -> impl Strategy<Value = Input> {
     (
         "[a-zA-Z0-9_-]{1,20}",
-        prop::sample::select(vec!["page_view", "Click", "add_to_cart", "purchase", "signup"]),
+        prop::sample::select(vec![
+            "page_view",
+            "Click",
+            "add_to_cart",
+            "purchase",
+            "signup",
+        ]),
         -600i64..600,
         prop::option::of("[a-z0-9@.]{0,12}"),
         prop::option::of(prop::sample::select(vec![
@@ -63,7 +76,13 @@ fn input() -> impl Strategy<Value = Input> {
 
 fn bytes_of(input: &Input) -> Vec<u8> {
     match input {
-        Input::Valid { id, ty, offset_s, user, attrs } => {
+        Input::Valid {
+            id,
+            ty,
+            offset_s,
+            user,
+            attrs,
+        } => {
             let mut s = format!(
                 r#"{{"event_id":"{id}","event_type":"{ty}","occurred_at":"{}","source":"web""#,
                 fmt_time(arrival() + Duration::seconds(*offset_s))
@@ -92,14 +111,21 @@ fn subs(items: &[Input]) -> Vec<SubRecord> {
     items
         .iter()
         .enumerate()
-        .map(|(i, it)| SubRecord { partition_key: format!("pk-{}", i % 2), explicit_hash_key: None, data: bytes_of(it) })
+        .map(|(i, it)| SubRecord {
+            partition_key: format!("pk-{}", i % 2),
+            explicit_hash_key: None,
+            data: bytes_of(it),
+        })
         .collect()
 }
 
 /// (valid units, invalid units) an input must produce.
 fn expected_units(input: &Input) -> (u64, u64) {
     match input {
-        Input::Aggregate(items) => items.iter().map(expected_leaf).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1)),
+        Input::Aggregate(items) => items
+            .iter()
+            .map(expected_leaf)
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1)),
         Input::CorruptAggregate(_) => (0, 1),
         leaf => expected_leaf(leaf),
     }
@@ -108,14 +134,24 @@ fn expected_units(input: &Input) -> (u64, u64) {
 fn expected_leaf(input: &Input) -> (u64, u64) {
     let data = bytes_of(input);
     // Nested aggregates are not de-aggregated twice: a sub-record starting with the magic is invalid.
-    if event::validate(&data, arrival()).is_ok() && !kpl::is_aggregated(&data) { (1, 0) } else { (0, 1) }
+    if event::validate(&data, arrival()).is_ok() && !kpl::is_aggregated(&data) {
+        (1, 0)
+    } else {
+        (0, 1)
+    }
 }
 
 fn to_records<'a>(datas: &'a [Vec<u8>], seqs: &'a [String]) -> Vec<KinesisRecord<'a>> {
     datas
         .iter()
         .zip(seqs)
-        .map(|(d, s)| KinesisRecord { shard_id: "shardId-000000000001", sequence_number: s, arrival: arrival(), partition_key: "p", data: d })
+        .map(|(d, s)| KinesisRecord {
+            shard_id: "shardId-000000000001",
+            sequence_number: s,
+            arrival: arrival(),
+            partition_key: "p",
+            data: d,
+        })
         .collect()
 }
 

@@ -7,10 +7,23 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
 /// Event types and their relative weights: most traffic is browsing, little is buying.
-pub const EVENT_TYPES: [(&str, u32); 6] =
-    [("page_view", 55), ("click", 25), ("add_to_cart", 9), ("purchase", 4), ("signup", 2), ("search", 5)];
+pub const EVENT_TYPES: [(&str, u32); 6] = [
+    ("page_view", 55),
+    ("click", 25),
+    ("add_to_cart", 9),
+    ("purchase", 4),
+    ("signup", 2),
+    ("search", 5),
+];
 
-const PATHS: [&str; 6] = ["/", "/products", "/products/42", "/cart", "/checkout", "/account"];
+const PATHS: [&str; 6] = [
+    "/",
+    "/products",
+    "/products/42",
+    "/cart",
+    "/checkout",
+    "/account",
+];
 const COUNTRIES: [&str; 6] = ["DE", "FR", "US", "BR", "JP", "IN"];
 const DEVICES: [&str; 3] = ["desktop", "mobile", "tablet"];
 
@@ -49,7 +62,13 @@ pub struct Generator {
 impl Generator {
     /// `run_id` prefixes every event id, so that runs never collide.
     pub fn new(seed: u64, invalid_ratio: f64, run_id: impl Into<String>) -> Self {
-        Generator { rng: StdRng::seed_from_u64(seed), invalid_ratio: invalid_ratio.clamp(0.0, 1.0), run_id: run_id.into(), n: 0, users: 5_000 }
+        Generator {
+            rng: StdRng::seed_from_u64(seed),
+            invalid_ratio: invalid_ratio.clamp(0.0, 1.0),
+            run_id: run_id.into(),
+            n: 0,
+            users: 5_000,
+        }
     }
 
     pub fn next_event(&mut self, now: DateTime<Utc>) -> Generated {
@@ -59,10 +78,20 @@ impl Generator {
         let partition_key = format!("user-{user}");
         if self.rng.random_bool(self.invalid_ratio) {
             let kind = INVALID_KINDS[self.rng.random_range(0..INVALID_KINDS.len())];
-            return Generated { data: invalid(kind, &event_id, now), event_id, partition_key, valid: false };
+            return Generated {
+                data: invalid(kind, &event_id, now),
+                event_id,
+                partition_key,
+                valid: false,
+            };
         }
         let event = self.valid_event(&event_id, user, now);
-        Generated { event_id, partition_key, data: event.to_string().into_bytes(), valid: true }
+        Generated {
+            event_id,
+            partition_key,
+            data: event.to_string().into_bytes(),
+            valid: true,
+        }
     }
 
     fn valid_event(&mut self, event_id: &str, user: u32, now: DateTime<Utc>) -> Value {
@@ -93,7 +122,10 @@ impl Generator {
                 attributes["currency"] = json!("EUR");
             }
             "signup" => attributes["email"] = json!(format!("user{user}@example.com")),
-            "search" => attributes["query"] = json!(["shoes", "laptop", "coffee", "lamp"][self.rng.random_range(0..4)]),
+            "search" => {
+                attributes["query"] =
+                    json!(["shoes", "laptop", "coffee", "lamp"][self.rng.random_range(0..4)])
+            }
             _ => {}
         }
         let mut event = json!({
@@ -149,10 +181,19 @@ mod tests {
         for _ in 0..2_000 {
             let (x, y) = (a.next_event(now), b.next_event(now));
             assert_eq!(x, y);
-            assert_eq!(validate(&x.data, now).is_ok(), x.valid, "{}", String::from_utf8_lossy(&x.data));
+            assert_eq!(
+                validate(&x.data, now).is_ok(),
+                x.valid,
+                "{}",
+                String::from_utf8_lossy(&x.data)
+            );
             if x.valid { valid += 1 } else { invalid += 1 }
         }
-        assert!((300..500).contains(&invalid), "about 20% invalid, got {invalid} of {}", valid + invalid);
+        assert!(
+            (300..500).contains(&invalid),
+            "about 20% invalid, got {invalid} of {}",
+            valid + invalid
+        );
     }
 
     #[test]

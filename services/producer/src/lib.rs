@@ -52,7 +52,10 @@ pub struct SinkError {
 
 /// Where batches go: the Kinesis client, or a test double.
 pub trait RecordSink: Send + Sync {
-    fn put_records(&self, entries: &[Entry]) -> impl Future<Output = Result<Vec<EntryOutcome>, SinkError>> + Send;
+    fn put_records(
+        &self,
+        entries: &[Entry],
+    ) -> impl Future<Output = Result<Vec<EntryOutcome>, SinkError>> + Send;
 }
 
 /// Groups events into aggregates of at most [`MAX_AGGREGATE_BYTES`].
@@ -65,7 +68,11 @@ pub fn aggregate(events: Vec<(String, Vec<u8>)>) -> Vec<Entry> {
     let mut size = FIXED;
     let flush = |current: &mut Vec<SubRecord>, out: &mut Vec<Entry>| {
         if !current.is_empty() {
-            out.push(Entry { partition_key: current[0].partition_key.clone(), data: kpl::aggregate(current), events: current.len() as u64 });
+            out.push(Entry {
+                partition_key: current[0].partition_key.clone(),
+                data: kpl::aggregate(current),
+                events: current.len() as u64,
+            });
             current.clear();
         }
     };
@@ -76,7 +83,11 @@ pub fn aggregate(events: Vec<(String, Vec<u8>)>) -> Vec<Entry> {
             size = FIXED;
         }
         size += add;
-        current.push(SubRecord { partition_key, explicit_hash_key: None, data });
+        current.push(SubRecord {
+            partition_key,
+            explicit_hash_key: None,
+            data,
+        });
     }
     flush(&mut current, &mut out);
     out
@@ -87,7 +98,9 @@ pub fn batches(entries: Vec<Entry>) -> Vec<Vec<Entry>> {
     let mut out: Vec<Vec<Entry>> = Vec::new();
     let mut size = 0;
     for e in entries {
-        let full = out.last().is_none_or(|b| b.len() >= MAX_RECORDS_PER_CALL || size + e.size() > MAX_BYTES_PER_CALL);
+        let full = out.last().is_none_or(|b| {
+            b.len() >= MAX_RECORDS_PER_CALL || size + e.size() > MAX_BYTES_PER_CALL
+        });
         if full {
             out.push(Vec::new());
             size = 0;
@@ -110,7 +123,11 @@ pub struct Retry {
 
 impl Default for Retry {
     fn default() -> Self {
-        Retry { max_attempts: 10, base: Duration::from_millis(50), cap: Duration::from_secs(5) }
+        Retry {
+            max_attempts: 10,
+            base: Duration::from_millis(50),
+            cap: Duration::from_secs(5),
+        }
     }
 }
 
@@ -150,10 +167,18 @@ pub async fn send_batch<S: RecordSink>(sink: &S, batch: Vec<Entry>, retry: Retry
         match outcome {
             Ok(outcomes) => {
                 let mut again = Vec::new();
-                for (entry, o) in pending.into_iter().zip(outcomes.into_iter().chain(std::iter::repeat(EntryOutcome::Failed {
-                    code: "MissingResult".into(),
-                    message: "the response had fewer results than records".into(),
-                }))) {
+                for (entry, o) in
+                    pending
+                        .into_iter()
+                        .zip(
+                            outcomes
+                                .into_iter()
+                                .chain(std::iter::repeat(EntryOutcome::Failed {
+                                    code: "MissingResult".into(),
+                                    message: "the response had fewer results than records".into(),
+                                })),
+                        )
+                {
                     match o {
                         EntryOutcome::Ok => {
                             result.sent_records += 1;
@@ -188,7 +213,10 @@ pub async fn send_batch<S: RecordSink>(sink: &S, batch: Vec<Entry>, retry: Retry
     }
     for (i, entry) in pending.iter().enumerate() {
         result.failed_events += entry.events;
-        let reason = last_reason.get(&i).cloned().unwrap_or_else(|| "RetriesExhausted".into());
+        let reason = last_reason
+            .get(&i)
+            .cloned()
+            .unwrap_or_else(|| "RetriesExhausted".into());
         *result.failures.entry(reason).or_default() += entry.events;
     }
     result
@@ -206,7 +234,12 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// `rate` events per second, up to `burst` at once.
     pub fn new(rate: f64, burst: f64) -> Self {
-        TokenBucket { rate, burst, tokens: burst, last: Duration::ZERO }
+        TokenBucket {
+            rate,
+            burst,
+            tokens: burst,
+            last: Duration::ZERO,
+        }
     }
 
     /// Takes `n` tokens at time `now` (since start); returns how long to wait before sending.
@@ -215,7 +248,11 @@ impl TokenBucket {
         self.last = self.last.max(now);
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         self.tokens -= n;
-        if self.tokens >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-self.tokens / self.rate) }
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
     }
 }
 
@@ -253,13 +290,18 @@ impl Summary {
 
     pub fn finish(&mut self, elapsed: Duration, mut latencies: Vec<Duration>) {
         self.elapsed_seconds = elapsed.as_secs_f64();
-        self.events_per_second = if self.elapsed_seconds > 0.0 { self.events_sent as f64 / self.elapsed_seconds } else { 0.0 };
+        self.events_per_second = if self.elapsed_seconds > 0.0 {
+            self.events_sent as f64 / self.elapsed_seconds
+        } else {
+            0.0
+        };
         latencies.sort();
         let pct = |p: f64| {
             if latencies.is_empty() {
                 0.0
             } else {
-                let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+                let i =
+                    ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
                 latencies[i].as_secs_f64() * 1000.0
             }
         };
@@ -289,14 +331,21 @@ mod tests {
                 *c
             };
             if call <= self.throttle_calls {
-                return Err(SinkError { retryable: true, code: "LimitExceededException".into(), message: "slow down".into() });
+                return Err(SinkError {
+                    retryable: true,
+                    code: "LimitExceededException".into(),
+                    message: "slow down".into(),
+                });
             }
             Ok(entries
                 .iter()
                 .enumerate()
                 .map(|(i, _)| {
                     if call <= self.throttle_calls + self.fail_first_calls && i % 2 == 0 {
-                        EntryOutcome::Failed { code: "ProvisionedThroughputExceededException".into(), message: "busy".into() }
+                        EntryOutcome::Failed {
+                            code: "ProvisionedThroughputExceededException".into(),
+                            message: "busy".into(),
+                        }
                     } else {
                         EntryOutcome::Ok
                     }
@@ -306,20 +355,38 @@ mod tests {
     }
 
     fn entries(n: usize) -> Vec<Entry> {
-        (0..n).map(|i| Entry { partition_key: format!("p{i}"), data: vec![b'x'; 10], events: 1 }).collect()
+        (0..n)
+            .map(|i| Entry {
+                partition_key: format!("p{i}"),
+                data: vec![b'x'; 10],
+                events: 1,
+            })
+            .collect()
     }
 
     fn fast() -> Retry {
-        Retry { max_attempts: 4, base: Duration::from_millis(1), cap: Duration::from_millis(2) }
+        Retry {
+            max_attempts: 4,
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(2),
+        }
     }
 
     fn block_on<F: Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(f)
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     #[test]
     fn partial_failures_and_throttling_are_retried_until_sent() {
-        let sink = Flaky { calls: Mutex::new(0), fail_first_calls: 2, throttle_calls: 1 };
+        let sink = Flaky {
+            calls: Mutex::new(0),
+            fail_first_calls: 2,
+            throttle_calls: 1,
+        };
         let r = block_on(send_batch(&sink, entries(10), fast()));
         assert_eq!((r.sent_events, r.failed_events, r.calls), (10, 0, 4));
         assert_eq!(r.retried_records, 10 + 5 + 3);
@@ -327,7 +394,11 @@ mod tests {
 
     #[test]
     fn exhausted_retries_are_counted_as_lost_with_their_reason() {
-        let sink = Flaky { calls: Mutex::new(0), fail_first_calls: 100, throttle_calls: 0 };
+        let sink = Flaky {
+            calls: Mutex::new(0),
+            fail_first_calls: 100,
+            throttle_calls: 0,
+        };
         let r = block_on(send_batch(&sink, entries(8), fast()));
         assert_eq!(r.sent_events + r.failed_events, 8);
         assert_eq!(r.failed_events, 1, "entry 0 fails on every attempt");
@@ -338,18 +409,29 @@ mod tests {
     fn batches_respect_count_and_size_limits() {
         let b = batches(entries(1_234));
         assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [500, 500, 234]);
-        let big: Vec<Entry> = (0..12).map(|i| Entry { partition_key: format!("{i}"), data: vec![0; 1_000_000], events: 1 }).collect();
+        let big: Vec<Entry> = (0..12)
+            .map(|i| Entry {
+                partition_key: format!("{i}"),
+                data: vec![0; 1_000_000],
+                events: 1,
+            })
+            .collect();
         let b = batches(big);
         assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [5, 5, 2]);
     }
 
     #[test]
     fn aggregates_stay_under_the_size_limit_and_keep_every_event() {
-        let events: Vec<(String, Vec<u8>)> = (0..500).map(|i| (format!("k{i}"), vec![b'e'; 400])).collect();
+        let events: Vec<(String, Vec<u8>)> = (0..500)
+            .map(|i| (format!("k{i}"), vec![b'e'; 400]))
+            .collect();
         let agg = aggregate(events);
         assert!(agg.len() > 1);
         assert!(agg.iter().all(|e| e.data.len() <= MAX_AGGREGATE_BYTES));
-        let total: usize = agg.iter().map(|e| kpl::deaggregate(&e.data).unwrap().len()).sum();
+        let total: usize = agg
+            .iter()
+            .map(|e| kpl::deaggregate(&e.data).unwrap().len())
+            .sum();
         assert_eq!(total, 500);
         assert_eq!(agg.iter().map(|e| e.events).sum::<u64>(), 500);
     }
@@ -367,8 +449,21 @@ mod tests {
 
     #[test]
     fn summary_percentiles() {
-        let mut s = Summary { events_sent: 100, ..Summary::default() };
-        s.finish(Duration::from_secs(2), (1..=100).map(Duration::from_millis).collect());
-        assert_eq!((s.put_records_p50_ms, s.put_records_p99_ms, s.events_per_second), (50.0, 99.0, 50.0));
+        let mut s = Summary {
+            events_sent: 100,
+            ..Summary::default()
+        };
+        s.finish(
+            Duration::from_secs(2),
+            (1..=100).map(Duration::from_millis).collect(),
+        );
+        assert_eq!(
+            (
+                s.put_records_p50_ms,
+                s.put_records_p99_ms,
+                s.events_per_second
+            ),
+            (50.0, 99.0, 50.0)
+        );
     }
 }

@@ -66,7 +66,10 @@ enum Error {
     #[error("bad duration `{0}`: use e.g. 300s, 5m or 1h")]
     Duration(String),
     #[error("reading {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Config(#[from] pipeline_config::ConfigError),
     #[error("{0} events were permanently lost (see the summary)")]
@@ -74,8 +77,12 @@ enum Error {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = num.parse().map_err(|_| Error::Duration(s.to_owned()).to_string())?;
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| Error::Duration(s.to_owned()).to_string())?;
     let secs = match unit {
         "s" | "" => n,
         "m" => n * 60,
@@ -87,7 +94,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     match run(Args::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -99,7 +109,7 @@ async fn main() -> std::process::ExitCode {
 
 /// Where events come from.
 enum Source {
-    Synthetic(Generator),
+    Synthetic(Box<Generator>),
     File(std::vec::IntoIter<(String, Vec<u8>)>),
 }
 
@@ -107,17 +117,28 @@ async fn run(args: Args) -> Result<(), Error> {
     let stream = match (&args.stream, &args.config) {
         (Some(s), _) => s.clone(),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
-            pipeline_config::Environment::from_toml(&path.display().to_string(), &text)?.names("-").stream
+            let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+            pipeline_config::Environment::from_toml(&path.display().to_string(), &text)?
+                .names("-")
+                .stream
         }
         (None, None) => unreachable!("clap requires one of --stream and --config"),
     };
     let mut source = match &args.from_file {
         Some(path) => {
-            let file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+            let file = std::fs::File::open(path).map_err(|source| Error::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
             let mut lines = Vec::new();
             for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-                let line = line.map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+                let line = line.map_err(|source| Error::Io {
+                    path: path.display().to_string(),
+                    source,
+                })?;
                 if !line.trim().is_empty() {
                     lines.push((format!("line-{i}"), line.into_bytes()));
                 }
@@ -125,8 +146,15 @@ async fn run(args: Args) -> Result<(), Error> {
             Source::File(lines.into_iter())
         }
         None => {
-            let run_id = args.run_id.clone().unwrap_or_else(|| chrono::Utc::now().format("%Y%m%dT%H%M%S").to_string());
-            Source::Synthetic(Generator::new(args.seed, args.invalid_ratio, run_id))
+            let run_id = args
+                .run_id
+                .clone()
+                .unwrap_or_else(|| chrono::Utc::now().format("%Y%m%dT%H%M%S").to_string());
+            Source::Synthetic(Box::new(Generator::new(
+                args.seed,
+                args.invalid_ratio,
+                run_id,
+            )))
         }
     };
     let limit = match (&source, args.count, args.duration) {
@@ -144,7 +172,10 @@ async fn run(args: Args) -> Result<(), Error> {
         loader.load().await
     };
     let sink = Arc::new(KinesisSink::new(&config, &stream));
-    let retry = Retry { max_attempts: args.max_attempts, ..Retry::default() };
+    let retry = Retry {
+        max_attempts: args.max_attempts,
+        ..Retry::default()
+    };
     let semaphore = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let mut tasks: JoinSet<BatchResult> = JoinSet::new();
     let mut bucket = TokenBucket::new(args.rate.max(1.0), (args.rate / 10.0).max(100.0));
@@ -154,7 +185,11 @@ async fn run(args: Args) -> Result<(), Error> {
     let mut last_progress = Instant::now();
     let progress = !args.quiet && std::io::stderr().is_terminal();
     // Small chunks keep the pacing smooth: about 20 per second at the target rate.
-    let chunk = if args.rate > 0.0 { ((args.rate / 20.0) as usize).clamp(1, 500) } else { 500 };
+    let chunk = if args.rate > 0.0 {
+        ((args.rate / 20.0) as usize).clamp(1, 500)
+    } else {
+        500
+    };
 
     loop {
         let remaining = limit.map_or(u64::MAX, |l| l.saturating_sub(summary.events_generated));
@@ -167,8 +202,14 @@ async fn run(args: Args) -> Result<(), Error> {
             match &mut source {
                 Source::Synthetic(g) => {
                     let e = g.next_event(now);
-                    if e.valid { summary.events_valid += 1 } else { summary.events_invalid += 1 }
-                    summary.first_event_id.get_or_insert_with(|| e.event_id.clone());
+                    if e.valid {
+                        summary.events_valid += 1
+                    } else {
+                        summary.events_invalid += 1
+                    }
+                    summary
+                        .first_event_id
+                        .get_or_insert_with(|| e.event_id.clone());
                     summary.last_event_id = Some(e.event_id.clone());
                     events.push((e.partition_key, e.data));
                 }
@@ -186,7 +227,14 @@ async fn run(args: Args) -> Result<(), Error> {
         let entries: Vec<Entry> = if args.aggregate {
             aggregate(events)
         } else {
-            events.into_iter().map(|(partition_key, data)| Entry { partition_key, data, events: 1 }).collect()
+            events
+                .into_iter()
+                .map(|(partition_key, data)| Entry {
+                    partition_key,
+                    data,
+                    events: 1,
+                })
+                .collect()
         };
         if args.rate > 0.0 {
             let wait = bucket.take(n, started.elapsed());
@@ -195,7 +243,11 @@ async fn run(args: Args) -> Result<(), Error> {
             }
         }
         for batch in batches(entries) {
-            let permit = semaphore.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let permit = semaphore
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
             let sink = sink.clone();
             tasks.spawn(async move {
                 let r = send_batch(sink.as_ref(), batch, retry).await;
@@ -221,12 +273,23 @@ async fn run(args: Args) -> Result<(), Error> {
     print_summary(&stream, &summary);
     if let Some(path) = &args.summary_json {
         let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
-        std::fs::write(path, text).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+        std::fs::write(path, text).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
     }
-    if summary.events_failed > 0 { Err(Error::Lost(summary.events_failed)) } else { Ok(()) }
+    if summary.events_failed > 0 {
+        Err(Error::Lost(summary.events_failed))
+    } else {
+        Ok(())
+    }
 }
 
-fn collect(done: Result<BatchResult, tokio::task::JoinError>, summary: &mut Summary, latencies: &mut Vec<Duration>) {
+fn collect(
+    done: Result<BatchResult, tokio::task::JoinError>,
+    summary: &mut Summary,
+    latencies: &mut Vec<Duration>,
+) {
     match done {
         Ok(r) => {
             latencies.extend(r.latencies.iter().copied());
@@ -234,7 +297,10 @@ fn collect(done: Result<BatchResult, tokio::task::JoinError>, summary: &mut Summ
         }
         // A panicked send task loses its batch: count it, never hide it.
         Err(e) => {
-            *summary.failures.entry(format!("task failed: {e}")).or_default() += 1;
+            *summary
+                .failures
+                .entry(format!("task failed: {e}"))
+                .or_default() += 1;
             summary.events_failed += 1;
         }
     }
@@ -266,13 +332,25 @@ fn print_progress(s: &Summary, limit: Option<u64>, duration: Option<Duration>, e
 
 fn print_summary(stream: &str, s: &Summary) {
     println!("stream            {stream}");
-    println!("events generated  {} ({} valid, {} invalid by design)", s.events_generated, s.events_valid, s.events_invalid);
-    println!("events sent       {} in {} Kinesis records", s.events_sent, s.records_sent);
+    println!(
+        "events generated  {} ({} valid, {} invalid by design)",
+        s.events_generated, s.events_valid, s.events_invalid
+    );
+    println!(
+        "events sent       {} in {} Kinesis records",
+        s.events_sent, s.records_sent
+    );
     println!("events lost       {}", s.events_failed);
     for (reason, n) in &s.failures {
         println!("  {reason}: {n}");
     }
     println!("records retried   {}", s.records_retried);
-    println!("throughput        {:.0} events/s over {:.1} s", s.events_per_second, s.elapsed_seconds);
-    println!("PutRecords        {} calls, p50 {:.1} ms, p99 {:.1} ms", s.put_records_calls, s.put_records_p50_ms, s.put_records_p99_ms);
+    println!(
+        "throughput        {:.0} events/s over {:.1} s",
+        s.events_per_second, s.elapsed_seconds
+    );
+    println!(
+        "PutRecords        {} calls, p50 {:.1} ms, p99 {:.1} ms",
+        s.put_records_calls, s.put_records_p50_ms, s.put_records_p99_ms
+    );
 }

@@ -32,15 +32,25 @@ pub struct Settings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("environment variable {0} is not set: the deployment must set it (see docs/deployment.md)")]
+    #[error(
+        "environment variable {0} is not set: the deployment must set it (see docs/deployment.md)"
+    )]
     MissingEnv(&'static str),
     #[error("environment variable {name} is `{value}`: {expected}")]
-    BadEnv { name: &'static str, value: String, expected: &'static str },
+    BadEnv {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
 }
 
 impl Settings {
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        let need = |name: &'static str| get(name).filter(|v| !v.is_empty()).ok_or(Error::MissingEnv(name));
+        let need = |name: &'static str| {
+            get(name)
+                .filter(|v| !v.is_empty())
+                .ok_or(Error::MissingEnv(name))
+        };
         let ttl = get("METADATA_TTL_DAYS").unwrap_or_else(|| "30".to_owned());
         Ok(Settings {
             raw_bucket: need("RAW_BUCKET")?,
@@ -50,7 +60,8 @@ impl Settings {
                 value: ttl.clone(),
                 expected: "a whole number of days",
             })?,
-            function_name: get("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "stream-processor".to_owned()),
+            function_name: get("AWS_LAMBDA_FUNCTION_NAME")
+                .unwrap_or_else(|| "stream-processor".to_owned()),
         })
     }
 }
@@ -83,7 +94,11 @@ pub fn records(event: &KinesisEvent) -> Vec<KinesisRecord<'_>> {
         .records
         .iter()
         .map(|r| KinesisRecord {
-            shard_id: r.event_id.as_deref().and_then(|id| id.split_once(':')).map_or("shardId-unknown", |(shard, _)| shard),
+            shard_id: r
+                .event_id
+                .as_deref()
+                .and_then(|id| id.split_once(':'))
+                .map_or("shardId-unknown", |(shard, _)| shard),
             sequence_number: &r.kinesis.sequence_number,
             arrival: r.kinesis.approximate_arrival_timestamp.0,
             partition_key: &r.kinesis.partition_key,
@@ -94,11 +109,20 @@ pub fn records(event: &KinesisEvent) -> Vec<KinesisRecord<'_>> {
 
 impl<O: ObjectStore, M: MetadataStore> StreamProcessor<O, M> {
     pub fn new(objects: O, metadata: M, settings: Settings) -> Self {
-        StreamProcessor { objects, metadata, settings }
+        StreamProcessor {
+            objects,
+            metadata,
+            settings,
+        }
     }
 
     /// Handles one batch. `now` stamps the metadata item; `correlation_id` is the request id.
-    pub async fn handle(&self, event: &KinesisEvent, correlation_id: &str, now: DateTime<Utc>) -> (KinesisEventResponse, Report) {
+    pub async fn handle(
+        &self,
+        event: &KinesisEvent,
+        correlation_id: &str,
+        now: DateTime<Utc>,
+    ) -> (KinesisEventResponse, Report) {
         let outputs = pipeline_core::ingest(&records(event));
         let mut response = KinesisEventResponse::default();
         let mut report = Report::default();
@@ -113,12 +137,22 @@ impl<O: ObjectStore, M: MetadataStore> StreamProcessor<O, M> {
                     }
                     report.objects_written += objects;
                     report.bytes_written += bytes;
-                    report.max_ingest_lag_ms = report.max_ingest_lag_ms.max(shard.max_ingest_lag_ms);
-                    events::ShardWritten { shard, correlation_id }.emit();
+                    report.max_ingest_lag_ms =
+                        report.max_ingest_lag_ms.max(shard.max_ingest_lag_ms);
+                    events::ShardWritten {
+                        shard,
+                        correlation_id,
+                    }
+                    .emit();
                 }
                 Err(error) => {
                     report.failed_units += shard.units;
-                    ShardFailed { shard, error: &error, correlation_id }.emit();
+                    ShardFailed {
+                        shard,
+                        error: &error,
+                        correlation_id,
+                    }
+                    .emit();
                     let mut failure = KinesisBatchItemFailure::default();
                     failure.item_identifier = Some(shard.first_sequence_number.clone());
                     response.batch_item_failures.push(failure);
@@ -129,14 +163,24 @@ impl<O: ObjectStore, M: MetadataStore> StreamProcessor<O, M> {
     }
 
     /// Puts one encoded object; returns the bytes written.
-    async fn put_object(&self, object: &pipeline_core::EncodedObject, correlation_id: &str) -> Result<u64, StoreError> {
+    async fn put_object(
+        &self,
+        object: &pipeline_core::EncodedObject,
+        correlation_id: &str,
+    ) -> Result<u64, StoreError> {
         let meta = BTreeMap::from([
             ("correlation-id".to_owned(), correlation_id.to_owned()),
             ("records".to_owned(), object.lines.to_string()),
             ("sha256".to_owned(), object.sha256.clone()),
         ]);
         self.objects
-            .put(&self.settings.raw_bucket, &object.key, object.body.clone(), "application/x-ndjson+gzip", &meta)
+            .put(
+                &self.settings.raw_bucket,
+                &object.key,
+                object.body.clone(),
+                "application/x-ndjson+gzip",
+                &meta,
+            )
             .await?;
         Ok(object.body.len() as u64)
     }
@@ -144,17 +188,32 @@ impl<O: ObjectStore, M: MetadataStore> StreamProcessor<O, M> {
     /// Writes the quarantine object, or deletes the key when nothing was rejected: an earlier,
     /// larger attempt of the same batch may have left rejected lines there that now belong to
     /// another batch.
-    async fn write_quarantine(&self, shard: &ShardOutput, correlation_id: &str) -> Result<u64, StoreError> {
+    async fn write_quarantine(
+        &self,
+        shard: &ShardOutput,
+        correlation_id: &str,
+    ) -> Result<u64, StoreError> {
         match &shard.quarantine {
             Some(q) => self.put_object(q, correlation_id).await,
-            None => self.objects.delete(&self.settings.raw_bucket, &shard.quarantine_key).await.map(|()| 0),
+            None => self
+                .objects
+                .delete(&self.settings.raw_bucket, &shard.quarantine_key)
+                .await
+                .map(|()| 0),
         }
     }
 
     /// Writes one shard's objects and metadata; returns (objects, bytes) written.
-    async fn write_shard(&self, shard: &ShardOutput, correlation_id: &str, now: DateTime<Utc>) -> Result<(u64, u64), StoreError> {
-        let (q_bytes, r_bytes) =
-            tokio::join!(self.write_quarantine(shard, correlation_id), self.put_object(&shard.raw, correlation_id));
+    async fn write_shard(
+        &self,
+        shard: &ShardOutput,
+        correlation_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(u64, u64), StoreError> {
+        let (q_bytes, r_bytes) = tokio::join!(
+            self.write_quarantine(shard, correlation_id),
+            self.put_object(&shard.raw, correlation_id)
+        );
         let (q_bytes, r_bytes) = (q_bytes?, r_bytes?);
         let raw = &shard.raw;
         let item = RawItem {
@@ -173,7 +232,8 @@ impl<O: ObjectStore, M: MetadataStore> StreamProcessor<O, M> {
             raw_uncompressed_bytes: raw.uncompressed_bytes,
             correlation_id: correlation_id.to_owned(),
             written_at: fmt_time(now),
-            expires_at: (now + Duration::days(i64::from(self.settings.metadata_ttl_days))).timestamp(),
+            expires_at: (now + Duration::days(i64::from(self.settings.metadata_ttl_days)))
+                .timestamp(),
         };
         self.metadata.record_raw(&item).await?;
         Ok((1 + u64::from(shard.quarantine.is_some()), q_bytes + r_bytes))
@@ -191,7 +251,11 @@ impl Report {
             .count("RecordsFailed", self.failed_units)
             .count("ObjectsWritten", self.objects_written)
             .add("BytesWritten", self.bytes_written as f64, Unit::Bytes)
-            .add("DurationMs", started.elapsed().as_secs_f64() * 1000.0, Unit::Milliseconds)
+            .add(
+                "DurationMs",
+                started.elapsed().as_secs_f64() * 1000.0,
+                Unit::Milliseconds,
+            )
             .count("ColdStart", u64::from(cold_start));
         for (reason, n) in &self.quarantined {
             m.count(&format!("Quarantined_{reason}"), *n);

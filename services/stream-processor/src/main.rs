@@ -13,16 +13,29 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let settings = Settings::from_env(|k| std::env::var(k).ok())?;
     let config = pipeline_aws::load_config(None).await;
-    let handler = StreamProcessor::new(S3Store::new(&config), DynamoStore::new(&config, &settings.metadata_table), settings.clone());
+    let handler = StreamProcessor::new(
+        S3Store::new(&config),
+        DynamoStore::new(&config, &settings.metadata_table),
+        settings.clone(),
+    );
     let cold = AtomicBool::new(true);
     let (handler, cold, function) = (&handler, &cold, settings.function_name.as_str());
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<KinesisEvent>| async move {
-        let started = Instant::now();
-        let (response, report) = handler.handle(&event.payload, &event.context.request_id, chrono::Utc::now()).await;
-        let mut metrics = report.metrics(function, started, cold.swap(false, Ordering::Relaxed));
-        metrics.property("RequestId", event.context.request_id.clone());
-        metrics.emit();
-        Ok::<KinesisEventResponse, Error>(response)
-    }))
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<KinesisEvent>| async move {
+            let started = Instant::now();
+            let (response, report) = handler
+                .handle(
+                    &event.payload,
+                    &event.context.request_id,
+                    chrono::Utc::now(),
+                )
+                .await;
+            let mut metrics =
+                report.metrics(function, started, cold.swap(false, Ordering::Relaxed));
+            metrics.property("RequestId", event.context.request_id.clone());
+            metrics.emit();
+            Ok::<KinesisEventResponse, Error>(response)
+        },
+    ))
     .await
 }

@@ -10,7 +10,12 @@ use serde_json::Value;
 use super::*;
 
 fn fixture(name: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)).unwrap()
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(name),
+    )
+    .unwrap()
 }
 
 fn settings() -> Settings {
@@ -22,10 +27,20 @@ fn settings() -> Settings {
     }
 }
 
-fn processor(faults: Faults) -> (StreamProcessor<MemoryObjectStore, MemoryMetadataStore>, MemoryObjectStore, MemoryMetadataStore) {
+fn processor(
+    faults: Faults,
+) -> (
+    StreamProcessor<MemoryObjectStore, MemoryMetadataStore>,
+    MemoryObjectStore,
+    MemoryMetadataStore,
+) {
     let objects = MemoryObjectStore::new(faults.clone());
     let metadata = MemoryMetadataStore::new(faults);
-    (StreamProcessor::new(objects.clone(), metadata.clone(), settings()), objects, metadata)
+    (
+        StreamProcessor::new(objects.clone(), metadata.clone(), settings()),
+        objects,
+        metadata,
+    )
 }
 
 fn now() -> DateTime<Utc> {
@@ -33,21 +48,37 @@ fn now() -> DateTime<Utc> {
 }
 
 fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 fn lines(body: &[u8]) -> Vec<String> {
-    String::from_utf8(gunzip(body).unwrap()).unwrap().lines().map(str::to_owned).collect()
+    String::from_utf8(gunzip(body).unwrap())
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
 fn fixtures_round_trip_through_aws_lambda_events() {
-    for name in ["kinesis-event.json", "kinesis-event-mixed.json", "kinesis-event-two-shards.json"] {
+    for name in [
+        "kinesis-event.json",
+        "kinesis-event-mixed.json",
+        "kinesis-event-two-shards.json",
+    ] {
         let text = fixture(name);
         let event: KinesisEvent = serde_json::from_str(&text).unwrap();
         let back: Value = serde_json::to_value(&event).unwrap();
         let original: Value = serde_json::from_str(&text).unwrap();
-        for (a, b) in original["Records"].as_array().unwrap().iter().zip(back["Records"].as_array().unwrap()) {
+        for (a, b) in original["Records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(back["Records"].as_array().unwrap())
+        {
             for field in ["sequenceNumber", "partitionKey", "data"] {
                 assert_eq!(a["kinesis"][field], b["kinesis"][field], "{name}: {field}");
             }
@@ -59,7 +90,8 @@ fn fixtures_round_trip_through_aws_lambda_events() {
 #[test]
 fn mixed_batch_matches_its_expectations() {
     let event: KinesisEvent = serde_json::from_str(&fixture("kinesis-event-mixed.json")).unwrap();
-    let expected: Value = serde_json::from_str(&fixture("kinesis-event-mixed.expected.json")).unwrap();
+    let expected: Value =
+        serde_json::from_str(&fixture("kinesis-event-mixed.expected.json")).unwrap();
     let (sp, objects, metadata) = processor(Faults::none());
     let (response, report) = block_on(sp.handle(&event, "req-1", now()));
     assert!(response.batch_item_failures.is_empty());
@@ -67,7 +99,11 @@ fn mixed_batch_matches_its_expectations() {
     let raw_keys = objects.keys("raw", "raw/");
     assert_eq!(raw_keys.len(), 1);
     let first_seq = event.records[0].kinesis.sequence_number.as_str();
-    assert!(raw_keys[0].ends_with(&format!("/shard=shardId-000000000000/{first_seq}.jsonl.gz")), "{}", raw_keys[0]);
+    assert!(
+        raw_keys[0].ends_with(&format!("/shard=shardId-000000000000/{first_seq}.jsonl.gz")),
+        "{}",
+        raw_keys[0]
+    );
     let raw = objects.object("raw", &raw_keys[0]).unwrap();
     assert_eq!(raw.metadata["correlation-id"], "req-1");
     let accepted: Vec<(String, u64, String)> = lines(&raw.body)
@@ -79,13 +115,14 @@ fn mixed_batch_matches_its_expectations() {
         })
         .collect();
     let quarantine_keys = objects.keys("raw", "quarantine/");
-    let rejected: Vec<(String, Reason)> = lines(&objects.object("raw", &quarantine_keys[0]).unwrap().body)
-        .iter()
-        .map(|l| {
-            let q: QuarantineLine = serde_json::from_str(l).unwrap();
-            (q.seq, q.reason)
-        })
-        .collect();
+    let rejected: Vec<(String, Reason)> =
+        lines(&objects.object("raw", &quarantine_keys[0]).unwrap().body)
+            .iter()
+            .map(|l| {
+                let q: QuarantineLine = serde_json::from_str(l).unwrap();
+                (q.seq, q.reason)
+            })
+            .collect();
 
     let mut want_accepted = Vec::new();
     let mut want_rejected = Vec::new();
@@ -97,12 +134,18 @@ fn mixed_batch_matches_its_expectations() {
                     want_accepted.push((seq.clone(), i as u64, id.as_str().unwrap().to_owned()));
                 }
             }
-            reason => want_rejected.push((seq, serde_json::from_value(Value::String(reason.into())).unwrap())),
+            reason => want_rejected.push((
+                seq,
+                serde_json::from_value(Value::String(reason.into())).unwrap(),
+            )),
         }
     }
     assert_eq!(accepted, want_accepted);
     assert_eq!(rejected, want_rejected);
-    assert_eq!(report.units, (want_accepted.len() + want_rejected.len()) as u64);
+    assert_eq!(
+        report.units,
+        (want_accepted.len() + want_rejected.len()) as u64
+    );
     assert_eq!(report.valid, want_accepted.len() as u64);
 
     let items = metadata.all();
@@ -113,7 +156,8 @@ fn mixed_batch_matches_its_expectations() {
 
 #[test]
 fn two_shards_make_two_objects() {
-    let event: KinesisEvent = serde_json::from_str(&fixture("kinesis-event-two-shards.json")).unwrap();
+    let event: KinesisEvent =
+        serde_json::from_str(&fixture("kinesis-event-two-shards.json")).unwrap();
     let (sp, objects, metadata) = processor(Faults::none());
     let (response, report) = block_on(sp.handle(&event, "r", now()));
     assert!(response.batch_item_failures.is_empty());
@@ -140,14 +184,20 @@ fn a_failed_write_reports_the_first_sequence_number_and_a_retry_is_harmless() {
     metadata.set_faults(Faults::none());
     let (response, _) = block_on(sp.handle(&event, "r2", now()));
     assert_eq!(response.batch_item_failures.len(), 1);
-    let first = objects.object("raw", &objects.keys("raw", "raw/")[0]).unwrap();
+    let first = objects
+        .object("raw", &objects.keys("raw", "raw/")[0])
+        .unwrap();
 
     objects.set_faults(Faults::none());
     let (response, _) = block_on(sp.handle(&event, "r3", now()));
     assert!(response.batch_item_failures.is_empty());
     let keys = objects.keys("raw", "raw/");
     assert_eq!(keys.len(), 1, "the retry overwrote the same key");
-    assert_eq!(objects.object("raw", &keys[0]).unwrap().body, first.body, "with the same bytes");
+    assert_eq!(
+        objects.object("raw", &keys[0]).unwrap().body,
+        first.body,
+        "with the same bytes"
+    );
 
     // A further duplicate delivery changes nothing in the metadata table.
     let before = metadata.all();
@@ -169,10 +219,27 @@ fn metadata_failure_is_reported_even_after_s3_succeeded() {
 
 #[test]
 fn settings_come_from_the_environment_with_clear_errors() {
-    let env = |pairs: &'static [(&'static str, &'static str)]| move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
-    let err = Settings::from_env(env(&[("METADATA_TABLE", "t")])).unwrap_err().to_string();
-    assert_eq!(err, "environment variable RAW_BUCKET is not set: the deployment must set it (see docs/deployment.md)");
-    let err = Settings::from_env(env(&[("RAW_BUCKET", "b"), ("METADATA_TABLE", "t"), ("METADATA_TTL_DAYS", "x")])).unwrap_err();
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |k: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    };
+    let err = Settings::from_env(env(&[("METADATA_TABLE", "t")]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "environment variable RAW_BUCKET is not set: the deployment must set it (see docs/deployment.md)"
+    );
+    let err = Settings::from_env(env(&[
+        ("RAW_BUCKET", "b"),
+        ("METADATA_TABLE", "t"),
+        ("METADATA_TTL_DAYS", "x"),
+    ]))
+    .unwrap_err();
     assert!(err.to_string().contains("METADATA_TTL_DAYS is `x`"));
     let s = Settings::from_env(env(&[("RAW_BUCKET", "b"), ("METADATA_TABLE", "t")])).unwrap();
     assert_eq!(s.metadata_ttl_days, 30);

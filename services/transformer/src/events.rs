@@ -12,11 +12,20 @@ impl RecordDone<'_> {
     pub fn emit(&self) {
         let c = self.correlation_id;
         match self.outcome {
-            Outcome::Ignored { key, why } => tracing::info!(message = "notification ignored", key = %key, why, correlation_id = c),
+            Outcome::Ignored { key, why } => {
+                tracing::info!(message = "notification ignored", key = %key, why, correlation_id = c)
+            }
             Outcome::Duplicate { key } => {
                 tracing::info!(message = "duplicate notification: content already processed", key = %key, correlation_id = c)
             }
-            Outcome::Processed { key, rows, duplicates, outputs, deleted, .. } => tracing::info!(
+            Outcome::Processed {
+                key,
+                rows,
+                duplicates,
+                outputs,
+                deleted,
+                ..
+            } => tracing::info!(
                 message = "raw object processed",
                 key = %key,
                 rows,

@@ -16,7 +16,10 @@ use aws_lambda_events::event::s3::S3Event;
 use chrono::Utc;
 use futures_util::future::try_join_all;
 use pipeline_aws::emf::{Metrics, Unit};
-use pipeline_aws::{Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, ObjectStore, ProcessedUpdate, StoreError};
+use pipeline_aws::{
+    Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, ObjectStore, ProcessedUpdate,
+    StoreError,
+};
 use pipeline_core::event::fmt_time;
 use pipeline_core::keys::{RAW_PREFIX, decode_s3_key};
 use pipeline_core::transform::{self, Pseudonymizer, TransformError};
@@ -31,11 +34,19 @@ const PUT_CONCURRENCY: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("environment variable {0} is not set: the deployment must set it (see docs/deployment.md)")]
+    #[error(
+        "environment variable {0} is not set: the deployment must set it (see docs/deployment.md)"
+    )]
     MissingEnv(&'static str),
     #[error("environment variable {name} is `{value}`: {expected}")]
-    BadEnv { name: &'static str, value: String, expected: &'static str },
-    #[error("the pii hmac secret `{secret}` could not be read: {message}; create it and put a value (see docs/deployment.md)")]
+    BadEnv {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error(
+        "the pii hmac secret `{secret}` could not be read: {message}; create it and put a value (see docs/deployment.md)"
+    )]
     Secret { secret: String, message: String },
     #[error("the event is neither an s3 notification nor an s3:TestEvent: {0}")]
     BadEvent(serde_json::Error),
@@ -50,7 +61,9 @@ pub enum Error {
         #[source]
         source: TransformError,
     },
-    #[error("raw object {key}: the metadata item does not describe its current content after {waited:?}; the stream processor has not recorded it yet, retry later")]
+    #[error(
+        "raw object {key}: the metadata item does not describe its current content after {waited:?}; the stream processor has not recorded it yet, retry later"
+    )]
     NotRecorded { key: String, waited: Duration },
     #[error("raw object {key}: another run holds its lease; retry later")]
     Leased { key: String },
@@ -61,7 +74,10 @@ pub enum Error {
 impl Error {
     /// Whether the platform's retry can help: true for everything but configuration errors.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, Error::MissingEnv(_) | Error::BadEnv { .. } | Error::Secret { .. })
+        !matches!(
+            self,
+            Error::MissingEnv(_) | Error::BadEnv { .. } | Error::Secret { .. }
+        )
     }
 }
 
@@ -80,19 +96,29 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        let need = |name: &'static str| get(name).filter(|v| !v.is_empty()).ok_or(Error::MissingEnv(name));
-        let number = |name: &'static str, default: u64, expected: &'static str| -> Result<u64, Error> {
-            match get(name) {
-                None => Ok(default),
-                Some(v) => v.parse().map_err(|_| Error::BadEnv { name, value: v, expected }),
-            }
+        let need = |name: &'static str| {
+            get(name)
+                .filter(|v| !v.is_empty())
+                .ok_or(Error::MissingEnv(name))
         };
+        let number =
+            |name: &'static str, default: u64, expected: &'static str| -> Result<u64, Error> {
+                match get(name) {
+                    None => Ok(default),
+                    Some(v) => v.parse().map_err(|_| Error::BadEnv {
+                        name,
+                        value: v,
+                        expected,
+                    }),
+                }
+            };
         Ok(Settings {
             processed_bucket: need("PROCESSED_BUCKET")?,
             metadata_table: need("METADATA_TABLE")?,
             metadata_ttl_days: number("METADATA_TTL_DAYS", 30, "a whole number of days")? as u32,
             hmac_secret_id: need("HMAC_SECRET_ID")?,
-            function_name: get("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "transformer".to_owned()),
+            function_name: get("AWS_LAMBDA_FUNCTION_NAME")
+                .unwrap_or_else(|| "transformer".to_owned()),
             item_wait: Duration::from_millis(number("ITEM_WAIT_MS", 10_000, "milliseconds")?),
             lease: Duration::from_secs(number("LEASE_SECONDS", 960, "seconds")?),
         })
@@ -103,9 +129,21 @@ impl Settings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
-    Ignored { key: String, why: &'static str },
-    Duplicate { key: String },
-    Processed { key: String, rows: u64, duplicates: u64, outputs: Vec<String>, deleted: Vec<String>, max_ingest_lag_ms: Option<i64> },
+    Ignored {
+        key: String,
+        why: &'static str,
+    },
+    Duplicate {
+        key: String,
+    },
+    Processed {
+        key: String,
+        rows: u64,
+        duplicates: u64,
+        outputs: Vec<String>,
+        deleted: Vec<String>,
+        max_ingest_lag_ms: Option<i64>,
+    },
 }
 
 /// What one invocation did: the function's response and the source of its metrics.
@@ -124,7 +162,12 @@ pub struct Transformer<O, M> {
 
 impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
     pub fn new(objects: O, metadata: M, pii: Pseudonymizer, settings: Settings) -> Self {
-        Transformer { objects, metadata, pii, settings }
+        Transformer {
+            objects,
+            metadata,
+            pii,
+            settings,
+        }
     }
 
     /// Handles one invocation's payload: an S3 event, or the `s3:TestEvent` S3 sends when a
@@ -133,8 +176,15 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
     pub async fn handle(&self, payload: &Value, correlation_id: &str) -> Result<Report, Error> {
         let mut report = Report::default();
         if payload.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
-            let outcome = Outcome::Ignored { key: String::new(), why: "s3:TestEvent" };
-            events::RecordDone { outcome: &outcome, correlation_id }.emit();
+            let outcome = Outcome::Ignored {
+                key: String::new(),
+                why: "s3:TestEvent",
+            };
+            events::RecordDone {
+                outcome: &outcome,
+                correlation_id,
+            }
+            .emit();
             report.outcomes.push(outcome);
             return Ok(report);
         }
@@ -145,19 +195,42 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
             let raw_key = record.s3.object.key.as_deref().unwrap_or_default();
             let key = decode_s3_key(raw_key).map_err(|_| Error::BadKey(raw_key.to_owned()))?;
             let outcome = if !name.starts_with("ObjectCreated:") {
-                Outcome::Ignored { key, why: "not an ObjectCreated event" }
+                Outcome::Ignored {
+                    key,
+                    why: "not an ObjectCreated event",
+                }
             } else if !key.starts_with(RAW_PREFIX) {
-                Outcome::Ignored { key, why: "key outside raw/" }
+                Outcome::Ignored {
+                    key,
+                    why: "key outside raw/",
+                }
             } else {
-                match self.process(bucket, &key, record.s3.object.sequencer.as_deref(), correlation_id).await {
+                match self
+                    .process(
+                        bucket,
+                        &key,
+                        record.s3.object.sequencer.as_deref(),
+                        correlation_id,
+                    )
+                    .await
+                {
                     Ok(outcome) => outcome,
                     Err(error) => {
-                        events::RecordFailed { key: &key, error: &error, correlation_id }.emit();
+                        events::RecordFailed {
+                            key: &key,
+                            error: &error,
+                            correlation_id,
+                        }
+                        .emit();
                         return Err(error);
                     }
                 }
             };
-            events::RecordDone { outcome: &outcome, correlation_id }.emit();
+            events::RecordDone {
+                outcome: &outcome,
+                correlation_id,
+            }
+            .emit();
             report.outcomes.push(outcome);
         }
         Ok(report)
@@ -169,7 +242,13 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
     /// lease while recording the outputs about to be written, re-read the item under the lease,
     /// write the outputs, delete stale ones, and mark the item. A rewrite of the raw object during
     /// the pass makes the mark fail, and the next pass processes the new content.
-    pub async fn process(&self, bucket: &str, key: &str, sequencer: Option<&str>, owner: &str) -> Result<Outcome, Error> {
+    pub async fn process(
+        &self,
+        bucket: &str,
+        key: &str,
+        sequencer: Option<&str>,
+        owner: &str,
+    ) -> Result<Outcome, Error> {
         let result = self.process_passes(bucket, key, sequencer, owner).await;
         if result.is_err() {
             // Best effort: an unreleased lease expires by itself.
@@ -190,26 +269,47 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
         }
     }
 
-    async fn process_passes(&self, bucket: &str, key: &str, sequencer: Option<&str>, owner: &str) -> Result<Outcome, Error> {
-        let transform_error = |source| Error::Transform { bucket: bucket.to_owned(), key: key.to_owned(), source };
+    async fn process_passes(
+        &self,
+        bucket: &str,
+        key: &str,
+        sequencer: Option<&str>,
+        owner: &str,
+    ) -> Result<Outcome, Error> {
+        let transform_error = |source| Error::Transform {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            source,
+        };
         let mut written: BTreeSet<String> = BTreeSet::new();
         for pass in 0..MAX_PASSES {
             let Some(object) = self.objects.get(bucket, key).await? else {
-                return Ok(Outcome::Ignored { key: key.to_owned(), why: "object no longer exists" });
+                return Ok(Outcome::Ignored {
+                    key: key.to_owned(),
+                    why: "object no longer exists",
+                });
             };
             let sha = hex::encode(Sha256::digest(&object.body));
             let item = self.wait_for_item(key, &sha).await?;
             if pass == 0 && item.processed_sha256.as_deref() == Some(sha.as_str()) {
-                return Ok(Outcome::Duplicate { key: key.to_owned() });
+                return Ok(Outcome::Duplicate {
+                    key: key.to_owned(),
+                });
             }
-            let output = transform::transform(key, &object.body, &self.pii).map_err(transform_error)?;
+            let output =
+                transform::transform(key, &object.body, &self.pii).map_err(transform_error)?;
             let encoded = transform::encode(&output).map_err(transform_error)?;
             let new_keys: BTreeSet<String> = encoded.iter().map(|(k, _)| k.clone()).collect();
 
-            if self.metadata.acquire_lease(&self.lease(key, owner, new_keys.iter().cloned().collect())).await?
+            if self
+                .metadata
+                .acquire_lease(&self.lease(key, owner, new_keys.iter().cloned().collect()))
+                .await?
                 == LeaseOutcome::HeldByAnother
             {
-                return Err(Error::Leased { key: key.to_owned() });
+                return Err(Error::Leased {
+                    key: key.to_owned(),
+                });
             }
             // Under the lease nobody else writes this raw object's outputs: this read is current.
             let item = self.metadata.get(key).await?.unwrap_or_default();
@@ -229,7 +329,9 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                 .into_iter()
                 .collect();
             for k in &stale {
-                self.objects.delete(&self.settings.processed_bucket, k).await?;
+                self.objects
+                    .delete(&self.settings.processed_bucket, k)
+                    .await?;
             }
             let update = ProcessedUpdate {
                 raw_key: key.to_owned(),
@@ -257,10 +359,19 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                 MarkOutcome::Superseded => {}
             }
         }
-        Err(Error::Superseded { key: key.to_owned(), passes: MAX_PASSES })
+        Err(Error::Superseded {
+            key: key.to_owned(),
+            passes: MAX_PASSES,
+        })
     }
 
-    async fn put_outputs(&self, encoded: Vec<(String, Vec<u8>)>, raw_key: &str, sha: &str, owner: &str) -> Result<(), Error> {
+    async fn put_outputs(
+        &self,
+        encoded: Vec<(String, Vec<u8>)>,
+        raw_key: &str,
+        sha: &str,
+        owner: &str,
+    ) -> Result<(), Error> {
         let meta = std::collections::BTreeMap::from([
             ("raw-key".to_owned(), raw_key.to_owned()),
             ("raw-sha256".to_owned(), sha.to_owned()),
@@ -273,7 +384,13 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                 let meta = &meta;
                 async move {
                     self.objects
-                        .put(&self.settings.processed_bucket, &k, body, "application/vnd.apache.parquet", meta)
+                        .put(
+                            &self.settings.processed_bucket,
+                            &k,
+                            body,
+                            "application/vnd.apache.parquet",
+                            meta,
+                        )
                         .await
                 }
             }))
@@ -288,14 +405,17 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
         let started = std::time::Instant::now();
         let mut delay = Duration::from_millis(20);
         loop {
-            if let Some(item) = self.metadata.get(key).await? {
-                if item.raw_sha256.as_deref() == Some(sha) {
-                    return Ok(item);
-                }
+            if let Some(item) = self.metadata.get(key).await?
+                && item.raw_sha256.as_deref() == Some(sha)
+            {
+                return Ok(item);
             }
             let waited = started.elapsed();
             if waited >= self.settings.item_wait {
-                return Err(Error::NotRecorded { key: key.to_owned(), waited });
+                return Err(Error::NotRecorded {
+                    key: key.to_owned(),
+                    waited,
+                });
             }
             tokio::time::sleep(delay.min(self.settings.item_wait.saturating_sub(waited))).await;
             delay = (delay * 2).min(Duration::from_secs(1));
@@ -304,14 +424,26 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
 }
 
 impl Report {
-    pub fn metrics(&self, function: &str, started: std::time::Instant, cold_start: bool) -> Metrics {
+    pub fn metrics(
+        &self,
+        function: &str,
+        started: std::time::Instant,
+        cold_start: bool,
+    ) -> Metrics {
         let mut m = Metrics::new(function);
         let mut max_lag: Option<i64> = None;
         for o in &self.outcomes {
             match o {
                 Outcome::Ignored { .. } => m.count("NotificationsIgnored", 1),
                 Outcome::Duplicate { .. } => m.count("NotificationsDuplicate", 1),
-                Outcome::Processed { rows, duplicates, outputs, deleted, max_ingest_lag_ms, .. } => {
+                Outcome::Processed {
+                    rows,
+                    duplicates,
+                    outputs,
+                    deleted,
+                    max_ingest_lag_ms,
+                    ..
+                } => {
                     max_lag = max_lag.max(*max_ingest_lag_ms);
                     m.count("RawObjectsProcessed", 1)
                         .count("RecordsValid", *rows)
@@ -324,7 +456,12 @@ impl Report {
         if let Some(lag) = max_lag {
             m.add("IngestLagMs", lag as f64, Unit::Milliseconds);
         }
-        m.add("DurationMs", started.elapsed().as_secs_f64() * 1000.0, Unit::Milliseconds).count("ColdStart", u64::from(cold_start));
+        m.add(
+            "DurationMs",
+            started.elapsed().as_secs_f64() * 1000.0,
+            Unit::Milliseconds,
+        )
+        .count("ColdStart", u64::from(cold_start));
         m
     }
 }

@@ -19,31 +19,51 @@ async fn main() -> Result<(), Error> {
         secret: settings.hmac_secret_id.clone(),
         message: e.to_string(),
     })?;
-    let handler = Transformer::new(S3Store::new(&config), DynamoStore::new(&config, &settings.metadata_table), pii, settings.clone());
+    let handler = Transformer::new(
+        S3Store::new(&config),
+        DynamoStore::new(&config, &settings.metadata_table),
+        pii,
+        settings.clone(),
+    );
     let cold = AtomicBool::new(true);
     let (handler, cold, function) = (&handler, &cold, settings.function_name.as_str());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let started = Instant::now();
-        let result = handler.handle(&event.payload, &event.context.request_id).await;
+        let result = handler
+            .handle(&event.payload, &event.context.request_id)
+            .await;
         let report = result.as_ref().cloned().unwrap_or_default();
         let mut metrics = report.metrics(function, started, cold.swap(false, Ordering::Relaxed));
         metrics.count("InvocationsFailed", u64::from(result.is_err()));
         metrics.property("RequestId", event.context.request_id.clone());
         metrics.emit();
-        result.map_err(Error::from).map(|r: Report| serde_json::to_value(r).unwrap_or(Value::Null))
+        result
+            .map_err(Error::from)
+            .map(|r: Report| serde_json::to_value(r).unwrap_or(Value::Null))
     }))
     .await
 }
 
-async fn read_secret(config: &aws_config::SdkConfig, secret_id: &str) -> Result<Vec<u8>, transformer::Error> {
+async fn read_secret(
+    config: &aws_config::SdkConfig,
+    secret_id: &str,
+) -> Result<Vec<u8>, transformer::Error> {
     let client = aws_sdk_secretsmanager::Client::new(config);
-    let out = client.get_secret_value().secret_id(secret_id).send().await.map_err(|e| transformer::Error::Secret {
-        secret: secret_id.to_owned(),
-        message: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
-    })?;
+    let out = client
+        .get_secret_value()
+        .secret_id(secret_id)
+        .send()
+        .await
+        .map_err(|e| transformer::Error::Secret {
+            secret: secret_id.to_owned(),
+            message: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+        })?;
     match (out.secret_string(), out.secret_binary()) {
         (Some(s), _) if !s.is_empty() => Ok(s.as_bytes().to_vec()),
         (_, Some(b)) if !b.as_ref().is_empty() => Ok(b.as_ref().to_vec()),
-        _ => Err(transformer::Error::Secret { secret: secret_id.to_owned(), message: "the secret has no value".to_owned() }),
+        _ => Err(transformer::Error::Secret {
+            secret: secret_id.to_owned(),
+            message: "the secret has no value".to_owned(),
+        }),
     }
 }

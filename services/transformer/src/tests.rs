@@ -13,11 +13,22 @@ const RAW: &str = "raw-bucket";
 const PROCESSED: &str = "processed-bucket";
 
 fn fixture(dir: &str, name: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir).join("fixtures").join(name)).unwrap()
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(dir)
+            .join("fixtures")
+            .join(name),
+    )
+    .unwrap()
 }
 
 fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(f)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 fn settings() -> Settings {
@@ -49,10 +60,20 @@ fn world() -> World {
     let sp = StreamProcessor::new(
         objects.clone(),
         metadata.clone(),
-        stream_processor::Settings { raw_bucket: RAW.into(), metadata_table: "meta".into(), metadata_ttl_days: 30, function_name: "sp".into() },
+        stream_processor::Settings {
+            raw_bucket: RAW.into(),
+            metadata_table: "meta".into(),
+            metadata_ttl_days: 30,
+            function_name: "sp".into(),
+        },
     );
     let tf = Transformer::new(objects.clone(), metadata.clone(), pii(), settings());
-    World { objects, metadata, sp, tf }
+    World {
+        objects,
+        metadata,
+        sp,
+        tf,
+    }
 }
 
 /// An S3 notification for a put, with the key encoded the way S3 encodes it.
@@ -67,7 +88,11 @@ fn notification(n: &PutNotice) -> Value {
 }
 
 fn raw_notices(w: &World) -> Vec<PutNotice> {
-    w.objects.take_notices().into_iter().filter(|n| n.bucket == RAW && n.key.starts_with("raw/")).collect()
+    w.objects
+        .take_notices()
+        .into_iter()
+        .filter(|n| n.bucket == RAW && n.key.starts_with("raw/"))
+        .collect()
 }
 
 fn ingest_fixture(w: &World, name: &str) -> (KinesisEvent, Vec<PutNotice>) {
@@ -93,7 +118,8 @@ fn processed_ids(w: &World) -> Vec<String> {
 #[test]
 fn fixture_keys_decode_as_s3_encodes_them() {
     for name in ["s3-put-url-encoded", "s3-put-url-encoded-plus"] {
-        let event: S3Event = serde_json::from_str(&fixture("transformer", &format!("{name}.json"))).unwrap();
+        let event: S3Event =
+            serde_json::from_str(&fixture("transformer", &format!("{name}.json"))).unwrap();
         let want = fixture("transformer", &format!("{name}.expected-key.txt"));
         let key = event.records[0].s3.object.key.as_deref().unwrap();
         assert_eq!(decode_s3_key(key).unwrap(), want.trim_end());
@@ -103,9 +129,17 @@ fn fixture_keys_decode_as_s3_encodes_them() {
         let event: S3Event = serde_json::from_str(&text).unwrap();
         let back = serde_json::to_value(&event).unwrap();
         let original: Value = serde_json::from_str(&text).unwrap();
-        for (a, b) in original["Records"].as_array().unwrap().iter().zip(back["Records"].as_array().unwrap()) {
+        for (a, b) in original["Records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(back["Records"].as_array().unwrap())
+        {
             assert_eq!(a["s3"]["object"]["key"], b["s3"]["object"]["key"], "{name}");
-            assert_eq!(a["s3"]["object"]["sequencer"], b["s3"]["object"]["sequencer"], "{name}");
+            assert_eq!(
+                a["s3"]["object"]["sequencer"], b["s3"]["object"]["sequencer"],
+                "{name}"
+            );
             assert_eq!(a["eventName"], b["eventName"], "{name}");
         }
     }
@@ -114,9 +148,16 @@ fn fixture_keys_decode_as_s3_encodes_them() {
 #[test]
 fn test_event_and_foreign_keys_are_ignored() {
     let w = world();
-    let test_event: Value = serde_json::from_str(&fixture("transformer", "s3-test-event.json")).unwrap();
+    let test_event: Value =
+        serde_json::from_str(&fixture("transformer", "s3-test-event.json")).unwrap();
     let report = block_on(w.tf.handle(&test_event, "r")).unwrap();
-    assert_eq!(report.outcomes, [Outcome::Ignored { key: String::new(), why: "s3:TestEvent" }]);
+    assert_eq!(
+        report.outcomes,
+        [Outcome::Ignored {
+            key: String::new(),
+            why: "s3:TestEvent"
+        }]
+    );
 
     let two: Value = serde_json::from_str(&fixture("transformer", "s3-two-records.json")).unwrap();
     let report = block_on(w.tf.handle(&two, "r")).unwrap();
@@ -128,8 +169,18 @@ fn test_event_and_foreign_keys_are_ignored() {
             other => panic!("{other:?}"),
         })
         .collect();
-    assert_eq!(whys, ["object no longer exists", "object no longer exists", "key outside raw/"]);
-    assert!(matches!(block_on(w.tf.handle(&serde_json::json!({"Records": 5}), "r")), Err(Error::BadEvent(_))));
+    assert_eq!(
+        whys,
+        [
+            "object no longer exists",
+            "object no longer exists",
+            "key outside raw/"
+        ]
+    );
+    assert!(matches!(
+        block_on(w.tf.handle(&serde_json::json!({"Records": 5}), "r")),
+        Err(Error::BadEvent(_))
+    ));
 }
 
 #[test]
@@ -138,17 +189,26 @@ fn processes_a_raw_object_into_partitioned_parquet() {
     let (_, notices) = ingest_fixture(&w, "kinesis-event-mixed.json");
     assert_eq!(notices.len(), 1);
     let report = block_on(w.tf.handle(&notification(&notices[0]), "tf-req")).unwrap();
-    let Outcome::Processed { rows, outputs, .. } = &report.outcomes[0] else { panic!("{report:?}") };
+    let Outcome::Processed { rows, outputs, .. } = &report.outcomes[0] else {
+        panic!("{report:?}")
+    };
     assert_eq!(*rows, 5);
     let seq = "49590338271490256608559692640926837632026877349173657698";
     assert_eq!(
         outputs,
         &[
-            format!("processed/event_type=click/dt=2026-11-25/hour=10/shardId-000000000000-{seq}.parquet"),
-            format!("processed/event_type=page_view/dt=2026-11-25/hour=10/shardId-000000000000-{seq}.parquet"),
+            format!(
+                "processed/event_type=click/dt=2026-11-25/hour=10/shardId-000000000000-{seq}.parquet"
+            ),
+            format!(
+                "processed/event_type=page_view/dt=2026-11-25/hour=10/shardId-000000000000-{seq}.parquet"
+            ),
         ]
     );
-    assert_eq!(processed_ids(&w), ["kpl-mix-1", "kpl-mix-2", "kpl-mix-3", "mix-1", "mix-5"]);
+    assert_eq!(
+        processed_ids(&w),
+        ["kpl-mix-1", "kpl-mix-2", "kpl-mix-3", "mix-1", "mix-5"]
+    );
     let items = w.metadata.all();
     assert_eq!(items[0].status, STATUS_PROCESSED);
     assert_eq!(&items[0].outputs, outputs);
@@ -167,7 +227,11 @@ fn processes_a_raw_object_into_partitioned_parquet() {
 #[test]
 fn a_rewritten_raw_object_replaces_its_outputs_and_deletes_stale_ones() {
     let w = world();
-    let ev = |id: &str, ty: &str| format!(r#"{{"event_id":"{id}","event_type":"{ty}","occurred_at":"2026-11-25T09:59:00Z","source":"s"}}"#);
+    let ev = |id: &str, ty: &str| {
+        format!(
+            r#"{{"event_id":"{id}","event_type":"{ty}","occurred_at":"2026-11-25T09:59:00Z","source":"s"}}"#
+        )
+    };
     let batch = |events: &[String]| -> KinesisEvent {
         let records: Vec<Value> = events
             .iter()
@@ -196,7 +260,9 @@ fn a_rewritten_raw_object_replaces_its_outputs_and_deletes_stale_ones() {
     assert_eq!(n2[0].key, n1[0].key);
     // The older notification arrives late: it still processes the current content.
     let report = block_on(w.tf.handle(&notification(&n1[0]), "t2")).unwrap();
-    let Outcome::Processed { deleted, .. } = &report.outcomes[0] else { panic!("{report:?}") };
+    let Outcome::Processed { deleted, .. } = &report.outcomes[0] else {
+        panic!("{report:?}")
+    };
     assert_eq!(deleted.len(), 1);
     assert!(deleted[0].contains("event_type=purchase"));
     assert_eq!(processed_ids(&w), ["a"]);
@@ -211,8 +277,13 @@ fn a_notification_that_overtakes_the_metadata_item_fails_retryably() {
     // Replace the object with content the table has never seen.
     let body = w.objects.object(RAW, &notices[0].key).unwrap().body;
     let text = pipeline_core::ingest::gunzip(&body).unwrap();
-    let rewritten = pipeline_core::ingest::gzip(&text[..text.iter().position(|&b| b == b'\n').unwrap() + 1]);
-    block_on(w.objects.put(RAW, &notices[0].key, rewritten, "x", &Default::default())).unwrap();
+    let rewritten =
+        pipeline_core::ingest::gzip(&text[..text.iter().position(|&b| b == b'\n').unwrap() + 1]);
+    block_on(
+        w.objects
+            .put(RAW, &notices[0].key, rewritten, "x", &Default::default()),
+    )
+    .unwrap();
     let err = block_on(w.tf.handle(&notification(&notices[0]), "t")).unwrap_err();
     assert!(matches!(err, Error::NotRecorded { .. }), "{err}");
     assert!(err.is_retryable());
@@ -224,7 +295,10 @@ fn a_held_lease_defers_the_run() {
     let w = world();
     let (_, notices) = ingest_fixture(&w, "kinesis-event.json");
     let lease = w.tf.lease(&notices[0].key, "someone-else", vec![]);
-    assert_eq!(block_on(w.metadata.acquire_lease(&lease)).unwrap(), LeaseOutcome::Acquired);
+    assert_eq!(
+        block_on(w.metadata.acquire_lease(&lease)).unwrap(),
+        LeaseOutcome::Acquired
+    );
     let err = block_on(w.tf.handle(&notification(&notices[0]), "t")).unwrap_err();
     assert!(matches!(err, Error::Leased { .. }), "{err}");
     block_on(w.metadata.release_lease(&notices[0].key, "someone-else")).unwrap();
@@ -236,7 +310,10 @@ fn store_faults_fail_the_invocation_and_a_retry_converges() {
     let w = world();
     let (_, notices) = ingest_fixture(&w, "kinesis-event-mixed.json");
     w.objects.set_faults(Faults::new(11, 0.0, 1.0));
-    assert!(matches!(block_on(w.tf.handle(&notification(&notices[0]), "t1")), Err(Error::Store(_))));
+    assert!(matches!(
+        block_on(w.tf.handle(&notification(&notices[0]), "t1")),
+        Err(Error::Store(_))
+    ));
     w.objects.set_faults(Faults::none());
     block_on(w.tf.handle(&notification(&notices[0]), "t2")).unwrap();
     assert_eq!(processed_ids(&w).len(), 5);
@@ -245,6 +322,9 @@ fn store_faults_fail_the_invocation_and_a_retry_converges() {
 #[test]
 fn settings_errors_are_actionable() {
     let err = Settings::from_env(|_| None).unwrap_err();
-    assert_eq!(err.to_string(), "environment variable PROCESSED_BUCKET is not set: the deployment must set it (see docs/deployment.md)");
+    assert_eq!(
+        err.to_string(),
+        "environment variable PROCESSED_BUCKET is not set: the deployment must set it (see docs/deployment.md)"
+    );
     assert!(!err.is_retryable());
 }

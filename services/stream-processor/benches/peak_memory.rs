@@ -1,0 +1,107 @@
+//! Peak heap of the stream processor's handler on a 6 MB batch: the event JSON as Lambda delivers
+//! it is parsed and handled over in-memory stores, under a counting allocator. Prints the numbers.
+#![allow(unsafe_code)] // a global allocator wrapper is unsafe by definition
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use base64::Engine;
+use pipeline_aws::memory::{MemoryMetadataStore, MemoryObjectStore};
+use stream_processor::{Settings, StreamProcessor};
+
+struct Counting;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator and only counts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn main() {
+    let arrival = chrono::Utc::now();
+    let mut records = Vec::new();
+    let mut payload = 0;
+    let mut i = 0u64;
+    // Lambda caps a batch's payload at 6 MB: base64 data counts, so about 4.5 MB of events.
+    while payload < 6 * 1024 * 1024 - 4096 {
+        let event = format!(
+            r#"{{"event_id":"mem-{i:09}","event_type":"page_view","occurred_at":"{}","source":"web","user_id":"user-{}","attributes":{{"path":"/products/{}","ip":"203.0.113.{}","device":"mobile","country":"DE","referrer":"https://example.com/"}}}}"#,
+            pipeline_core::event::fmt_time(arrival),
+            i % 5000,
+            i % 977,
+            i % 250
+        );
+        let record = serde_json::json!({
+            "kinesis": {"partitionKey": format!("user-{}", i % 5000), "sequenceNumber": format!("4959033827149025660855969{i:031}"),
+                        "approximateArrivalTimestamp": arrival.timestamp() as f64, "kinesisSchemaVersion": "1.0",
+                        "data": base64::engine::general_purpose::STANDARD.encode(&event)},
+            "eventID": format!("shardId-000000000000:4959033827149025660855969{i:031}"), "eventSource": "aws:kinesis",
+            "eventName": "aws:kinesis:record", "eventVersion": "1.0", "awsRegion": "eu-west-1",
+            "eventSourceARN": "arn:aws:kinesis:eu-west-1:123456789012:stream/eventpipe-dev-events",
+            "invokeIdentityArn": "arn:aws:iam::123456789012:role/eventpipe-dev-stream-processor",
+        })
+        .to_string();
+        payload += record.len() + 1;
+        records.push(record);
+        i += 1;
+    }
+    let body = format!("{{\"Records\":[{}]}}", records.join(","));
+    drop(records);
+    let baseline = CURRENT.load(Ordering::Relaxed);
+    PEAK.store(baseline, Ordering::Relaxed);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let started = std::time::Instant::now();
+    let objects = MemoryObjectStore::default();
+    let settings = Settings {
+        raw_bucket: "raw".into(),
+        metadata_table: "t".into(),
+        metadata_ttl_days: 1,
+        function_name: "bench".into(),
+    };
+    let handler = StreamProcessor::new(objects.clone(), MemoryMetadataStore::default(), settings);
+    let event: KinesisEvent = serde_json::from_str(&body).expect("a kinesis event");
+    let (response, report) = rt.block_on(handler.handle(&event, "bench", arrival));
+    let elapsed = started.elapsed();
+    assert!(response.batch_item_failures.is_empty());
+    let stored: usize = objects
+        .keys("raw", "")
+        .iter()
+        .map(|k| objects.object("raw", k).map_or(0, |o| o.body.len()))
+        .sum();
+    let peak = PEAK.load(Ordering::Relaxed) - baseline;
+    println!(
+        "batch payload            {:.2} MB, {} records",
+        body.len() as f64 / 1e6,
+        report.units
+    );
+    println!(
+        "handler peak heap        {:.1} MB above the payload (incl. {:.1} MB of objects kept by the in-memory store)",
+        peak as f64 / 1e6,
+        stored as f64 / 1e6
+    );
+    println!(
+        "handler time             {:.1} ms ({:.0} records/s, parse + validate + encode + gzip, one core)",
+        elapsed.as_secs_f64() * 1e3,
+        report.units as f64 / elapsed.as_secs_f64()
+    );
+}

@@ -1,0 +1,54 @@
+//! `cargo xtask test`: everything CI checks. Rust formatting, lints and tests (unit, property,
+//! model, conformance and end-to-end), then the Pulumi program's type check, tests and policies,
+//! then the workflow linters.
+
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::util::{cargo, root, run};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Only the Rust checks.
+    pub rust_only: bool,
+}
+
+pub fn run_all(options: Options) -> Result<()> {
+    let started = std::time::Instant::now();
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo().args(["test", "--workspace", "--locked"]))?;
+    if !options.rust_only {
+        infra()?;
+    }
+    eprintln!(
+        "all checks passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The Pulumi program (no CLI needed: type check, mocked unit tests, policies) and the workflows.
+pub fn infra() -> Result<()> {
+    let pulumi = root().join("pulumi");
+    run(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&pulumi))?;
+    run(Command::new("npm")
+        .args(["run", "typecheck"])
+        .current_dir(&pulumi))?;
+    run(Command::new("npm").args(["test"]).current_dir(&pulumi))?;
+    run(Command::new("bash")
+        .arg("scripts/lint-workflows.sh")
+        .current_dir(&pulumi))?;
+    Ok(())
+}
