@@ -50,7 +50,8 @@ mod tests {
             .filter(|f| !f.ends_with(".lock") && !f.ends_with("package-lock.json"))
         {
             let Some(t) = text(f) else { continue };
-            for needle in [parent.as_str(), "/tmp/"]
+            let temp = format!("{}/", std::env::temp_dir().display());
+            for needle in [parent.as_str(), temp.as_str()]
                 .into_iter()
                 .chain((!home.is_empty() && home != "/").then_some(home.as_str()))
             {
