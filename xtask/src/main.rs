@@ -4,6 +4,7 @@
 mod bench;
 mod build;
 mod demo;
+mod local;
 mod package;
 mod test;
 mod tidy;
@@ -37,12 +38,43 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
-    /// The main job: a sample batch through the pipeline's core, printing what it writes.
+    /// The main job: the whole pipeline on this machine, events produced, reconciled, lost = 0.
     Demo {
-        #[arg(long, default_value_t = 2000)]
-        events: usize,
+        #[arg(long, default_value_t = 20_000)]
+        events: u64,
+        /// Events per second.
+        #[arg(long, default_value_t = 2_000.0)]
+        rate: f64,
         #[arg(long, default_value_t = 0.01)]
         invalid_ratio: f64,
+        /// Share of events sent inside KPL aggregates.
+        #[arg(long, default_value_t = 0.1)]
+        aggregate_share: f64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Give up waiting for quiescence after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Instead: run the core on a sample batch, without the emulator.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// The local stack: `up [--detach]`, `status`, `down`.
+    Local {
+        #[command(subcommand)]
+        action: LocalAction,
+    },
+    /// The producer against an environment's stream (`--env local`); other flags go to the producer.
+    Produce {
+        #[arg(long)]
+        env: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Canary events through the pipeline; verdict on processed rows and empty DLQs.
+    Smoke {
+        #[arg(long)]
+        env: String,
     },
     /// Builds the Lambda binaries.
     Build {
@@ -61,15 +93,64 @@ enum Cmd {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum LocalAction {
+    /// Build, package, start the emulator, provision, run the event-source mapping.
+    Up {
+        #[arg(long)]
+        detach: bool,
+    },
+    Status,
+    Down,
+}
+
+fn local_only(env: &str) -> Result<()> {
+    if env != "local" {
+        anyhow::bail!(
+            "`--env {env}` needs the deployed stack's outputs: use `cargo xtask deploy --env {env}` (which smoke-tests), or `--env local`"
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Test { rust_only } => test::run_all(test::Options { rust_only }),
         Cmd::Ci => test::run_all(test::Options::default()),
         Cmd::Bench { quick } => bench::bench(quick),
         Cmd::Demo {
+            offline: true,
             events,
             invalid_ratio,
-        } => demo::offline(events, invalid_ratio),
+            ..
+        } => demo::offline(events as usize, invalid_ratio),
+        Cmd::Demo {
+            events,
+            rate,
+            invalid_ratio,
+            aggregate_share,
+            seed,
+            timeout,
+            offline: false,
+        } => local::demo(local::DemoOptions {
+            events,
+            rate,
+            invalid_ratio,
+            aggregate_share,
+            seed,
+            timeout: std::time::Duration::from_secs(timeout),
+        }),
+        Cmd::Local {
+            action: LocalAction::Up { detach },
+        } => local::up(detach),
+        Cmd::Local {
+            action: LocalAction::Status,
+        } => local::status(),
+        Cmd::Local {
+            action: LocalAction::Down,
+        } => local::down(),
+        Cmd::Produce { env, args } => local_only(&env).and_then(|()| local::produce_local(&args)),
+        Cmd::Smoke { env } => local_only(&env).and_then(|()| local::smoke_local()),
         Cmd::Build { arch, profile } => build::build(arch, profile.as_deref()).map(drop),
         Cmd::Package { arch, profile } => package::package(arch, profile.as_deref()).map(drop),
     }

@@ -35,6 +35,9 @@ struct Args {
     /// Pack events into KPL aggregated records.
     #[arg(long)]
     aggregate: bool,
+    /// Share of events sent inside KPL aggregates (0.0-1.0); `--aggregate` means all.
+    #[arg(long, default_value_t = 0.0)]
+    aggregate_share: f64,
     /// Share of synthetic events that are deliberately invalid (0.0-1.0).
     #[arg(long, default_value_t = 0.0)]
     invalid_ratio: f64,
@@ -224,18 +227,23 @@ async fn run(args: Args) -> Result<(), Error> {
         }
         summary.events_generated += events.len() as u64;
         let n = events.len() as f64;
-        let entries: Vec<Entry> = if args.aggregate {
-            aggregate(events)
+        let share = if args.aggregate {
+            1.0
         } else {
-            events
-                .into_iter()
-                .map(|(partition_key, data)| Entry {
-                    partition_key,
-                    data,
-                    events: 1,
-                })
-                .collect()
+            args.aggregate_share.clamp(0.0, 1.0)
         };
+        let mut events = events;
+        let plain = events.split_off((events.len() as f64 * share).round() as usize);
+        let mut entries: Vec<Entry> = if events.is_empty() {
+            Vec::new()
+        } else {
+            aggregate(events)
+        };
+        entries.extend(plain.into_iter().map(|(partition_key, data)| Entry {
+            partition_key,
+            data,
+            events: 1,
+        }));
         if args.rate > 0.0 {
             let wait = bucket.take(n, started.elapsed());
             if !wait.is_zero() {

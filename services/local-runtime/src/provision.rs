@@ -1,0 +1,607 @@
+//! Creates the local stack from the environment file, idempotently: stream, buckets, table, DLQs,
+//! alarm topic, HMAC secret, both functions from the packaged zips, the S3 notification with the
+//! transformer's async-invoke settings, and alarms. Every call goes through the official SDKs.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::{
+    DestinationConfig, Environment as LambdaEnv, FunctionCode, OnFailure, Runtime,
+};
+use aws_sdk_s3::types::{
+    Event, FilterRule, FilterRuleName, LambdaFunctionConfiguration, NotificationConfiguration,
+    NotificationConfigurationFilter, S3KeyFilter,
+};
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use pipeline_config::{Environment, StreamMode};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::{ACCOUNT_ID, Clients, Error, REGION};
+
+/// Everything the local runtime and the tools need to find the stack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stack {
+    pub environment: String,
+    pub endpoint: String,
+    pub stream: String,
+    pub stream_arn: String,
+    pub raw_bucket: String,
+    pub processed_bucket: String,
+    pub metadata_table: String,
+    pub stream_processor: String,
+    pub stream_processor_arn: String,
+    pub transformer: String,
+    pub transformer_arn: String,
+    pub stream_dlq_url: String,
+    pub stream_dlq_arn: String,
+    pub transform_dlq_url: String,
+    pub transform_dlq_arn: String,
+    pub alarm_topic_arn: String,
+    pub hmac_secret: String,
+}
+
+/// The settings that both this provisioner and the Pulumi program express, in the shape of
+/// `pulumi/test/fixtures/local-settings.json`: the parity test compares both sides with it.
+pub fn expressed_settings(env: &Environment, account_id: &str) -> Value {
+    let m = &env.event_source_mapping;
+    json!({
+        "names": env.names(account_id),
+        "eventSourceMapping": {
+            "batchSize": m.batch_size,
+            "maximumBatchingWindowInSeconds": m.maximum_batching_window_seconds,
+            "startingPosition": m.starting_position,
+            "parallelizationFactor": m.parallelization_factor,
+            "bisectBatchOnFunctionError": m.bisect_batch_on_function_error,
+            "maximumRetryAttempts": m.maximum_retry_attempts,
+            "maximumRecordAgeInSeconds": m.maximum_record_age_seconds,
+            "functionResponseTypes": ["ReportBatchItemFailures"],
+        },
+        "notification": { "prefix": pipeline_config::RAW_PREFIX, "events": [NOTIFICATION_EVENTS] },
+        "transformerAsync": {
+            "maximumRetryAttempts": env.transformer_async.maximum_retry_attempts,
+            "maximumEventAgeInSeconds": env.transformer_async.maximum_event_age_seconds,
+        },
+    })
+}
+
+const NOTIFICATION_EVENTS: &str = "s3:ObjectCreated:*";
+
+fn sdk<E: ProvideErrorMetadata + std::fmt::Debug>(what: &str, e: E) -> Error {
+    Error::Provision(format!(
+        "{what}: {}",
+        e.message().map_or_else(|| format!("{e:?}"), str::to_owned)
+    ))
+}
+
+fn exists<E: ProvideErrorMetadata>(e: &E) -> bool {
+    matches!(
+        e.code(),
+        Some(
+            "ResourceInUseException"
+                | "ResourceConflictException"
+                | "BucketAlreadyOwnedByYou"
+                | "BucketAlreadyExists"
+                | "QueueAlreadyExists"
+                | "ResourceExistsException"
+        )
+    )
+}
+
+/// Provisions everything; `packages` holds `stream-processor.zip` and `transformer.zip`.
+pub async fn provision(
+    clients: &Clients,
+    env: &Environment,
+    packages: &Path,
+) -> Result<Stack, Error> {
+    let names = env.names(ACCOUNT_ID);
+
+    // Stream.
+    let mut create = clients.kinesis.create_stream().stream_name(&names.stream);
+    create = match env.stream.mode {
+        StreamMode::Provisioned => create.shard_count(env.stream.shards.unwrap_or(1) as i32),
+        StreamMode::OnDemand => create.shard_count(1).stream_mode_details(
+            aws_sdk_kinesis::types::StreamModeDetails::builder()
+                .stream_mode(aws_sdk_kinesis::types::StreamMode::OnDemand)
+                .build()
+                .map_err(|e| Error::Provision(e.to_string()))?,
+        ),
+    };
+    if let Err(e) = create.send().await {
+        let e = e.into_service_error();
+        if !exists(&e) {
+            return Err(sdk("CreateStream", e));
+        }
+    }
+    let stream_arn = wait_stream_active(clients, &names.stream).await?;
+
+    // Buckets.
+    for bucket in [&names.raw_bucket, &names.processed_bucket] {
+        if let Err(e) = clients.s3.create_bucket().bucket(bucket).send().await {
+            let e = e.into_service_error();
+            if !exists(&e) {
+                return Err(sdk("CreateBucket", e));
+            }
+        }
+    }
+
+    // Metadata table with the sparse pending index and TTL.
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+    };
+    let attr = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+    };
+    let created = clients
+        .dynamodb
+        .create_table()
+        .table_name(&names.metadata_table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key("raw_key", KeyType::Hash).map_err(|e| Error::Provision(e.to_string()))?)
+        .attribute_definitions(attr("raw_key").map_err(|e| Error::Provision(e.to_string()))?)
+        .attribute_definitions(attr("pending").map_err(|e| Error::Provision(e.to_string()))?)
+        .attribute_definitions(attr("raw_written_at").map_err(|e| Error::Provision(e.to_string()))?)
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(pipeline_config::PENDING_INDEX)
+                .key_schema(
+                    key("pending", KeyType::Hash).map_err(|e| Error::Provision(e.to_string()))?,
+                )
+                .key_schema(
+                    key("raw_written_at", KeyType::Range)
+                        .map_err(|e| Error::Provision(e.to_string()))?,
+                )
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .map_err(|e| Error::Provision(e.to_string()))?,
+        )
+        .send()
+        .await;
+    match created {
+        Ok(_) => {
+            // TTL is a nicety locally: an emulator without it still runs the pipeline.
+            let _ = clients
+                .dynamodb
+                .update_time_to_live()
+                .table_name(&names.metadata_table)
+                .time_to_live_specification(
+                    TimeToLiveSpecification::builder()
+                        .enabled(true)
+                        .attribute_name("expires_at")
+                        .build()
+                        .map_err(|e| Error::Provision(e.to_string()))?,
+                )
+                .send()
+                .await;
+        }
+        Err(e) => {
+            let e = e.into_service_error();
+            if !exists(&e) {
+                return Err(sdk("CreateTable", e));
+            }
+        }
+    }
+
+    // Dead-letter queues (14 days) and the alarm topic.
+    let queue = |name: String| async move {
+        let url = clients
+            .sqs
+            .create_queue()
+            .queue_name(&name)
+            .attributes(
+                aws_sdk_sqs::types::QueueAttributeName::MessageRetentionPeriod,
+                "1209600",
+            )
+            .send()
+            .await
+            .map_err(|e| sdk("CreateQueue", e.into_service_error()))?
+            .queue_url
+            .unwrap_or_default();
+        let arn = clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| sdk("GetQueueAttributes", e.into_service_error()))?
+            .attributes
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                    .cloned()
+            })
+            .unwrap_or_else(|| format!("arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}"));
+        Ok::<_, Error>((url, arn))
+    };
+    let (stream_dlq_url, stream_dlq_arn) = queue(names.stream_dlq.clone()).await?;
+    let (transform_dlq_url, transform_dlq_arn) = queue(names.transform_dlq.clone()).await?;
+    let alarm_topic_arn = clients
+        .sns
+        .create_topic()
+        .name(&names.alarm_topic)
+        .send()
+        .await
+        .map_err(|e| sdk("CreateTopic", e.into_service_error()))?
+        .topic_arn
+        .unwrap_or_default();
+
+    // The HMAC key: random, created once, never printed.
+    let mut key_bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut key_bytes);
+    if let Err(e) = clients
+        .secrets
+        .create_secret()
+        .name(&names.hmac_secret)
+        .secret_string(hex::encode(key_bytes))
+        .send()
+        .await
+    {
+        let e = e.into_service_error();
+        if !exists(&e) {
+            return Err(sdk("CreateSecret", e));
+        }
+    }
+
+    // Functions, from the packaged zips.
+    let common = |extra: &[(&str, String)]| {
+        let mut vars: HashMap<String, String> = HashMap::from([
+            ("RAW_BUCKET".into(), names.raw_bucket.clone()),
+            ("METADATA_TABLE".into(), names.metadata_table.clone()),
+            (
+                "METADATA_TTL_DAYS".into(),
+                env.storage.metadata_ttl_days.to_string(),
+            ),
+            ("PIPELINE_ENV".into(), env.name.clone()),
+        ]);
+        for (k, v) in extra {
+            vars.insert((*k).into(), v.clone());
+        }
+        vars
+    };
+    let sp_env = {
+        let mut v = common(&[("RUST_LOG", env.stream_processor.log_level.clone())]);
+        v.insert(
+            "AWS_LAMBDA_LOG_GROUP_NAME".into(),
+            format!("/aws/lambda/{}", names.stream_processor),
+        );
+        v
+    };
+    let tf_env = {
+        let mut v = common(&[
+            ("RUST_LOG", env.transformer.log_level.clone()),
+            ("PROCESSED_BUCKET", names.processed_bucket.clone()),
+            ("HMAC_SECRET_ID", names.hmac_secret.clone()),
+            (
+                "LEASE_SECONDS",
+                (env.transformer.timeout_seconds + 60).to_string(),
+            ),
+        ]);
+        v.insert(
+            "AWS_LAMBDA_LOG_GROUP_NAME".into(),
+            format!("/aws/lambda/{}", names.transformer),
+        );
+        v
+    };
+    let stream_processor_arn = function(
+        clients,
+        &names.stream_processor,
+        &packages.join("stream-processor.zip"),
+        &env.stream_processor,
+        sp_env,
+    )
+    .await?;
+    let transformer_arn = function(
+        clients,
+        &names.transformer,
+        &packages.join("transformer.zip"),
+        &env.transformer,
+        tf_env,
+    )
+    .await?;
+
+    // The transformer's asynchronous invocations: retries, maximum age, on-failure destination.
+    clients
+        .lambda
+        .put_function_event_invoke_config()
+        .function_name(&names.transformer)
+        .maximum_retry_attempts(env.transformer_async.maximum_retry_attempts as i32)
+        .maximum_event_age_in_seconds(env.transformer_async.maximum_event_age_seconds as i32)
+        .destination_config(
+            DestinationConfig::builder()
+                .on_failure(OnFailure::builder().destination(&transform_dlq_arn).build())
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| sdk("PutFunctionEventInvokeConfig", e.into_service_error()))?;
+    let _ = clients
+        .lambda
+        .add_permission()
+        .function_name(&names.transformer)
+        .statement_id("s3-raw-notifications")
+        .action("lambda:InvokeFunction")
+        .principal("s3.amazonaws.com")
+        .source_account(ACCOUNT_ID)
+        .source_arn(format!("arn:aws:s3:::{}", names.raw_bucket))
+        .send()
+        .await;
+
+    // S3 notification: raw/ → transformer.
+    let filter = NotificationConfigurationFilter::builder()
+        .key(
+            S3KeyFilter::builder()
+                .filter_rules(
+                    FilterRule::builder()
+                        .name(FilterRuleName::Prefix)
+                        .value(pipeline_config::RAW_PREFIX)
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    let config = NotificationConfiguration::builder()
+        .lambda_function_configurations(
+            LambdaFunctionConfiguration::builder()
+                .id("raw-to-transformer")
+                .lambda_function_arn(&transformer_arn)
+                .events(Event::from(NOTIFICATION_EVENTS))
+                .filter(filter)
+                .build()
+                .map_err(|e| Error::Provision(e.to_string()))?,
+        )
+        .build();
+    clients
+        .s3
+        .put_bucket_notification_configuration()
+        .bucket(&names.raw_bucket)
+        .notification_configuration(config)
+        .send()
+        .await
+        .map_err(|e| sdk("PutBucketNotificationConfiguration", e.into_service_error()))?;
+
+    // Alarms: any message in a dead-letter queue, any function error.
+    for queue in [&names.stream_dlq, &names.transform_dlq] {
+        alarm(
+            clients,
+            &format!("{queue}-not-empty"),
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            "QueueName",
+            queue,
+            &alarm_topic_arn,
+        )
+        .await?;
+    }
+    for function in [&names.stream_processor, &names.transformer] {
+        alarm(
+            clients,
+            &format!("{function}-errors"),
+            "AWS/Lambda",
+            "Errors",
+            "FunctionName",
+            function,
+            &alarm_topic_arn,
+        )
+        .await?;
+    }
+
+    Ok(Stack {
+        environment: env.name.clone(),
+        endpoint: clients.endpoint.clone(),
+        stream: names.stream,
+        stream_arn,
+        raw_bucket: names.raw_bucket,
+        processed_bucket: names.processed_bucket,
+        metadata_table: names.metadata_table,
+        stream_processor: names.stream_processor,
+        stream_processor_arn,
+        transformer: names.transformer,
+        transformer_arn,
+        stream_dlq_url,
+        stream_dlq_arn,
+        transform_dlq_url,
+        transform_dlq_arn,
+        alarm_topic_arn,
+        hmac_secret: names.hmac_secret,
+    })
+}
+
+async fn wait_stream_active(clients: &Clients, stream: &str) -> Result<String, Error> {
+    for _ in 0..100 {
+        let d = clients
+            .kinesis
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .map_err(|e| sdk("DescribeStreamSummary", e.into_service_error()))?;
+        if let Some(s) = d.stream_description_summary
+            && s.stream_status == aws_sdk_kinesis::types::StreamStatus::Active
+        {
+            return Ok(s.stream_arn);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(Error::Provision(format!(
+        "stream {stream} did not become ACTIVE"
+    )))
+}
+
+async fn function(
+    clients: &Clients,
+    name: &str,
+    zip: &Path,
+    settings: &pipeline_config::Function,
+    vars: HashMap<String, String>,
+) -> Result<String, Error> {
+    let code = std::fs::read(zip).map_err(|e| {
+        Error::Provision(format!(
+            "reading {}: {e}; build the zips with `cargo xtask package`",
+            zip.display()
+        ))
+    })?;
+    let env = LambdaEnv::builder().set_variables(Some(vars)).build();
+    let created = clients
+        .lambda
+        .create_function()
+        .function_name(name)
+        .runtime(Runtime::Providedal2023)
+        .handler("bootstrap")
+        .role(format!("arn:aws:iam::{ACCOUNT_ID}:role/{name}"))
+        .memory_size(settings.memory_mb as i32)
+        .timeout(settings.timeout_seconds as i32)
+        .environment(env.clone())
+        .code(
+            FunctionCode::builder()
+                .zip_file(Blob::new(code.clone()))
+                .build(),
+        )
+        .send()
+        .await;
+    let arn = match created {
+        Ok(out) => out.function_arn.unwrap_or_default(),
+        Err(e) => {
+            let e = e.into_service_error();
+            if !exists(&e) {
+                return Err(sdk("CreateFunction", e));
+            }
+            // Already there: bring code and configuration up to date.
+            clients
+                .lambda
+                .update_function_code()
+                .function_name(name)
+                .zip_file(Blob::new(code))
+                .send()
+                .await
+                .map_err(|e| sdk("UpdateFunctionCode", e.into_service_error()))?;
+            wait_function(clients, name).await?;
+            clients
+                .lambda
+                .update_function_configuration()
+                .function_name(name)
+                .memory_size(settings.memory_mb as i32)
+                .timeout(settings.timeout_seconds as i32)
+                .environment(env)
+                .send()
+                .await
+                .map_err(|e| sdk("UpdateFunctionConfiguration", e.into_service_error()))?
+                .function_arn
+                .unwrap_or_default()
+        }
+    };
+    wait_function(clients, name).await?;
+    if let Some(n) = settings.reserved_concurrency {
+        clients
+            .lambda
+            .put_function_concurrency()
+            .function_name(name)
+            .reserved_concurrent_executions(n as i32)
+            .send()
+            .await
+            .map_err(|e| sdk("PutFunctionConcurrency", e.into_service_error()))?;
+    }
+    Ok(if arn.is_empty() {
+        format!("arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}")
+    } else {
+        arn
+    })
+}
+
+async fn wait_function(clients: &Clients, name: &str) -> Result<(), Error> {
+    for _ in 0..100 {
+        let f = clients
+            .lambda
+            .get_function()
+            .function_name(name)
+            .send()
+            .await
+            .map_err(|e| sdk("GetFunction", e.into_service_error()))?;
+        let c = f.configuration;
+        let active = c
+            .as_ref()
+            .and_then(|c| c.state.as_ref())
+            .is_none_or(|s| *s == aws_sdk_lambda::types::State::Active);
+        let updated = c
+            .as_ref()
+            .and_then(|c| c.last_update_status.as_ref())
+            .is_none_or(|s| *s == aws_sdk_lambda::types::LastUpdateStatus::Successful);
+        if active && updated {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(Error::Provision(format!(
+        "function {name} did not become Active"
+    )))
+}
+
+async fn alarm(
+    clients: &Clients,
+    name: &str,
+    namespace: &str,
+    metric: &str,
+    dim: &str,
+    value: &str,
+    topic: &str,
+) -> Result<(), Error> {
+    clients
+        .cloudwatch
+        .put_metric_alarm()
+        .alarm_name(name)
+        .namespace(namespace)
+        .metric_name(metric)
+        .dimensions(
+            aws_sdk_cloudwatch::types::Dimension::builder()
+                .name(dim)
+                .value(value)
+                .build(),
+        )
+        .statistic(aws_sdk_cloudwatch::types::Statistic::Maximum)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(0.0)
+        .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold)
+        .treat_missing_data("notBreaching")
+        .alarm_actions(topic)
+        .send()
+        .await
+        .map_err(|e| sdk("PutMetricAlarm", e.into_service_error()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parity with the Pulumi program: both sides must produce the committed fixture from the same
+    /// environment file (`pulumi/test/parity.test.ts` checks the other side).
+    #[test]
+    fn expressed_settings_match_the_pulumi_parity_fixture() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let text = std::fs::read_to_string(root.join("environments/local.toml")).unwrap();
+        let env = Environment::from_toml("local.toml", &text).unwrap();
+        let fixture: Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join("pulumi/test/fixtures/local-settings.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(expressed_settings(&env, ACCOUNT_ID), fixture);
+    }
+}
