@@ -1,6 +1,7 @@
-//! `cargo xtask test`: everything CI checks. Rust formatting, lints and tests (unit, property,
-//! model, conformance and end-to-end), then the Pulumi program's type check, tests and policies,
-//! then the workflow linters.
+//! `cargo xtask test`: everything CI checks. Rust formatting and lints; the functions packaged for
+//! the host; Rust tests (unit, property, model, event-source-mapping conformance, and end-to-end
+//! against the local emulator); then the Pulumi program's type check, tests and policies, and the
+//! workflow linters.
 
 use std::process::Command;
 
@@ -26,6 +27,8 @@ pub fn run_all(options: Options) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The end-to-end tests run the packaged functions in the local emulator.
+    crate::package::package(crate::build::Arch::host(), Some("local"))?;
     run(cargo().args(["test", "--workspace", "--locked"]))?;
     if !options.rust_only {
         infra()?;

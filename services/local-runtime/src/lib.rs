@@ -8,6 +8,7 @@ pub mod emulator;
 pub mod esm;
 pub mod provision;
 pub mod reconcile;
+pub mod redrive;
 pub mod runtime;
 
 use std::path::Path;

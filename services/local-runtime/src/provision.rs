@@ -292,6 +292,9 @@ pub async fn provision(
                 "LEASE_SECONDS",
                 (env.transformer.timeout_seconds + 60).to_string(),
             ),
+            // The emulator delivers notifications fast: a short wait for the metadata item keeps
+            // failures (and their async retries) quick.
+            ("ITEM_WAIT_MS", "3000".to_owned()),
         ]);
         v.insert(
             "AWS_LAMBDA_LOG_GROUP_NAME".into(),

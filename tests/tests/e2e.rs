@@ -1,0 +1,472 @@
+//! End-to-end tests: the packaged functions in the local emulator, our event-source mapping in
+//! front, each test on a fresh local stack. They need the zips of `cargo xtask package` (which
+//! `cargo xtask test` builds first) and Python 3 for the emulator.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use local_runtime::esm;
+use local_runtime::reconcile::{self, list, reconcile};
+use local_runtime::runtime::{Local, environment};
+use pipeline_core::kpl::{self, SubRecord};
+use pipeline_core::parquet_io::read_rows;
+use serde_json::{Value, json};
+
+/// One stack at a time: the machine has two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn packages() -> PathBuf {
+    let arch = if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "x86_64"
+    };
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root().join("target"), PathBuf::from)
+        .join("package")
+        .join(arch);
+    assert!(
+        dir.join("stream-processor.zip").is_file(),
+        "{} has no zips: run `cargo xtask package` (`cargo xtask test` does)",
+        dir.display()
+    );
+    dir
+}
+
+fn with_stack(test: impl AsyncFnOnce(&Local)) {
+    let _guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let env = environment(&root(), "local").unwrap();
+        let local = Local::up(&root(), env, &packages()).await.unwrap();
+        test(&local).await;
+        local.down().await;
+    });
+}
+
+fn event(id: &str, ty: &str, extra: Value) -> Vec<u8> {
+    let mut e = json!({
+        "event_id": id, "event_type": ty, "occurred_at": pipeline_core::event::fmt_time(chrono::Utc::now()),
+        "source": "e2e", "user_id": format!("user-{id}"), "attributes": {"email": format!("{id}@example.com"), "path": "/"},
+    });
+    if let (Some(obj), Some(more)) = (e.as_object_mut(), extra.as_object()) {
+        obj.extend(more.clone());
+    }
+    e.to_string().into_bytes()
+}
+
+async fn put(local: &Local, records: Vec<(String, Vec<u8>)>) {
+    for chunk in records.chunks(500) {
+        let entries: Vec<PutRecordsRequestEntry> = chunk
+            .iter()
+            .map(|(pk, d)| {
+                PutRecordsRequestEntry::builder()
+                    .partition_key(pk)
+                    .data(Blob::new(d.clone()))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let out = local
+            .clients
+            .kinesis
+            .put_records()
+            .stream_name(&local.stack.stream)
+            .set_records(Some(entries))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.failed_record_count, Some(0));
+    }
+}
+
+async fn rows(local: &Local) -> Vec<(String, pipeline_core::parquet_io::Row)> {
+    let mut out = Vec::new();
+    for key in list(&local.clients, &local.stack.processed_bucket, "processed/")
+        .await
+        .unwrap()
+    {
+        let body = reconcile::get(&local.clients, &local.stack.processed_bucket, &key)
+            .await
+            .unwrap();
+        out.extend(
+            read_rows(body)
+                .unwrap()
+                .into_iter()
+                .map(|r| (key.clone(), r)),
+        );
+    }
+    out
+}
+
+#[test]
+fn happy_path_every_valid_event_becomes_one_parquet_row() {
+    with_stack(async |local| {
+        let n = 600;
+        put(
+            local,
+            (0..n)
+                .map(|i| {
+                    (
+                        format!("pk-{i}"),
+                        event(
+                            &format!("ok-{i}"),
+                            ["click", "purchase", "page_view"][i % 3],
+                            json!({}),
+                        ),
+                    )
+                })
+                .collect(),
+        )
+        .await;
+        let p = local
+            .wait_quiescent(n as u64, Duration::from_secs(90))
+            .await
+            .unwrap();
+        assert_eq!(
+            (p.processed_rows, p.quarantined, p.pending_objects),
+            (n as u64, 0, 0),
+            "{p:?}"
+        );
+        let report = reconcile(&local.clients, &local.stack, n as u64, n as u64, 0)
+            .await
+            .unwrap();
+        assert_eq!(report.lost, 0);
+        assert_eq!(
+            (report.processed_rows, report.distinct_event_ids),
+            (n as u64, n as u64)
+        );
+        assert_eq!(
+            (report.stream_dlq_messages, report.transform_dlq_messages),
+            (0, 0)
+        );
+        for (key, row) in rows(local).await {
+            // Partitions follow event time and type.
+            let date = chrono::DateTime::from_timestamp_micros(row.occurred_at_us).unwrap();
+            assert!(
+                key.starts_with(&format!(
+                    "processed/event_type={}/dt={}/hour={}/",
+                    row.event_type,
+                    date.format("%Y-%m-%d"),
+                    date.format("%H")
+                )),
+                "{key}"
+            );
+            // PII is hashed.
+            assert_eq!(row.user_id_hash.as_ref().unwrap().len(), 64);
+            let attrs = row.attributes_json.unwrap();
+            assert!(!attrs.contains("@example.com"), "{attrs}");
+        }
+    });
+}
+
+#[test]
+fn bad_input_is_quarantined_with_its_reason_and_the_shard_moves_on() {
+    with_stack(async |local| {
+        let now = chrono::Utc::now();
+        let mut records: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut want = std::collections::BTreeMap::new();
+        for kind in producer::generate::INVALID_KINDS {
+            records.push((
+                "bad".into(),
+                producer::generate::invalid(kind, &format!("bad-{kind}"), now),
+            ));
+            want.insert(kind.to_owned(), 1u64);
+        }
+        records.push((
+            "bad".into(),
+            event(
+                "big",
+                "click",
+                json!({"attributes": {"blob": "x".repeat(70_000)}}),
+            ),
+        ));
+        want.insert("too_large".into(), 1);
+        let mut corrupt = kpl::aggregate(&[SubRecord {
+            partition_key: "k".into(),
+            explicit_hash_key: None,
+            data: event("in-bad-agg", "click", json!({})),
+        }]);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 1;
+        records.push(("bad".into(), corrupt));
+        want.insert("kpl_checksum_mismatch".into(), 1);
+        records.push(("bad".into(), [kpl::MAGIC.as_slice(), b"short"].concat()));
+        want.insert("kpl_malformed".into(), 1);
+        // Valid events after the bad ones, on the same partition key (same shard).
+        records.extend((0..20).map(|i| {
+            (
+                "bad".to_owned(),
+                event(&format!("after-{i}"), "click", json!({})),
+            )
+        }));
+        put(local, records).await;
+        let total = want.values().sum::<u64>() + 20;
+        let p = local
+            .wait_quiescent(total, Duration::from_secs(90))
+            .await
+            .unwrap();
+        assert_eq!(p.processed_rows, 20, "the shard is not blocked: {p:?}");
+        let report = reconcile(&local.clients, &local.stack, total, 20, total - 20)
+            .await
+            .unwrap();
+        assert_eq!(report.quarantined, want);
+        assert_eq!(report.lost, 0);
+    });
+}
+
+#[test]
+fn kpl_aggregates_are_deaggregated_and_accounted() {
+    with_stack(async |local| {
+        let agg = |ids: std::ops::Range<usize>| {
+            kpl::aggregate(
+                &ids.map(|i| SubRecord {
+                    partition_key: format!("k{i}"),
+                    explicit_hash_key: None,
+                    data: event(&format!("agg-{i}"), "purchase", json!({})),
+                })
+                .collect::<Vec<_>>(),
+            )
+        };
+        let mut bad = agg(100..103);
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        put(
+            local,
+            vec![
+                ("a".into(), agg(0..40)),
+                ("b".into(), agg(40..45)),
+                ("c".into(), bad),
+            ],
+        )
+        .await;
+        let p = local
+            .wait_quiescent(46, Duration::from_secs(90))
+            .await
+            .unwrap();
+        assert_eq!((p.processed_rows, p.quarantined), (45, 1), "{p:?}");
+        let subseqs: std::collections::BTreeSet<i64> = rows(local)
+            .await
+            .into_iter()
+            .map(|(_, r)| r.kinesis_subseq)
+            .collect();
+        assert_eq!(
+            subseqs.len(),
+            40,
+            "sub-sequence numbers are the index in the aggregate"
+        );
+    });
+}
+
+#[test]
+fn a_poison_batch_is_bisected_retried_reported_to_the_stream_dlq_and_redriven() {
+    with_stack(async |local| {
+        // Break the stream processor's storage: every batch fails, retries run out, the mapping
+        // reports each batch to the stream DLQ in AWS's format and moves on.
+        local
+            .clients
+            .dynamodb
+            .delete_table()
+            .table_name(&local.stack.metadata_table)
+            .send()
+            .await
+            .unwrap();
+        put(
+            local,
+            (0..30)
+                .map(|i| {
+                    (
+                        "poison".to_owned(),
+                        event(&format!("p-{i}"), "click", json!({})),
+                    )
+                })
+                .collect(),
+        )
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let messages = loop {
+            let n = reconcile::queue_depth(&local.clients, &local.stack.stream_dlq_url)
+                .await
+                .unwrap();
+            if n > 0 && local.mapping_idle() {
+                break n;
+            }
+            assert!(Instant::now() < deadline, "nothing reached the stream DLQ");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        assert!(messages >= 1);
+        let stats = local.mapping_stats();
+        assert!(stats.partial_failures >= 1, "{stats:?}");
+        let peek = local
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(&local.stack.stream_dlq_url)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_str(peek.messages()[0].body().unwrap()).unwrap();
+        assert_eq!(
+            body["requestContext"]["condition"],
+            "RetryAttemptsExhausted"
+        );
+        assert_eq!(
+            body["KinesisBatchInfo"]["streamArn"],
+            local.stack.stream_arn
+        );
+        assert!(body["KinesisBatchInfo"]["startSequenceNumber"].is_string());
+
+        // The fix: provisioning is idempotent and recreates the table. Then the redrive.
+        local_runtime::provision::provision(&local.clients, &local.env, &packages())
+            .await
+            .unwrap();
+        let dry = local_runtime::redrive::stream_dlq(
+            &local.clients,
+            &local.stack,
+            esm::Settings::from(&local.env.event_source_mapping),
+            true,
+        )
+        .await
+        .unwrap();
+        assert_eq!(dry.records, 30);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let done = local_runtime::redrive::stream_dlq(
+            &local.clients,
+            &local.stack,
+            esm::Settings::from(&local.env.event_source_mapping),
+            false,
+        )
+        .await
+        .unwrap();
+        assert_eq!(done.records, 30);
+        let p = local
+            .wait_quiescent(30, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!((p.processed_rows, p.stream_dlq_messages), (30, 0), "{p:?}");
+    });
+}
+
+#[test]
+fn a_failing_transformer_is_retried_then_lands_in_the_transform_dlq() {
+    with_stack(async |local| {
+        let key = "raw/dt=2026-11-25/hour=10/shard=shardId-000000000000/1.jsonl.gz";
+        local
+            .clients
+            .s3
+            .put_object()
+            .bucket(&local.stack.raw_bucket)
+            .key(key)
+            .body(b"not gzip and never recorded".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while reconcile::queue_depth(&local.clients, &local.stack.transform_dlq_url)
+            .await
+            .unwrap()
+            == 0
+        {
+            assert!(
+                Instant::now() < deadline,
+                "nothing reached the transform DLQ"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let out = local
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(&local.stack.transform_dlq_url)
+            .send()
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_str(out.messages()[0].body().unwrap()).unwrap();
+        assert_eq!(body["requestContext"]["condition"], "RetriesExhausted");
+        let sent_key = body["requestPayload"]["Records"][0]["s3"]["object"]["key"]
+            .as_str()
+            .unwrap();
+        assert_eq!(pipeline_core::keys::decode_s3_key(sent_key).unwrap(), key);
+    });
+}
+
+#[test]
+fn test_events_encoded_keys_and_duplicate_or_stale_notifications_are_harmless() {
+    with_stack(async |local| {
+        put(
+            local,
+            (0..50)
+                .map(|i| {
+                    (
+                        format!("k{i}"),
+                        event(&format!("n-{i}"), "click", json!({})),
+                    )
+                })
+                .collect(),
+        )
+        .await;
+        local
+            .wait_quiescent(50, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let before = rows(local).await;
+        assert_eq!(before.len(), 50);
+        let raw_key = before[0].1.raw_key.clone();
+        let invoke = async |payload: Value| {
+            let out = local
+                .clients
+                .lambda
+                .invoke()
+                .function_name(&local.stack.transformer)
+                .payload(payload.to_string().into_bytes().into())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                out.function_error,
+                None,
+                "{:?}",
+                out.payload
+                    .map(|p| String::from_utf8_lossy(p.as_ref()).into_owned())
+            );
+            serde_json::from_slice::<Value>(out.payload.unwrap().as_ref()).unwrap()
+        };
+        let test_event: Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                root().join("services/transformer/fixtures/s3-test-event.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let r = invoke(test_event).await;
+        assert_eq!(r["outcomes"][0]["why"], "s3:TestEvent");
+        // The raw object's key URL-encoded as S3 encodes it, with a stale (old) sequencer: a
+        // duplicate of work already done.
+        let mut s3_event: Value = serde_json::from_str(
+            &std::fs::read_to_string(root().join("services/transformer/fixtures/s3-put.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        s3_event["Records"][0]["s3"]["bucket"]["name"] = json!(local.stack.raw_bucket);
+        s3_event["Records"][0]["s3"]["object"]["key"] = json!(raw_key.replace('=', "%3D"));
+        s3_event["Records"][0]["s3"]["object"]["sequencer"] = json!("0000000000000001");
+        for _ in 0..2 {
+            let r = invoke(s3_event.clone()).await;
+            assert_eq!(r["outcomes"][0]["outcome"], "duplicate", "{r}");
+        }
+        assert_eq!(rows(local).await.len(), 50);
+    });
+}
