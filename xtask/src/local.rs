@@ -381,3 +381,24 @@ pub async fn smoke(clients: &Clients, stack: &Stack) -> Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+/// `dlq redrive --env local`.
+pub fn redrive(dry_run: bool) -> Result<()> {
+    let (_, stack) = current()?;
+    let env = environment(&root(), "local")?;
+    runtime()?.block_on(async {
+        let clients = Clients::for_endpoint(&stack.endpoint).await;
+        let settings = local_runtime::esm::Settings::from(&env.event_source_mapping);
+        let s = local_runtime::redrive::stream_dlq(&clients, &stack, settings, dry_run).await?;
+        let t = local_runtime::redrive::transform_dlq(&clients, &stack, dry_run).await?;
+        println!(
+            "stream DLQ: {} messages, {} records{} ({} past retention, kept); transform DLQ: {} messages",
+            s.messages,
+            s.records,
+            if dry_run { " (dry run)" } else { " redriven" },
+            s.expired,
+            t.messages
+        );
+        Ok(())
+    })
+}

@@ -71,6 +71,11 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Dead-letter queues.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
     /// Canary events through the pipeline; verdict on processed rows and empty DLQs.
     Smoke {
         #[arg(long)]
@@ -90,6 +95,19 @@ enum Cmd {
         arch: Arch,
         #[arg(long)]
         profile: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqAction {
+    /// Re-process what the dead-letter queues reference: the stream DLQ's sequence ranges (re-read
+    /// from the stream) and the transform DLQ's S3 events. Idempotent.
+    Redrive {
+        #[arg(long)]
+        env: String,
+        /// Only show what would be redriven.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -150,6 +168,9 @@ fn main() -> Result<()> {
             action: LocalAction::Down,
         } => local::down(),
         Cmd::Produce { env, args } => local_only(&env).and_then(|()| local::produce_local(&args)),
+        Cmd::Dlq {
+            action: DlqAction::Redrive { env, dry_run },
+        } => local_only(&env).and_then(|()| local::redrive(dry_run)),
         Cmd::Smoke { env } => local_only(&env).and_then(|()| local::smoke_local()),
         Cmd::Build { arch, profile } => build::build(arch, profile.as_deref()).map(drop),
         Cmd::Package { arch, profile } => package::package(arch, profile.as_deref()).map(drop),
