@@ -38,11 +38,14 @@ impl ShardReader for Shard {
     }
 }
 
+/// The scripted answer to call number `n` with these sequence numbers.
+type Answer = dyn Fn(usize, &[String]) -> Result<Invocation, Error> + Send + Sync;
+
 /// A function scripted per call: it sees the delivered sequence numbers and answers.
 #[derive(Clone)]
 struct Script {
     calls: Arc<Mutex<Vec<Vec<String>>>>,
-    answer: Arc<dyn Fn(usize, &[String]) -> Result<Invocation, Error> + Send + Sync>,
+    answer: Arc<Answer>,
 }
 
 impl Script {

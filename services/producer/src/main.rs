@@ -232,7 +232,6 @@ async fn run(args: Args) -> Result<(), Error> {
         } else {
             args.aggregate_share.clamp(0.0, 1.0)
         };
-        let mut events = events;
         let plain = events.split_off((events.len() as f64 * share).round() as usize);
         let mut entries: Vec<Entry> = if events.is_empty() {
             Vec::new()
