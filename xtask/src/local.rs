@@ -95,7 +95,50 @@ pub fn demo(o: DemoOptions) -> Result<()> {
     })
 }
 
+/// Times a first (cold) and a second (warm) invocation of each function with a no-op event.
+async fn cold_and_warm(local: &Local) -> Result<Vec<(String, f64, f64)>> {
+    let test_event = serde_json::json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": local.stack.raw_bucket});
+    let mut out = Vec::new();
+    for (function, payload) in [
+        (
+            &local.stack.stream_processor,
+            serde_json::json!({"Records": []}),
+        ),
+        (&local.stack.transformer, test_event),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..2 {
+            let started = Instant::now();
+            let r = local
+                .clients
+                .lambda
+                .invoke()
+                .function_name(function)
+                .payload(aws_sdk_lambda::primitives::Blob::new(payload.to_string()))
+                .send()
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "invoking {function}: {}",
+                        aws_smithy_types::error::display::DisplayErrorContext(e)
+                    )
+                })?;
+            if let Some(e) = r.function_error {
+                bail!(
+                    "{function} failed on a no-op event ({e}): {:?}",
+                    r.payload
+                        .map(|p| String::from_utf8_lossy(p.as_ref()).into_owned())
+                );
+            }
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        out.push((function.clone(), times[0], times[1]));
+    }
+    Ok(out)
+}
+
 async fn demo_on(local: &Local, o: &DemoOptions, producer: &Path, out: &Path) -> Result<()> {
+    let starts = cold_and_warm(local).await?;
     let args: Vec<String> = vec![
         "--count".into(),
         o.events.to_string(),
@@ -155,6 +198,12 @@ async fn demo_on(local: &Local, o: &DemoOptions, producer: &Path, out: &Path) ->
         "{:<28} {} invocations, {} function errors, {} bisections",
         "event-source mapping", m.invocations, m.function_errors, m.bisections
     );
+    for (function, cold, warm) in &starts {
+        println!(
+            "{:<28} cold {cold:.0} ms, warm {warm:.0} ms (Invoke round trip, no-op event)",
+            function.trim_start_matches("eventpipe-local-")
+        );
+    }
     println!("{:<28} {}", "report", out.join("report.html").display());
     if report.lost != 0
         || report.stream_dlq_messages > 0
