@@ -1,11 +1,16 @@
 //! `cargo xtask`: the one front door for building, testing, packaging, running and deploying.
 //! Each task is a module; CI calls these commands and nothing else.
 
+mod artifact;
 mod bench;
 mod build;
+mod cost;
 mod demo;
+mod deploy;
 mod local;
+mod monitor;
 mod package;
+mod pulumi;
 mod test;
 mod tidy;
 mod util;
@@ -96,6 +101,51 @@ enum Cmd {
         #[arg(long)]
         profile: Option<String>,
     },
+    /// Deploys the arm64 package to a stack (`dev`, `prod`, `pr-<n>`), then smoke-tests it.
+    Deploy {
+        #[arg(long)]
+        env: String,
+    },
+    /// What `deploy` would change in a stack (diff and policies, on stdout).
+    Preview {
+        #[arg(long)]
+        env: String,
+    },
+    /// Deploys to `--to` the artifact that `--from` runs and smoke-tested.
+    Promote {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// `stream-processor=<sha256>,transformer=<sha256>`: promote these instead of what `--from` runs.
+        #[arg(long)]
+        digests: Option<String>,
+    },
+    /// Destroys a preview stack (`pr-<n>`) and removes it.
+    Destroy {
+        #[arg(long)]
+        env: String,
+    },
+    /// Monthly cost estimate of an environment at a steady event rate.
+    Cost {
+        #[arg(long)]
+        env: String,
+        /// Events per second.
+        #[arg(long)]
+        rate: f64,
+        #[arg(long, default_value_t = 400)]
+        event_bytes: u64,
+        /// Measured stream-processor duration per invocation at the file's batch size.
+        #[arg(long)]
+        duration_ms: Option<f64>,
+    },
+    /// Live view of a stack: traffic, functions, DLQs, alarms (`--once`: one frame).
+    Monitor {
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,8 +221,20 @@ fn main() -> Result<()> {
         Cmd::Dlq {
             action: DlqAction::Redrive { env, dry_run },
         } => local_only(&env).and_then(|()| local::redrive(dry_run)),
+        Cmd::Smoke { env } if env != "local" => deploy::smoke(&env),
         Cmd::Smoke { env } => local_only(&env).and_then(|()| local::smoke_local()),
         Cmd::Build { arch, profile } => build::build(arch, profile.as_deref()).map(drop),
         Cmd::Package { arch, profile } => package::package(arch, profile.as_deref()).map(drop),
+        Cmd::Deploy { env } => deploy::deploy(&env),
+        Cmd::Preview { env } => deploy::preview(&env),
+        Cmd::Promote { from, to, digests } => deploy::promote(&from, &to, digests.as_deref()),
+        Cmd::Destroy { env } => deploy::destroy(&env),
+        Cmd::Cost {
+            env,
+            rate,
+            event_bytes,
+            duration_ms,
+        } => cost::cost(&env, rate, event_bytes, duration_ms),
+        Cmd::Monitor { env, once } => monitor::monitor(&env, once),
     }
 }
