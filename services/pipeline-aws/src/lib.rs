@@ -5,6 +5,7 @@
 
 pub mod dynamodb;
 pub mod emf;
+pub mod env;
 pub mod error;
 pub mod memory;
 pub mod s3;

@@ -30,38 +30,17 @@ pub struct Settings {
     pub function_name: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(
-        "environment variable {0} is not set: the deployment must set it (see docs/deployment.md)"
-    )]
-    MissingEnv(&'static str),
-    #[error("environment variable {name} is `{value}`: {expected}")]
-    BadEnv {
-        name: &'static str,
-        value: String,
-        expected: &'static str,
-    },
-}
+/// Configuration errors: a missing or malformed environment variable.
+pub use pipeline_aws::env::EnvError as Error;
 
 impl Settings {
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        let need = |name: &'static str| {
-            get(name)
-                .filter(|v| !v.is_empty())
-                .ok_or(Error::MissingEnv(name))
-        };
-        let ttl = get("METADATA_TTL_DAYS").unwrap_or_else(|| "30".to_owned());
+        let env = pipeline_aws::env::Env(get);
         Ok(Settings {
-            raw_bucket: need("RAW_BUCKET")?,
-            metadata_table: need("METADATA_TABLE")?,
-            metadata_ttl_days: ttl.parse().map_err(|_| Error::BadEnv {
-                name: "METADATA_TTL_DAYS",
-                value: ttl.clone(),
-                expected: "a whole number of days",
-            })?,
-            function_name: get("AWS_LAMBDA_FUNCTION_NAME")
-                .unwrap_or_else(|| "stream-processor".to_owned()),
+            raw_bucket: env.required("RAW_BUCKET")?,
+            metadata_table: env.required("METADATA_TABLE")?,
+            metadata_ttl_days: env.number("METADATA_TTL_DAYS", 30, "a whole number of days")?,
+            function_name: env.or("AWS_LAMBDA_FUNCTION_NAME", "stream-processor"),
         })
     }
 }

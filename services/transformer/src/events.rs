@@ -24,6 +24,7 @@ impl RecordDone<'_> {
                 duplicates,
                 outputs,
                 deleted,
+                upstream_correlation_id,
                 ..
             } => tracing::info!(
                 message = "raw object processed",
@@ -32,6 +33,7 @@ impl RecordDone<'_> {
                 duplicates,
                 outputs = outputs.len(),
                 deleted = deleted.len(),
+                upstream_correlation_id = upstream_correlation_id.as_deref(),
                 correlation_id = c,
             ),
         }

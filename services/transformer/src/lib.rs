@@ -34,16 +34,8 @@ const PUT_CONCURRENCY: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(
-        "environment variable {0} is not set: the deployment must set it (see docs/deployment.md)"
-    )]
-    MissingEnv(&'static str),
-    #[error("environment variable {name} is `{value}`: {expected}")]
-    BadEnv {
-        name: &'static str,
-        value: String,
-        expected: &'static str,
-    },
+    #[error(transparent)]
+    Env(#[from] pipeline_aws::env::EnvError),
     #[error(
         "the pii hmac secret `{secret}` could not be read: {message}; create it and put a value (see docs/deployment.md)"
     )]
@@ -74,10 +66,7 @@ pub enum Error {
 impl Error {
     /// Whether the platform's retry can help: true for everything but configuration errors.
     pub fn is_retryable(&self) -> bool {
-        !matches!(
-            self,
-            Error::MissingEnv(_) | Error::BadEnv { .. } | Error::Secret { .. }
-        )
+        !matches!(self, Error::Env(_) | Error::Secret { .. })
     }
 }
 
@@ -96,31 +85,15 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        let need = |name: &'static str| {
-            get(name)
-                .filter(|v| !v.is_empty())
-                .ok_or(Error::MissingEnv(name))
-        };
-        let number =
-            |name: &'static str, default: u64, expected: &'static str| -> Result<u64, Error> {
-                match get(name) {
-                    None => Ok(default),
-                    Some(v) => v.parse().map_err(|_| Error::BadEnv {
-                        name,
-                        value: v,
-                        expected,
-                    }),
-                }
-            };
+        let env = pipeline_aws::env::Env(get);
         Ok(Settings {
-            processed_bucket: need("PROCESSED_BUCKET")?,
-            metadata_table: need("METADATA_TABLE")?,
-            metadata_ttl_days: number("METADATA_TTL_DAYS", 30, "a whole number of days")? as u32,
-            hmac_secret_id: need("HMAC_SECRET_ID")?,
-            function_name: get("AWS_LAMBDA_FUNCTION_NAME")
-                .unwrap_or_else(|| "transformer".to_owned()),
-            item_wait: Duration::from_millis(number("ITEM_WAIT_MS", 10_000, "milliseconds")?),
-            lease: Duration::from_secs(number("LEASE_SECONDS", 960, "seconds")?),
+            processed_bucket: env.required("PROCESSED_BUCKET")?,
+            metadata_table: env.required("METADATA_TABLE")?,
+            metadata_ttl_days: env.number("METADATA_TTL_DAYS", 30, "a whole number of days")?,
+            hmac_secret_id: env.required("HMAC_SECRET_ID")?,
+            function_name: env.or("AWS_LAMBDA_FUNCTION_NAME", "transformer"),
+            item_wait: Duration::from_millis(env.number("ITEM_WAIT_MS", 10_000, "milliseconds")?),
+            lease: Duration::from_secs(env.number("LEASE_SECONDS", 960, "seconds")?),
         })
     }
 }
@@ -143,6 +116,8 @@ pub enum Outcome {
         outputs: Vec<String>,
         deleted: Vec<String>,
         max_ingest_lag_ms: Option<i64>,
+        /// The stream processor's request id, from the raw object's metadata.
+        upstream_correlation_id: Option<String>,
     },
 }
 
@@ -353,6 +328,7 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                         outputs: update.outputs,
                         deleted: stale,
                         max_ingest_lag_ms: output.max_ingest_lag_ms,
+                        upstream_correlation_id: object.metadata.get("correlation-id").cloned(),
                     });
                 }
                 // Rewritten while we worked, or the lease ran out: process the new content.

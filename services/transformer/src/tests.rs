@@ -189,10 +189,21 @@ fn processes_a_raw_object_into_partitioned_parquet() {
     let (_, notices) = ingest_fixture(&w, "kinesis-event-mixed.json");
     assert_eq!(notices.len(), 1);
     let report = block_on(w.tf.handle(&notification(&notices[0]), "tf-req")).unwrap();
-    let Outcome::Processed { rows, outputs, .. } = &report.outcomes[0] else {
+    let Outcome::Processed {
+        rows,
+        outputs,
+        upstream_correlation_id,
+        ..
+    } = &report.outcomes[0]
+    else {
         panic!("{report:?}")
     };
     assert_eq!(*rows, 5);
+    assert_eq!(
+        upstream_correlation_id.as_deref(),
+        Some("sp-req"),
+        "the correlation id travels with the raw object"
+    );
     let seq = "49590338271490256608559692640926837632026877349173657698";
     assert_eq!(
         outputs,
