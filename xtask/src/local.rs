@@ -35,6 +35,15 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 /// Builds the zips (host architecture, `local` profile) and the producer.
 fn prepare() -> Result<(PathBuf, PathBuf)> {
     package(Arch::host(), Some("local"))?;
+    build_producer()?;
+    Ok((
+        package_dir(Arch::host()),
+        target_dir().join("local").join("producer"),
+    ))
+}
+
+/// The producer, built with the same light release profile as the local functions.
+fn build_producer() -> Result<PathBuf> {
     run(cargo().args([
         "build",
         "--locked",
@@ -45,10 +54,7 @@ fn prepare() -> Result<(PathBuf, PathBuf)> {
         "--bin",
         "producer",
     ]))?;
-    Ok((
-        package_dir(Arch::host()),
-        target_dir().join("local").join("producer"),
-    ))
+    Ok(target_dir().join("local").join("producer"))
 }
 
 /// Runs the producer binary against a stack; returns its JSON summary.
@@ -342,16 +348,7 @@ pub fn down() -> Result<()> {
 /// `produce --env local …`: the producer against the running local stack.
 pub fn produce_local(extra: &[String]) -> Result<()> {
     let (_, stack) = current()?;
-    run(cargo().args([
-        "build",
-        "--locked",
-        "--profile",
-        "local",
-        "-p",
-        "producer",
-        "--bin",
-        "producer",
-    ]))?;
+    build_producer()?;
     let summary = target_dir().join("local").join("produce-summary.json");
     produce(
         &target_dir().join("local").join("producer"),

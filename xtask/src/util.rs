@@ -64,48 +64,15 @@ pub fn display(cmd: &Command) -> String {
     s
 }
 
-/// A Python virtualenv under `target/` with exactly the pinned requirements installed.
+/// A Python virtualenv under `target/venv/` with exactly the pinned requirements installed.
 pub fn venv(name: &str, requirements: &Path) -> Result<PathBuf> {
-    let dir = target_dir().join("venv").join(name);
-    let stamp = dir.join(".requirements");
-    let want = std::fs::read_to_string(requirements)
-        .with_context(|| format!("reading {}", requirements.display()))?;
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
-        return Ok(dir);
-    }
     eprintln!(
-        "installing {} into {}",
-        requirements.display(),
-        dir.display()
+        "python tools: {} (target/venv/{name})",
+        requirements.display()
     );
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    run(Command::new(python)
-        .args(["-m", "venv", "--clear"])
-        .arg(&dir))?;
-    run(Command::new(dir.join("bin/python"))
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--require-hashes",
-            "-r",
-        ])
-        .arg(requirements))
-    .or_else(|_| {
-        // Requirements without hashes (a developer's edit): install them as pinned.
-        run(Command::new(dir.join("bin/python"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(requirements))
-    })?;
-    std::fs::write(&stamp, want)?;
-    Ok(dir)
+    Ok(local_runtime::emulator::venv(
+        &target_dir(),
+        name,
+        requirements,
+    )?)
 }

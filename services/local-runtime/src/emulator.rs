@@ -44,13 +44,24 @@ pub struct Emulator {
 
 /// Installs the pinned emulator into `target/venv/ministack` if needed; returns the venv.
 pub fn install(paths: &Paths) -> Result<PathBuf, Error> {
-    let venv = paths.target.join("venv/ministack");
+    let venv = venv(&paths.target, "ministack", &paths.requirements)?;
+    if !venv.join("bin/ministack").is_file() {
+        return Err(Error::Emulator(format!(
+            "{} has no ministack after installing {}",
+            venv.display(),
+            paths.requirements.display()
+        )));
+    }
+    Ok(venv)
+}
+
+/// A Python virtualenv `target/venv/<name>` with exactly `requirements` installed (with
+/// `--require-hashes` when the file pins hashes); reinstalled only when the file changes.
+pub fn venv(target: &Path, name: &str, requirements: &Path) -> Result<PathBuf, Error> {
+    let venv = target.join("venv").join(name);
     let stamp = venv.join(".requirements");
-    let want = std::fs::read_to_string(&paths.requirements)
-        .map_err(|e| Error::io(&paths.requirements, e))?;
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str())
-        && venv.join("bin/ministack").is_file()
-    {
+    let want = std::fs::read_to_string(requirements).map_err(|e| Error::io(requirements, e))?;
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
         return Ok(venv);
     }
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
@@ -58,20 +69,22 @@ pub fn install(paths: &Paths) -> Result<PathBuf, Error> {
         Command::new(&python)
             .args(["-m", "venv", "--clear"])
             .arg(&venv),
-        "creating the emulator's virtualenv",
+        &format!("creating the virtualenv {}", venv.display()),
     )?;
+    let mut pip = Command::new(venv.join("bin/python"));
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ]);
+    if want.contains("--hash=") {
+        pip.arg("--require-hashes");
+    }
     run_quiet(
-        Command::new(venv.join("bin/python"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&paths.requirements),
-        "installing the emulator (pip install -r .ci/requirements-local.txt)",
+        pip.arg("-r").arg(requirements),
+        &format!("installing {}", requirements.display()),
     )?;
     std::fs::write(&stamp, want).map_err(|e| Error::io(&stamp, e))?;
     Ok(venv)
