@@ -188,6 +188,7 @@ describe("pipeline under mocks", function () {
                     PROCESSED_BUCKET: `${p}-processed-${ACCOUNT_ID}`,
                     HMAC_SECRET_ID: `${p}/pii-hmac-key`,
                     RUST_LOG: x.env.transformer.log_level,
+                    LEASE_SECONDS: String(x.env.transformer.timeout_seconds + 5),
                 });
             });
 

@@ -470,3 +470,87 @@ fn test_events_encoded_keys_and_duplicate_or_stale_notifications_are_harmless() 
         assert_eq!(rows(local).await.len(), 50);
     });
 }
+
+#[test]
+fn killing_the_functions_mid_batch_loses_and_duplicates_nothing() {
+    with_stack(async |local| {
+        // The emulator runs each function's `bootstrap` from its own directory: kill them there.
+        let pattern = format!("emulator-{}/ministack-provided-code", local.emulator.port);
+        let n = 2_000;
+        let producer = async {
+            for chunk in 0..20 {
+                put(
+                    local,
+                    (0..100)
+                        .map(|i| {
+                            (
+                                format!("k{i}"),
+                                event(&format!("kill-{chunk}-{i}"), "click", json!({})),
+                            )
+                        })
+                        .collect(),
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        };
+        let killer = async {
+            let mut kills = 0;
+            // Often enough to hit invocations in flight, over about 1.5 s of steady traffic.
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            for _ in 0..60 {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                let status = std::process::Command::new("pkill")
+                    .args(["-KILL", "-f", &pattern])
+                    .status()
+                    .unwrap();
+                kills += u32::from(status.success());
+            }
+            kills
+        };
+        let ((), kills) = tokio::join!(producer, killer);
+        assert!(
+            kills > 0,
+            "no function process was killed: the test proves nothing"
+        );
+        let mut p = local
+            .wait_quiescent(n, Duration::from_secs(120))
+            .await
+            .unwrap();
+        if p.stream_dlq_messages > 0 || p.transform_dlq_messages > 0 || p.pending_objects > 0 {
+            // Killed more often than the retry quotas allow: once a killed transformer's lease
+            // has expired (timeout + 5 s), the redrive recovers the work.
+            let lease = u64::from(local.env.transformer.timeout_seconds) + 6;
+            tokio::time::sleep(Duration::from_secs(lease)).await;
+            let settings = esm::Settings::from(&local.env.event_source_mapping);
+            local_runtime::redrive::stream_dlq(&local.clients, &local.stack, settings, false)
+                .await
+                .unwrap();
+            local_runtime::redrive::transform_dlq(&local.clients, &local.stack, false)
+                .await
+                .unwrap();
+            p = local
+                .wait_quiescent(n, Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+        let report = reconcile(&local.clients, &local.stack, n, n, 0)
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                report.processed_rows,
+                report.distinct_event_ids,
+                report.lost
+            ),
+            (n, n, 0),
+            "{p:?}"
+        );
+        let stats = local.mapping_stats();
+        eprintln!("{kills} kills; mapping: {stats:?}");
+        assert!(
+            stats.function_errors > 0,
+            "no invocation was killed in flight: the test proves nothing"
+        );
+    });
+}

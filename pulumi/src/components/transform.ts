@@ -66,6 +66,9 @@ export class Transform extends pulumi.ComponentResource {
                     HMAC_SECRET_ID: names.hmac_secret,
                     PIPELINE_ENV: env.name,
                     RUST_LOG: env.transformer.log_level,
+                    // A run cannot outlive the function's timeout: a crashed run's lease on a raw
+                    // object expires soon after, before the async retries are used up.
+                    LEASE_SECONDS: String(env.transformer.timeout_seconds + 5),
                 },
                 statements: [
                     {

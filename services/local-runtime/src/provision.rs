@@ -290,7 +290,7 @@ pub async fn provision(
             ("HMAC_SECRET_ID", names.hmac_secret.clone()),
             (
                 "LEASE_SECONDS",
-                (env.transformer.timeout_seconds + 60).to_string(),
+                (env.transformer.timeout_seconds + 5).to_string(),
             ),
             // The emulator delivers notifications fast: a short wait for the metadata item keeps
             // failures (and their async retries) quick.

@@ -75,18 +75,11 @@ impl Local {
         loop {
             let p = progress(&self.clients, &self.stack).await?;
             let idle = self.mapping_idle();
-            let accounted = p.accounted() >= expected
-                || p.stream_dlq_messages > 0
-                || p.transform_dlq_messages > 0;
-            stable = if p == last && idle && p.pending_objects == 0 {
-                stable + 1
-            } else {
-                0
-            };
-            if (accounted && idle && p.pending_objects == 0 && p.accounted() >= expected)
-                || stable >= 8
-                || started.elapsed() > limit
-            {
+            let done = p.accounted() >= expected && p.pending_objects == 0 && idle;
+            // Nothing moved for 4 s (longer than the emulator's async retry delays): whatever is
+            // left is stuck, in a dead-letter queue or leased; the caller decides.
+            stable = if p == last && idle { stable + 1 } else { 0 };
+            if done || stable >= 8 || started.elapsed() > limit {
                 return Ok(p);
             }
             last = p;

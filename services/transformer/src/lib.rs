@@ -79,7 +79,8 @@ pub struct Settings {
     pub function_name: String,
     /// How long to wait for the stream processor's metadata item of a new raw object.
     pub item_wait: Duration,
-    /// How long a lease is held at most: longer than the function's timeout.
+    /// How long a lease is held at most: a little longer than the function's timeout, so that a
+    /// crashed run's lease expires before the platform's retries are used up.
     pub lease: Duration,
 }
 
@@ -93,7 +94,7 @@ impl Settings {
             hmac_secret_id: env.required("HMAC_SECRET_ID")?,
             function_name: env.or("AWS_LAMBDA_FUNCTION_NAME", "transformer"),
             item_wait: Duration::from_millis(env.number("ITEM_WAIT_MS", 10_000, "milliseconds")?),
-            lease: Duration::from_secs(env.number("LEASE_SECONDS", 960, "seconds")?),
+            lease: Duration::from_secs(env.number("LEASE_SECONDS", 905, "seconds")?),
         })
     }
 }
