@@ -145,40 +145,32 @@ fn ingest_shard(records: &[&KinesisRecord<'_>]) -> ShardOutput {
             arrival_text = (Some(r.arrival), fmt_time(r.arrival));
         }
         let arrival = &arrival_text.1;
-        if kpl::is_aggregated(r.data) {
-            match kpl::deaggregate(r.data) {
-                Ok(subs) => {
-                    for (i, sub) in subs.iter().enumerate() {
-                        let unit = Unit {
-                            record: r,
-                            arrival,
-                            subseq: i as u64,
-                            partition_key: &sub.partition_key,
-                            data: &sub.data,
-                        };
-                        accept_or_quarantine(&unit, &mut out, &mut raw, &mut quarantine);
-                    }
-                }
-                Err(rejection) => {
+        // The record as one unit: a plain event, or an aggregate that cannot be decoded.
+        let whole = Unit {
+            record: r,
+            arrival,
+            subseq: 0,
+            partition_key: r.partition_key,
+            data: r.data,
+        };
+        if !kpl::is_aggregated(r.data) {
+            accept_or_quarantine(&whole, &mut out, &mut raw, &mut quarantine);
+            continue;
+        }
+        match kpl::deaggregate(r.data) {
+            Ok(subs) => {
+                for (i, sub) in subs.iter().enumerate() {
                     let unit = Unit {
                         record: r,
                         arrival,
-                        subseq: 0,
-                        partition_key: r.partition_key,
-                        data: r.data,
+                        subseq: i as u64,
+                        partition_key: &sub.partition_key,
+                        data: &sub.data,
                     };
-                    quarantine_unit(&unit, &rejection, &mut out, &mut quarantine);
+                    accept_or_quarantine(&unit, &mut out, &mut raw, &mut quarantine);
                 }
             }
-        } else {
-            let unit = Unit {
-                record: r,
-                arrival,
-                subseq: 0,
-                partition_key: r.partition_key,
-                data: r.data,
-            };
-            accept_or_quarantine(&unit, &mut out, &mut raw, &mut quarantine);
+            Err(rejection) => quarantine_unit(&whole, &rejection, &mut out, &mut quarantine),
         }
     }
     let (shard, seq, at) = (first.shard_id, first.sequence_number, first.arrival);
