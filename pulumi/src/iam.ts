@@ -92,3 +92,33 @@ export function denyInsecureTransportToQueue(queueArn: pulumi.Input<string>): St
         Condition: { Bool: { "aws:SecureTransport": "false" } },
     };
 }
+
+/**
+ * The policy of a dead-letter queue: only `senderRoleArn` may send to it, and only over TLS.
+ * Resource name `${name}-dlq`, statement id `sid`.
+ */
+export function deadLetterQueuePolicy(
+    name: string,
+    queue: aws.sqs.Queue,
+    senderRoleArn: pulumi.Input<string>,
+    sid: string,
+    parent: pulumi.Resource,
+): aws.sqs.QueuePolicy {
+    return new aws.sqs.QueuePolicy(
+        `${name}-dlq`,
+        {
+            queueUrl: queue.url,
+            policy: policyDocument([
+                {
+                    Sid: sid,
+                    Effect: "Allow",
+                    Principal: { AWS: senderRoleArn },
+                    Action: "sqs:SendMessage",
+                    Resource: queue.arn,
+                },
+                denyInsecureTransportToQueue(queue.arn),
+            ]),
+        },
+        { parent },
+    );
+}

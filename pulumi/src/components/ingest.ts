@@ -2,7 +2,7 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 
 import type { Artifact } from "../artifacts";
-import { denyInsecureTransportToQueue, policyDocument, type Context } from "../iam";
+import { deadLetterQueuePolicy, type Context } from "../iam";
 import { QUARANTINE_PREFIX, RAW_PREFIX } from "../names";
 import type { ExpressedSettings } from "../settings";
 import { pipelineFunction, type FunctionNetwork } from "./pipelineFunction";
@@ -123,23 +123,7 @@ export class Ingest extends pulumi.ComponentResource {
         this.role = created.role;
         this.logGroup = created.logGroup;
 
-        const queuePolicy = new aws.sqs.QueuePolicy(
-            `${name}-dlq`,
-            {
-                queueUrl: this.dlq.url,
-                policy: policyDocument([
-                    {
-                        Sid: "StreamProcessorSendsFailedBatches",
-                        Effect: "Allow",
-                        Principal: { AWS: created.role.arn },
-                        Action: "sqs:SendMessage",
-                        Resource: this.dlq.arn,
-                    },
-                    denyInsecureTransportToQueue(this.dlq.arn),
-                ]),
-            },
-            { parent: this },
-        );
+        const queuePolicy = deadLetterQueuePolicy(name, this.dlq, created.role.arn, "StreamProcessorSendsFailedBatches", this);
 
         const esm = settings.eventSourceMapping;
         const timestamp = env.event_source_mapping.starting_position_timestamp;

@@ -2,7 +2,7 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 
 import type { Artifact } from "../artifacts";
-import { denyInsecureTransportToQueue, policyDocument, servicePrincipal, type Context } from "../iam";
+import { deadLetterQueuePolicy, servicePrincipal, type Context } from "../iam";
 import { PROCESSED_PREFIX, RAW_PREFIX } from "../names";
 import type { ExpressedSettings } from "../settings";
 import { DLQ_RETENTION_SECONDS } from "./ingest";
@@ -124,23 +124,7 @@ export class Transform extends pulumi.ComponentResource {
         this.role = created.role;
         this.logGroup = created.logGroup;
 
-        const queuePolicy = new aws.sqs.QueuePolicy(
-            `${name}-dlq`,
-            {
-                queueUrl: this.dlq.url,
-                policy: policyDocument([
-                    {
-                        Sid: "TransformerSendsFailedEvents",
-                        Effect: "Allow",
-                        Principal: { AWS: created.role.arn },
-                        Action: "sqs:SendMessage",
-                        Resource: this.dlq.arn,
-                    },
-                    denyInsecureTransportToQueue(this.dlq.arn),
-                ]),
-            },
-            { parent: this },
-        );
+        const queuePolicy = deadLetterQueuePolicy(name, this.dlq, created.role.arn, "TransformerSendsFailedEvents", this);
 
         this.invokeConfig = new aws.lambda.FunctionEventInvokeConfig(
             `${name}-async`,
