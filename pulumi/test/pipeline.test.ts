@@ -357,6 +357,7 @@ describe("pipeline under mocks", function () {
                     "kinesis:ListShards",
                     "kinesis:SubscribeToShard",
                     "s3:PutObject",
+                    "s3:DeleteObject",
                     "dynamodb:GetItem",
                     "dynamodb:UpdateItem",
                     "sqs:SendMessage",

@@ -104,6 +104,14 @@ export class Ingest extends pulumi.ComponentResource {
                         ],
                     },
                     {
+                        // A batch redelivered with fewer records and no rejection clears the
+                        // quarantine object an earlier attempt wrote under the same key.
+                        Sid: "ClearStaleQuarantineObjects",
+                        Effect: "Allow",
+                        Action: "s3:DeleteObject",
+                        Resource: pulumi.interpolate`${storage.raw.arn}/${QUARANTINE_PREFIX}*`,
+                    },
+                    {
                         Sid: "RecordMetadata",
                         Effect: "Allow",
                         Action: ["dynamodb:GetItem", "dynamodb:UpdateItem"],
