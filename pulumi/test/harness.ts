@@ -4,27 +4,17 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 
-import * as pulumi from "@pulumi/pulumi";
-import * as settings from "@pulumi/pulumi/runtime/settings";
-
 import { loadArtifacts, sha256File, type Artifacts, type FunctionKey } from "../src/artifacts";
 import { loadEnvironment, type Environment } from "../src/config";
 import { createPipeline } from "../src/pipeline";
 import type { ResourceLike } from "../policy/rules";
+import { runUnderMocks, TEST_IDS, type Registered } from "../authz/mocks";
+
+export type { Registered };
 
 export const ACCOUNT_ID = "123456789012";
 export const PROJECT = "eventpipe";
 export const GIT_SHA = "0123456789abcdef0123456789abcdef01234567";
-
-export interface Registered {
-    type: string;
-    name: string;
-    custom: boolean;
-    provider?: string;
-    inputs: Record<string, any>;
-    state: Record<string, any>;
-    urn: string;
-}
 
 /** A valid, empty zip archive (an end-of-central-directory record) whose comment makes it unique. */
 export function emptyZip(comment: string): Buffer {
@@ -70,74 +60,10 @@ export function artifacts(): Artifacts {
     return fixtureArtifacts;
 }
 
-function last<T>(items: T[]): T {
-    return items[items.length - 1] as T;
-}
-
-/** The outputs a real provider would compute, for the resource types the program uses. */
-function mockState(type: string, name: string, inputs: Record<string, any>, region: string): { id: string; state: Record<string, any> } {
-    const a = ACCOUNT_ID;
-    const short = last(type.split(":"));
-    const id = `${short.toLowerCase()}-${name}`;
-    switch (type) {
-        case "aws:kms/key:Key":
-            return { id: `key-${name}`, state: { arn: `arn:aws:kms:${region}:${a}:key/key-${name}`, keyId: `key-${name}` } };
-        case "aws:s3/bucket:Bucket":
-            return { id: inputs.bucket, state: { arn: `arn:aws:s3:::${inputs.bucket}`, bucket: inputs.bucket, tagsAll: inputs.tags } };
-        case "aws:dynamodb/table:Table":
-            return { id: inputs.name, state: { arn: `arn:aws:dynamodb:${region}:${a}:table/${inputs.name}` } };
-        case "aws:kinesis/stream:Stream":
-            return { id: inputs.name, state: { arn: `arn:aws:kinesis:${region}:${a}:stream/${inputs.name}` } };
-        case "aws:sqs/queue:Queue": {
-            const url = `https://sqs.${region}.amazonaws.com/${a}/${inputs.name}`;
-            return { id: url, state: { url, arn: `arn:aws:sqs:${region}:${a}:${inputs.name}` } };
-        }
-        case "aws:sns/topic:Topic": {
-            const arn = `arn:aws:sns:${region}:${a}:${inputs.name}`;
-            return { id: arn, state: { arn } };
-        }
-        case "aws:secretsmanager/secret:Secret": {
-            const arn = `arn:aws:secretsmanager:${region}:${a}:secret:${inputs.name}-AbCdEf`;
-            return { id: arn, state: { arn } };
-        }
-        case "aws:cloudwatch/logGroup:LogGroup":
-            return { id: inputs.name, state: { arn: `arn:aws:logs:${region}:${a}:log-group:${inputs.name}` } };
-        case "aws:iam/role:Role":
-            return { id: inputs.name, state: { arn: `arn:aws:iam::${a}:role/${inputs.name}` } };
-        case "aws:lambda/function:Function": {
-            const arn = `arn:aws:lambda:${region}:${a}:function:${inputs.name}`;
-            return { id: inputs.name, state: { arn, invokeArn: `${arn}/invocations`, qualifiedArn: `${arn}:$LATEST` } };
-        }
-        case "aws:cloudtrail/trail:Trail":
-            return { id: inputs.name, state: { arn: `arn:aws:cloudtrail:${region}:${a}:trail/${inputs.name}` } };
-        case "aws:ec2/vpc:Vpc":
-            return { id: "vpc-0123", state: { arn: `arn:aws:ec2:${region}:${a}:vpc/vpc-0123` } };
-        case "aws:ec2/subnet:Subnet":
-            return { id: `subnet-${name}`, state: { arn: `arn:aws:ec2:${region}:${a}:subnet/subnet-${name}` } };
-        case "aws:ec2/securityGroup:SecurityGroup":
-            return { id: `sg-${name}`, state: { arn: `arn:aws:ec2:${region}:${a}:security-group/sg-${name}` } };
-        case "aws:ec2/vpcEndpoint:VpcEndpoint":
-            return { id: `vpce-${name}`, state: { prefixListId: inputs.vpcEndpointType === "Gateway" ? `pl-${name}` : undefined } };
-        case "aws:cloudwatch/dashboard:Dashboard":
-            return { id: inputs.dashboardName, state: {} };
-        case "aws:glue/catalogDatabase:CatalogDatabase":
-            return { id: `${a}:${inputs.name}`, state: {} };
-        default:
-            return { id, state: {} };
-    }
-}
-
 export interface Deployment {
     env: Environment;
     resources: Registered[];
     outputs: Record<string, unknown>;
-}
-
-async function resolve(value: unknown): Promise<unknown> {
-    if (pulumi.Output.isInstance(value)) {
-        return new Promise((res) => (value as pulumi.Output<unknown>).apply((v) => res(v)));
-    }
-    return value;
 }
 
 /**
@@ -146,53 +72,12 @@ async function resolve(value: unknown): Promise<unknown> {
  */
 export async function deploy(stack: string, program?: () => Promise<Record<string, unknown>>): Promise<Deployment> {
     const env = loadEnvironment(stack);
-    const recorded: Omit<Registered, "urn">[] = [];
-    await pulumi.runtime.setMocks(
-        {
-            newResource(args) {
-                const { id, state } = args.custom
-                    ? mockState(args.type, args.name, args.inputs, env.region)
-                    : { id: `${args.name}-id`, state: {} };
-                const full = { ...args.inputs, ...Object.fromEntries(Object.entries(state).filter(([, v]) => v !== undefined)) };
-                recorded.push({ type: args.type, name: args.name, custom: args.custom ?? true, provider: args.provider, inputs: args.inputs, state: full });
-                return { id, state: full };
-            },
-            call(args) {
-                switch (args.token) {
-                    case "aws:index/getCallerIdentity:getCallerIdentity":
-                        return { accountId: ACCOUNT_ID, arn: `arn:aws:iam::${ACCOUNT_ID}:user/test`, userId: "AIDTEST", id: ACCOUNT_ID };
-                    case "aws:index/getPartition:getPartition":
-                        return { partition: "aws", dnsSuffix: "amazonaws.com", reverseDnsPrefix: "com.amazonaws", id: "aws" };
-                    case "aws:index/getAvailabilityZones:getAvailabilityZones":
-                        return { names: ["a", "b", "c", "d"].map((z) => `${env.region}${z}`), zoneIds: [], id: env.region };
-                    default:
-                        throw new Error(`unexpected invoke ${args.token}`);
-                }
-            },
-        },
+    const { resources, outputs } = await runUnderMocks(
         PROJECT,
         stack,
-        false,
+        { accountId: ACCOUNT_ID, region: env.region, ids: TEST_IDS },
+        program ?? (async () => (await createPipeline({ env, artifacts: artifacts(), gitSha: GIT_SHA })) as unknown as Record<string, unknown>),
     );
-
-    const result = program
-        ? await program()
-        : ((await createPipeline({ env, artifacts: artifacts(), gitSha: GIT_SHA })) as unknown as Record<string, unknown>);
-    const outputs: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(result)) {
-        outputs[k] = await resolve(v);
-    }
-    await (settings as unknown as { waitForRPCs(): Promise<void> }).waitForRPCs();
-
-    const monitor = (settings as unknown as { getMonitor(): { getRegisteredResources(): Map<string, { urn: string }> } }).getMonitor();
-    const urns = [...monitor.getRegisteredResources().keys()];
-    const resources = recorded.map((r) => {
-        const urn = urns.find((u) => {
-            const parts = u.split("::");
-            return last(parts) === r.name && last((parts[parts.length - 2] ?? "").split("$")) === r.type;
-        });
-        return { ...r, urn: urn ?? "" };
-    });
     return { env, resources, outputs };
 }
 
