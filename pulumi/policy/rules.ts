@@ -243,7 +243,8 @@ export const encryptionAtRest: ResourcePolicy = {
     description:
         "Every data store and queue is encrypted with a customer managed KMS key: Kinesis streams (KMS), DynamoDB tables " +
         "(SSE with a customer key), SQS queues, SNS topics, Secrets Manager secrets and CloudWatch log groups; S3 default " +
-        "encryption is SSE-KMS with a bucket key, or SSE-S3 (checked per bucket by s3-bucket-baseline).",
+        "encryption is SSE-KMS with a customer key, or SSE-S3 (which buckets may use SSE-S3, and which must use an S3 Bucket " +
+        "Key, depends on the bucket's role: checked per bucket by s3-bucket-baseline).",
     validate(r) {
         const p = r.props;
         if (is(r, T.stream)) {
@@ -276,14 +277,7 @@ export const encryptionAtRest: ResourcePolicy = {
                 const d = obj(obj(rule)?.applyServerSideEncryptionByDefault);
                 const alg = d?.sseAlgorithm;
                 if (alg === "aws:kms" || alg === "aws:kms:dsse") {
-                    const problems: string[] = [];
-                    if (!nonEmpty(d?.kmsMasterKeyId)) {
-                        problems.push("SSE-KMS without a customer managed key (kmsMasterKeyId)");
-                    }
-                    if (obj(rule)?.bucketKeyEnabled !== true) {
-                        problems.push("SSE-KMS without an S3 bucket key (bucketKeyEnabled)");
-                    }
-                    return problems;
+                    return nonEmpty(d?.kmsMasterKeyId) ? [] : ["SSE-KMS without a customer managed key (kmsMasterKeyId)"];
                 }
                 return alg === "AES256" ? [] : [`unknown default encryption ${JSON.stringify(alg)}`];
             });
@@ -392,6 +386,21 @@ export const lambdaFailureDestinations: ResourcePolicy = {
 /** The tag that marks a bucket's role; `access-logs` buckets may (must) use SSE-S3. */
 export const BUCKET_ROLE_TAG = "bucket-role";
 export const ACCESS_LOG_BUCKET_ROLE = "access-logs";
+/**
+ * Buckets that use SSE-KMS without an S3 Bucket Key: only the CloudTrail bucket. AWS documents that
+ * a trail delivering to an SSE-KMS bucket with an S3 Bucket Key needs `kms:Decrypt` in the key
+ * policy ("Configure AWS KMS key policies for CloudTrail", Granting decrypt permissions:
+ * https://docs.aws.amazon.com/awscloudtrail/latest/userguide/create-kms-key-policy-for-cloudtrail.html),
+ * and a bucket key changes the encryption context KMS sees from the object to the bucket ARN
+ * ("Reducing the cost of SSE-KMS with Amazon S3 Bucket Keys", Changes to note before enabling:
+ * https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucket-key.html). Rather than give the
+ * CloudTrail service `kms:Decrypt` on the key that protects the pipeline's data, the trail bucket
+ * uses per-object data keys, so the documented encrypt statements (`kms:GenerateDataKey` with the
+ * `aws:cloudtrail:arn` encryption context and `aws:SourceArn`) are the whole grant. The bucket key
+ * saves little there: a trail writes a few log and digest files an hour, each costing one KMS
+ * request. `SecureBucket` reads this list, so the exception and the bucket agree.
+ */
+export const NO_BUCKET_KEY_BUCKET_ROLES: readonly string[] = ["audit-logs"];
 
 function tagsOf(r: ResourceLike): Record<string, unknown> {
     return { ...(obj(r.props.tagsAll) ?? {}), ...(obj(r.props.tags) ?? {}) };
@@ -401,8 +410,9 @@ export const s3BucketBaseline: StackPolicy = {
     name: "s3-bucket-baseline",
     description:
         "Every bucket has a public access block with all four flags, default encryption (SSE-KMS; SSE-S3 only for buckets " +
-        "tagged bucket-role=access-logs, as S3 delivers server access logs only to SSE-S3 buckets) and a bucket policy that " +
-        "denies requests without TLS.",
+        "tagged bucket-role=access-logs, as S3 delivers server access logs only to SSE-S3 buckets), an S3 Bucket Key with " +
+        "SSE-KMS (except buckets tagged bucket-role=audit-logs: CloudTrail delivery to a bucket with a bucket key needs " +
+        "kms:Decrypt for the trail) and a bucket policy that denies requests without TLS.",
     validate(resources) {
         const byBucket = (types: readonly string[]) => {
             const m = new Map<unknown, ResourceLike[]>();
@@ -425,10 +435,22 @@ export const s3BucketBaseline: StackPolicy = {
             if (sse.length === 0) {
                 out.push({ resource: b, message: `${label} has no default encryption configuration` });
             } else {
-                const accessLogs = tagsOf(b)[BUCKET_ROLE_TAG] === ACCESS_LOG_BUCKET_ROLE;
-                const algorithms = sse.flatMap((s) => list(s.props.rules).map((rule) => obj(obj(rule)?.applyServerSideEncryptionByDefault)?.sseAlgorithm));
-                if (!accessLogs && !algorithms.every((a) => a === "aws:kms" || a === "aws:kms:dsse")) {
+                const role = tagsOf(b)[BUCKET_ROLE_TAG];
+                const accessLogs = role === ACCESS_LOG_BUCKET_ROLE;
+                const rules = sse.flatMap((s) => list(s.props.rules).map((rule) => obj(rule) ?? {}));
+                const isKms = (rule: Record<string, unknown>) => {
+                    const a = obj(rule.applyServerSideEncryptionByDefault)?.sseAlgorithm;
+                    return a === "aws:kms" || a === "aws:kms:dsse";
+                };
+                if (!accessLogs && !rules.every(isKms)) {
                     out.push({ resource: b, message: `${label} is not encrypted with SSE-KMS (only ${BUCKET_ROLE_TAG}=${ACCESS_LOG_BUCKET_ROLE} buckets may use SSE-S3)` });
+                }
+                const bucketKeyExempt = typeof role === "string" && NO_BUCKET_KEY_BUCKET_ROLES.includes(role);
+                if (!bucketKeyExempt && rules.some((rule) => isKms(rule) && rule.bucketKeyEnabled !== true)) {
+                    out.push({
+                        resource: b,
+                        message: `${label} uses SSE-KMS without an S3 Bucket Key (bucketKeyEnabled); only ${BUCKET_ROLE_TAG}=${NO_BUCKET_KEY_BUCKET_ROLES.join("|")} buckets may`,
+                    });
                 }
             }
             if (!(policies.get(name) ?? []).some((p) => deniesInsecureTransport(p.props.policy))) {

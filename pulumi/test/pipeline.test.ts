@@ -540,6 +540,33 @@ describe("pipeline under mocks", function () {
                 }
             });
 
+            it("lets CloudTrail deliver to its SSE-KMS bucket: no S3 Bucket Key there, so no kms:Decrypt for the trail", () => {
+                const x = d(stack);
+                if (!x.env.network.cloudtrail) {
+                    assert.equal(ofType(x, TYPES.bucket).filter((b) => b.inputs.bucket.includes("-trail-")).length, 0);
+                    return;
+                }
+                const trailBucket = `eventpipe-${stack}-trail-${ACCOUNT_ID}`;
+                const sse = one(x, TYPES.sse, (r) => r.inputs.bucket === trailBucket).inputs.rules[0];
+                assert.equal(sse.applyServerSideEncryptionByDefault.sseAlgorithm, "aws:kms");
+                assert.match(sse.applyServerSideEncryptionByDefault.kmsMasterKeyId, /^arn:aws:kms:/);
+                // AWS: delivery to a bucket with an S3 Bucket Key needs kms:Decrypt for CloudTrail in the
+                // key policy. The program takes the other way out: per-object keys on this bucket only.
+                const cloudTrailActions = statements(one(x, TYPES.key).inputs.policy)
+                    .filter((s) => s.Effect === "Allow" && s.Principal?.Service === "cloudtrail.amazonaws.com")
+                    .flatMap((s) => (Array.isArray(s.Action) ? s.Action : [s.Action]));
+                assert.ok(sse.bucketKeyEnabled !== true || cloudTrailActions.includes("kms:Decrypt"), "bucket key without kms:Decrypt");
+                assert.equal(sse.bucketKeyEnabled, false);
+                assert.ok(!cloudTrailActions.includes("kms:Decrypt"), "CloudTrail gets no kms:Decrypt on the data key");
+                // Every other KMS bucket keeps its bucket key.
+                for (const other of ofType(x, TYPES.sse).filter((r) => r.inputs.bucket !== trailBucket)) {
+                    const rule = other.inputs.rules[0];
+                    if (rule.applyServerSideEncryptionByDefault.sseAlgorithm === "aws:kms") {
+                        assert.equal(rule.bucketKeyEnabled, true, other.inputs.bucket);
+                    }
+                }
+            });
+
             it("exports every name and ARN", () => {
                 const x = d(stack);
                 const o = x.outputs;

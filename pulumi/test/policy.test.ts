@@ -9,6 +9,7 @@ import {
     iamNoWildcards,
     lambdaFailureDestinations,
     lambdaLogGroupRetention,
+    NO_BUCKET_KEY_BUCKET_ROLES,
     RESOURCE_POLICIES,
     s3BucketBaseline,
     s3PublicAccessBlock,
@@ -121,12 +122,13 @@ describe("policies", () => {
             bad("aws:cloudwatch/logGroup:LogGroup", { retentionInDays: 7 });
         });
 
-        it("requires a customer key and a bucket key for S3 SSE-KMS", () => {
+        it("requires a customer key for S3 SSE-KMS (the bucket key depends on the bucket's role: s3-bucket-baseline)", () => {
             const sse = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration";
             ok(sse, { rules: [{ applyServerSideEncryptionByDefault: { sseAlgorithm: "aws:kms", kmsMasterKeyId: key }, bucketKeyEnabled: true }] });
+            ok(sse, { rules: [{ applyServerSideEncryptionByDefault: { sseAlgorithm: "aws:kms", kmsMasterKeyId: key }, bucketKeyEnabled: false }] });
             ok(sse, { rules: [{ applyServerSideEncryptionByDefault: { sseAlgorithm: "AES256" } }] });
             bad(sse, { rules: [{ applyServerSideEncryptionByDefault: { sseAlgorithm: "aws:kms" }, bucketKeyEnabled: true }] });
-            bad(sse, { rules: [{ applyServerSideEncryptionByDefault: { sseAlgorithm: "aws:kms", kmsMasterKeyId: key } }] });
+            bad(sse, { rules: [{ applyServerSideEncryptionByDefault: { sseAlgorithm: "unknown" } }] });
             bad(sse, { rules: [] });
         });
 
@@ -198,7 +200,7 @@ describe("policies", () => {
 
     describe("stack policies", () => {
         const bucket = (name: string, tags: Record<string, string> = {}) => R("aws:s3/bucket:Bucket", { bucket: name, tags }, name);
-        const guards = (name: string, alg = "aws:kms") => [
+        const guards = (name: string, alg = "aws:kms", bucketKeyEnabled = true) => [
             R("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", {
                 bucket: name,
                 blockPublicAcls: true,
@@ -208,7 +210,7 @@ describe("policies", () => {
             }),
             R("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration", {
                 bucket: name,
-                rules: [{ applyServerSideEncryptionByDefault: { sseAlgorithm: alg, kmsMasterKeyId: "k" }, bucketKeyEnabled: true }],
+                rules: [{ applyServerSideEncryptionByDefault: { sseAlgorithm: alg, kmsMasterKeyId: "k" }, bucketKeyEnabled }],
             }),
             R("aws:s3/bucketPolicy:BucketPolicy", {
                 bucket: name,
@@ -232,6 +234,16 @@ describe("policies", () => {
                 /is not encrypted with SSE-KMS/,
             );
             assert.deepEqual(s3BucketBaseline.validate([bucket("logs", { "bucket-role": "access-logs" }), ...guards("logs", "AES256")]), []);
+        });
+
+        it("s3-bucket-baseline: an S3 Bucket Key with SSE-KMS, except on the CloudTrail (audit-logs) bucket", () => {
+            const messages = (...r: ResourceLike[]) => s3BucketBaseline.validate(r).map((v) => v.message);
+            assert.match(messages(bucket("raw", { "bucket-role": "raw" }), ...guards("raw", "aws:kms", false)).join(), /without an S3 Bucket Key/);
+            assert.match(messages(bucket("b"), ...guards("b", "aws:kms", false)).join(), /without an S3 Bucket Key/);
+            assert.deepEqual(messages(bucket("trail", { "bucket-role": "audit-logs" }), ...guards("trail", "aws:kms", false)), []);
+            assert.deepEqual(NO_BUCKET_KEY_BUCKET_ROLES, ["audit-logs"]);
+            // SSE-S3 has no bucket key to speak of.
+            assert.deepEqual(messages(bucket("logs", { "bucket-role": "access-logs" }), ...guards("logs", "AES256", false)), []);
         });
 
         it("lambda-log-group-retention: a function needs a log group of the stack with retention", () => {

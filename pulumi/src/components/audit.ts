@@ -12,6 +12,12 @@ export const TRAIL_LOG_RETENTION_DAYS = 365;
  * A CloudTrail trail of S3 data events (object reads and writes) on the raw and processed buckets,
  * encrypted with the pipeline key, delivered to a bucket of its own. Management events are left
  * to the account's organisation trail.
+ *
+ * The trail bucket (role `audit-logs`) uses SSE-KMS without an S3 Bucket Key: with one, AWS
+ * requires `kms:Decrypt` for CloudTrail in the key policy
+ * (https://docs.aws.amazon.com/awscloudtrail/latest/userguide/create-kms-key-policy-for-cloudtrail.html).
+ * The choice and the policy pack's exception are explained at `NO_BUCKET_KEY_BUCKET_ROLES` in
+ * policy/rules.ts; the key policy's CloudTrail statements are in storage.ts.
  */
 export class Audit extends pulumi.ComponentResource {
     readonly bucket: SecureBucket;

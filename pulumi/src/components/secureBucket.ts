@@ -1,6 +1,7 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 
+import { NO_BUCKET_KEY_BUCKET_ROLES } from "../../policy/rules";
 import { denyInsecureTransportToBucket, policyDocument, type Context, type Statement } from "../iam";
 
 /** The tag that says what a bucket holds; the policies read it (`bucket-role`). */
@@ -12,8 +13,10 @@ export interface SecureBucketArgs {
     bucketName: string;
     role: BucketRole;
     /**
-     * SSE-KMS with this key and an S3 bucket key. Without one the bucket uses SSE-S3, which only
-     * server access log buckets may do: S3 cannot deliver access logs to an SSE-KMS bucket.
+     * SSE-KMS with this key and an S3 Bucket Key, except for the roles in the policy pack's
+     * `NO_BUCKET_KEY_BUCKET_ROLES` (the CloudTrail bucket: see policy/rules.ts for why). Without a
+     * key the bucket uses SSE-S3, which only server access log buckets may do: S3 cannot deliver
+     * access logs to an SSE-KMS bucket.
      */
     kmsKeyArn?: pulumi.Input<string>;
     lifecycleRules: aws.types.input.s3.BucketLifecycleConfigurationRule[];
@@ -83,7 +86,7 @@ export class SecureBucket extends pulumi.ComponentResource {
                         ? { applyServerSideEncryptionByDefault: { sseAlgorithm: "AES256" } }
                         : {
                               applyServerSideEncryptionByDefault: { sseAlgorithm: "aws:kms", kmsMasterKeyId: args.kmsKeyArn },
-                              bucketKeyEnabled: true,
+                              bucketKeyEnabled: !NO_BUCKET_KEY_BUCKET_ROLES.includes(args.role),
                           },
                 ],
             },

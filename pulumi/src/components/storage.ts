@@ -227,6 +227,10 @@ export function keyPolicyStatements(ctx: Context): Statement[] {
         },
     ];
     if (env.network.cloudtrail) {
+        // The documented encrypt and describe statements, each bound to this trail by aws:SourceArn
+        // (https://docs.aws.amazon.com/awscloudtrail/latest/userguide/create-kms-key-policy-for-cloudtrail.html).
+        // No kms:Decrypt: it is needed only when the trail bucket has an S3 Bucket Key, and it has
+        // none (NO_BUCKET_KEY_BUCKET_ROLES in policy/rules.ts).
         const trailArn = arn(ctx, "cloudtrail", `trail/${ctx.extra.trail}`);
         statements.push(
             {
