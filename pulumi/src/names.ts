@@ -55,6 +55,9 @@ export interface ExtraNames {
     trail: string;
     streamProcessorRole: string;
     transformerRole: string;
+    /** The roles of the tools that act on a stack (components/access.ts). */
+    producerRole: string;
+    operatorRole: string;
     streamProcessorLogGroup: string;
     transformerLogGroup: string;
     dashboard: string;
@@ -73,6 +76,8 @@ export function extraNames(env: Pick<Environment, "project" | "name">, accountId
         trail: `${p}-data-events`,
         streamProcessorRole: `${n.stream_processor}-role`,
         transformerRole: `${n.transformer}-role`,
+        producerRole: `${p}-producer`,
+        operatorRole: `${p}-operator`,
         streamProcessorLogGroup: `/aws/lambda/${n.stream_processor}`,
         transformerLogGroup: `/aws/lambda/${n.transformer}`,
         dashboard: p,

@@ -5,6 +5,7 @@ import * as pulumi from "@pulumi/pulumi";
 
 import { artifactsFromEnv, type Artifacts } from "./artifacts";
 import { loadEnvironment, type Environment, type LoadOptions } from "./config";
+import { Access } from "./components/access";
 import { Audit } from "./components/audit";
 import { Catalog } from "./components/catalog";
 import { Ingest } from "./components/ingest";
@@ -32,6 +33,12 @@ export interface PipelineArgs {
     env: Environment;
     artifacts: Artifacts;
     gitSha: string;
+    /**
+     * Only the authorisation renderer (authz/render.ts) sets this: it runs the program under mocks
+     * for another environment's file with the local stack's names, to read the documents the local
+     * emulator enforces. `local` is never a Pulumi stack.
+     */
+    forLocalEmulator?: boolean;
 }
 
 /** Stack outputs: every name and ARN an operator, `xtask smoke` or `xtask promote` needs. */
@@ -71,12 +78,14 @@ export interface PipelineOutputs {
     glueTableName: pulumi.Output<string>;
     vpcId: pulumi.Output<string> | undefined;
     trailName: pulumi.Output<string> | undefined;
+    producerRoleArn: pulumi.Output<string>;
+    operatorRoleArn: pulumi.Output<string>;
 }
 
 /** Builds every resource of one environment. Runs inside a Pulumi program (or the test mocks). */
 export async function createPipeline(args: PipelineArgs): Promise<PipelineOutputs> {
     const { env, artifacts, gitSha } = args;
-    if (env.name === "local") {
+    if (env.name === "local" && !args.forLocalEmulator) {
         throw new Error("the `local` environment runs against the local emulator (`cargo xtask local`); it is not a Pulumi stack");
     }
 
@@ -132,6 +141,7 @@ export async function createPipeline(args: PipelineArgs): Promise<PipelineOutput
         },
         opts,
     );
+    const access = new Access("access", { ctx, storage, ingest, transform }, opts);
     const catalog = new Catalog("catalog", { ctx }, opts);
     const audit = env.network.cloudtrail ? new Audit("audit", { ctx, storage }, opts) : undefined;
 
@@ -174,6 +184,8 @@ export async function createPipeline(args: PipelineArgs): Promise<PipelineOutput
         glueTableName: catalog.table.name,
         vpcId: network?.vpc.id,
         trailName: audit?.trail.name,
+        producerRoleArn: access.producer.arn,
+        operatorRoleArn: access.operator.arn,
     };
 }
 
