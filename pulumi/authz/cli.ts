@@ -13,7 +13,7 @@ async function main(argv: string[]): Promise<number> {
                 console.error(`${check ? "stale" : "wrote"} ${file}`);
             }
             if (check && stale.length > 0) {
-                console.error("the program's policies changed: run `cargo xtask authz --render`");
+                console.error("the program's policies changed: run `npm run authz:render` in pulumi/ and commit authz/local/");
                 return 1;
             }
             return 0;
