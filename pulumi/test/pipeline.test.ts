@@ -9,6 +9,8 @@ import { expressedSettings } from "../src/settings";
 import { EMF_METRICS, EMF_NAMESPACE } from "../src/components/observability";
 import { GATEWAY_ENDPOINT_SERVICES, INTERFACE_ENDPOINT_SERVICES, subnetCidr } from "../src/components/network";
 import { ACCOUNT_ID, GIT_SHA, artifacts, deploy, ofType, one, statements, type Deployment, type Registered } from "./harness";
+import { isWildcardOnlyAction, runSimulation } from "@cloud-copilot/iam-simulate";
+import { RESOURCE_WILDCARD_ACTIONS } from "../policy/rules";
 
 const TYPES = {
     provider: "pulumi:providers:aws",
@@ -42,6 +44,7 @@ const TYPES = {
     glueTable: "aws:glue/catalogTable:CatalogTable",
     vpc: "aws:ec2/vpc:Vpc",
     subnet: "aws:ec2/subnet:Subnet",
+    securityGroup: "aws:ec2/securityGroup:SecurityGroup",
     endpoint: "aws:ec2/vpcEndpoint:VpcEndpoint",
     trail: "aws:cloudtrail/trail:Trail",
 };
@@ -592,6 +595,82 @@ describe("pipeline under mocks", function () {
             });
         });
     }
+
+    describe("network interfaces of VPC functions", () => {
+        // What Lambda asks EC2 for with the function's role, per the AWS managed policy
+        // AWSLambdaVPCAccessExecutionRole (v3) and the Lambda VPC page: the requests, not the grants.
+        const LAMBDA_ENI_REQUESTS: { action: string; on: "new-eni" | "eni" | "subnets" | "security-group" | "*" }[] = [
+            { action: "ec2:CreateNetworkInterface", on: "new-eni" },
+            { action: "ec2:CreateNetworkInterface", on: "subnets" },
+            { action: "ec2:CreateNetworkInterface", on: "security-group" },
+            { action: "ec2:DescribeNetworkInterfaces", on: "*" },
+            { action: "ec2:DescribeSubnets", on: "*" },
+            { action: "ec2:DeleteNetworkInterface", on: "eni" },
+            { action: "ec2:AssignPrivateIpAddresses", on: "eni" },
+            { action: "ec2:UnassignPrivateIpAddresses", on: "eni" },
+        ];
+        const simulate = async (policy: string, action: string, resource: string, accountId = ACCOUNT_ID) => {
+            const r: any = await runSimulation(
+                {
+                    identityPolicies: [{ name: "role-policy", policy: JSON.parse(policy) }],
+                    serviceControlPolicies: [],
+                    resourceControlPolicies: [],
+                    resourcePolicy: undefined,
+                    request: { action, principal: `arn:aws:iam::${ACCOUNT_ID}:role/r`, resource: { resource, accountId }, contextVariables: {} },
+                } as any,
+                {},
+            );
+            // An error means the request itself is invalid, for example a resource type the action does not take.
+            assert.equal(r.resultType, "single", `${action} on ${resource}: ${JSON.stringify(r.errors ?? r)}`);
+            return r.overallResult as string;
+        };
+
+        it("every Lambda ENI request is allowed on this stack's resources, and only there", async () => {
+            for (const stack of ["prod"]) {
+                const x = d(stack);
+                const region = x.env.region;
+                const subnets = ofType(x, TYPES.subnet).map((s) => s.state.arn as string);
+                const sg = one(x, TYPES.securityGroup, (g) => g.inputs.name === `eventpipe-${stack}-functions`).state.arn as string;
+                const eni = `arn:aws:ec2:${region}:${ACCOUNT_ID}:network-interface/eni-0123456789abcdef0`;
+                for (const fn of ["stream-processor", "transformer"]) {
+                    const policy = one(x, TYPES.rolePolicy, (r) => r.inputs.name === `eventpipe-${stack}-${fn}-permissions`).inputs.policy;
+                    for (const { action, on } of LAMBDA_ENI_REQUESTS) {
+                        const resources = on === "*" ? ["*"] : on === "subnets" ? subnets : on === "security-group" ? [sg] : [eni];
+                        for (const resource of resources) {
+                            assert.equal(await simulate(policy, action, resource), "Allowed", `${fn}: ${action} on ${resource}`);
+                        }
+                        if (on === "eni" || on === "new-eni") {
+                            const foreign = `arn:aws:ec2:${region}:210987654321:network-interface/eni-0123456789abcdef0`;
+                            assert.equal(await simulate(policy, action, foreign, "210987654321"), "ImplicitlyDenied", `${fn}: ${action} on another account's ENI`);
+                        }
+                        if (on === "subnets") {
+                            const other = `arn:aws:ec2:${region}:${ACCOUNT_ID}:subnet/subnet-of-another-vpc`;
+                            assert.equal(await simulate(policy, action, other), "ImplicitlyDenied", `${fn}: ${action} in another subnet`);
+                        }
+                    }
+                    // Exactly the managed policy's EC2 actions, and "*" only where EC2 authorises nothing else.
+                    const ec2 = statements(policy).filter((s) => [s.Action].flat().some((a: string) => a.startsWith("ec2:")));
+                    assert.deepEqual(
+                        [...new Set(ec2.flatMap((s) => [s.Action].flat()))].sort(),
+                        [...new Set(LAMBDA_ENI_REQUESTS.map((r) => r.action))].sort(),
+                    );
+                    for (const s of ec2) {
+                        const wildcard = [s.Resource].flat().includes("*");
+                        for (const a of [s.Action].flat() as string[]) {
+                            assert.equal(wildcard, await isWildcardOnlyAction("ec2", a.slice(4)), `${a} on ${JSON.stringify(s.Resource)}`);
+                        }
+                    }
+                }
+            }
+        });
+
+        it("RESOURCE_WILDCARD_ACTIONS holds only actions that the Service Authorization Reference authorises on \"*\" alone", async () => {
+            for (const a of RESOURCE_WILDCARD_ACTIONS) {
+                const [service, action] = a.split(":") as [string, string];
+                assert.ok(await isWildcardOnlyAction(service, action), a);
+            }
+        });
+    });
 
     it("the flavours differ where the files do", () => {
         assert.equal(ofType(d("prod"), TYPES.bucket).length, 4); // raw, processed, access logs, trail

@@ -89,28 +89,7 @@ export function pipelineFunction(name: string, args: PipelineFunctionArgs, paren
         });
     }
     if (args.network) {
-        const enis = arn(ctx, "ec2", "network-interface/*");
-        statements.push(
-            {
-                Sid: "CreateVpcNetworkInterfaces",
-                Effect: "Allow",
-                Action: "ec2:CreateNetworkInterface",
-                Resource: [enis, ...args.network.subnetArns, args.network.securityGroupArn],
-            },
-            {
-                Sid: "ManageVpcNetworkInterfaces",
-                Effect: "Allow",
-                Action: ["ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"],
-                Resource: enis,
-            },
-            {
-                Sid: "DescribeVpcNetwork",
-                Effect: "Allow",
-                Action: RESOURCE_WILDCARD_ACTIONS.filter((a) => a.startsWith("ec2:")),
-                // EC2 Describe* actions authorise only on "*" (documented exception, policy/rules.ts).
-                Resource: "*",
-            },
-        );
+        statements.push(...vpcAccessStatements(ctx, args.network));
     }
 
     const rolePolicy = new aws.iam.RolePolicy(
@@ -147,4 +126,69 @@ export function pipelineFunction(name: string, args: PipelineFunctionArgs, paren
     );
 
     return { logGroup, role, rolePolicy, fn };
+}
+
+type VpcResourceType = "network-interface" | "subnet" | "security-group";
+
+/**
+ * What Lambda needs from the function's role to manage the Hyperplane ENIs of a VPC function:
+ * exactly the EC2 actions of the AWS managed policy `AWSLambdaVPCAccessExecutionRole` in its
+ * current version (v3, edited 2024-01-05:
+ * https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AWSLambdaVPCAccessExecutionRole.html;
+ * the same list is on https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html). Its
+ * `logs:` actions are `WriteOwnLogs` above; `logs:CreateLogGroup` is not needed, the program creates
+ * the log group.
+ *
+ * Each action maps to the resource types the Service Authorization Reference lets it be scoped to
+ * (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html):
+ * `CreateNetworkInterface` to the new interface, the subnet and the security group;
+ * `DeleteNetworkInterface` and `Assign`/`UnassignPrivateIpAddresses` to the interface (Lambda's page
+ * asks for every interface id of the account to be allowed for the delete, which
+ * `network-interface/*` in this account and region does). `DescribeNetworkInterfaces` and
+ * `DescribeSubnets` have no resource types: EC2 authorises them on `"*"` only, so they are granted
+ * on `"*"` and must be in RESOURCE_WILDCARD_ACTIONS (policy/rules.ts), the one list of such actions.
+ */
+export const VPC_ACCESS_ACTIONS: Readonly<Record<string, readonly VpcResourceType[]>> = {
+    "ec2:CreateNetworkInterface": ["network-interface", "subnet", "security-group"],
+    "ec2:DeleteNetworkInterface": ["network-interface"],
+    "ec2:AssignPrivateIpAddresses": ["network-interface"],
+    "ec2:UnassignPrivateIpAddresses": ["network-interface"],
+    "ec2:DescribeNetworkInterfaces": [],
+    "ec2:DescribeSubnets": [],
+};
+
+/** One statement per distinct resource scope of VPC_ACCESS_ACTIONS. */
+function vpcAccessStatements(ctx: Context, network: FunctionNetwork): Statement[] {
+    const scope: Record<VpcResourceType, pulumi.Input<string>[]> = {
+        "network-interface": [arn(ctx, "ec2", "network-interface/*")],
+        subnet: network.subnetArns,
+        "security-group": [network.securityGroupArn],
+    };
+    const sids: Record<string, string> = {
+        "network-interface,subnet,security-group": "CreateVpcNetworkInterfaces",
+        "network-interface": "ManageVpcNetworkInterfaces",
+        "": "DescribeVpcNetwork",
+    };
+    const byScope = new Map<string, string[]>();
+    for (const [action, types] of Object.entries(VPC_ACCESS_ACTIONS)) {
+        const key = types.join(",");
+        byScope.set(key, [...(byScope.get(key) ?? []), action]);
+    }
+    return [...byScope].map(([key, actions]): Statement => {
+        const sid = sids[key];
+        if (sid === undefined) {
+            throw new Error(`no statement id for VPC actions scoped to ${key}: ${actions.join(", ")}`);
+        }
+        const action = actions.length === 1 ? (actions[0] as string) : actions;
+        if (key === "") {
+            const unlisted = actions.filter((a) => !RESOURCE_WILDCARD_ACTIONS.includes(a));
+            if (unlisted.length > 0) {
+                throw new Error(`${unlisted.join(", ")} would be granted on "*" but is not in RESOURCE_WILDCARD_ACTIONS`);
+            }
+            // No resource types in the Service Authorization Reference: "*" only (policy/rules.ts).
+            return { Sid: sid, Effect: "Allow", Action: action, Resource: "*" };
+        }
+        const resources = (key.split(",") as VpcResourceType[]).flatMap((t) => scope[t]);
+        return { Sid: sid, Effect: "Allow", Action: action, Resource: resources.length === 1 ? (resources[0] as pulumi.Input<string>) : resources };
+    });
 }
