@@ -19,9 +19,38 @@ import { expressedSettings } from "./settings";
 
 export const GIT_SHA_ENV_VAR = "GIT_SHA";
 
-/** Tags on every resource, through the provider's `defaultTags`. Fixed keys win over `tags`. */
-export function defaultTags(env: Environment, gitSha: string): Record<string, string> {
-    return { ...env.tags, project: env.project, environment: env.name, "git-sha": gitSha };
+/**
+ * Tags on every resource, through the provider's `defaultTags`. Fixed keys win over `tags`. The
+ * commit is not a tag: a tag that changes on every deployment updates every resource every time
+ * and buries the real change in the pull request's preview diff (see `describeWithCommit`).
+ */
+export function defaultTags(env: Environment): Record<string, string> {
+    return { ...env.tags, project: env.project, environment: env.name };
+}
+
+/** Lambda's limit on a function's description. */
+export const LAMBDA_DESCRIPTION_MAX = 256;
+
+/**
+ * The deploying commit lives where changing only the commit touches nothing else: the stack
+ * output `gitSha` and the two functions' descriptions, after the artifact digest
+ * (`aws lambda get-function` shows both). A transformation, so that `pipelineFunction` keeps one
+ * description format and its signature.
+ */
+export function describeWithCommit(gitSha: string): pulumi.ResourceTransformation {
+    return ({ type, name, props, opts }) => {
+        if (type !== "aws:lambda/function:Function") {
+            return undefined;
+        }
+        if (typeof props.description !== "string") {
+            throw new Error(`function ${name} has no plain description to add the commit to`);
+        }
+        const description = `${props.description}, deployed from commit ${gitSha}`;
+        if (description.length > LAMBDA_DESCRIPTION_MAX) {
+            throw new Error(`${GIT_SHA_ENV_VAR} \`${gitSha}\` makes the description of ${name} longer than Lambda's ${LAMBDA_DESCRIPTION_MAX} characters`);
+        }
+        return { props: { ...props, description }, opts };
+    };
 }
 
 export function gitShaFromEnv(vars: NodeJS.ProcessEnv = process.env): string {
@@ -91,7 +120,7 @@ export async function createPipeline(args: PipelineArgs): Promise<PipelineOutput
 
     const provider = new aws.Provider("aws", {
         region: env.region as aws.Region,
-        defaultTags: { tags: defaultTags(env, gitSha) },
+        defaultTags: { tags: defaultTags(env) },
     });
     const invokeOpts = { provider };
     const [identity, partition] = await Promise.all([
@@ -110,7 +139,7 @@ export async function createPipeline(args: PipelineArgs): Promise<PipelineOutput
         provider,
     };
     const settings = expressedSettings(env, accountId);
-    const opts: pulumi.ComponentResourceOptions = { providers: { aws: provider } };
+    const opts: pulumi.ComponentResourceOptions = { providers: { aws: provider }, transformations: [describeWithCommit(gitSha)] };
 
     const storage = new Storage("storage", { ctx }, opts);
 

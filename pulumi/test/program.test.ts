@@ -4,11 +4,12 @@
 import { strict as assert } from "node:assert";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { isDeepStrictEqual } from "node:util";
 
 import { MANIFEST_ENV_VAR } from "../src/artifacts";
 import { PARQUET_COLUMNS, PARTITION_KEYS } from "../src/components/catalog";
 import { loadEnvironment } from "../src/config";
-import { createPipeline, defaultTags, GIT_SHA_ENV_VAR, gitShaFromEnv, run } from "../src/pipeline";
+import { createPipeline, defaultTags, describeWithCommit, GIT_SHA_ENV_VAR, gitShaFromEnv, run } from "../src/pipeline";
 import { artifacts, deploy, writeFixtureManifest } from "./harness";
 
 function withEnv<T>(vars: Record<string, string | undefined>, f: () => Promise<T>): Promise<T> {
@@ -64,12 +65,44 @@ describe("program entry point", () => {
         );
     });
 
-    it("tags with GIT_SHA, or `unknown`, and never lets file tags override the fixed ones", () => {
+    it("a new commit changes no resource but the functions' descriptions, and the outputs", async () => {
+        const at = (gitSha: string) =>
+            deploy("prod", async () => (await createPipeline({ env: loadEnvironment("prod"), artifacts: artifacts(), gitSha })) as unknown as Record<string, unknown>);
+        const [shaA, shaB] = ["1111111111111111111111111111111111111111", "2222222222222222222222222222222222222222"];
+        const [a, b] = [await at(shaA), await at(shaB)];
+        const key = (r: { type: string; name: string }) => `${r.type} ${r.name}`;
+        assert.deepEqual(b.resources.map(key), a.resources.map(key));
+        const changed: string[] = [];
+        a.resources.forEach((ra, i) => {
+            const rb = b.resources[i] as (typeof b.resources)[number];
+            for (const prop of new Set([...Object.keys(ra.inputs), ...Object.keys(rb.inputs)])) {
+                if (!isDeepStrictEqual(ra.inputs[prop], rb.inputs[prop])) {
+                    changed.push(`${key(ra)}: ${prop}`);
+                }
+            }
+        });
+        assert.deepEqual(changed.sort(), [
+            "aws:lambda/function:Function ingest-stream-processor: description",
+            "aws:lambda/function:Function transform-transformer: description",
+        ]);
+        for (const fn of a.resources.filter((r) => r.type === "aws:lambda/function:Function")) {
+            assert.match(fn.inputs.description, new RegExp(`artifact sha256 [0-9a-f]{64}.*${shaA}`));
+            assert.ok(fn.inputs.description.length <= 256, "Lambda's description limit");
+        }
+        assert.equal(a.outputs.gitSha, shaA);
+        assert.equal(b.outputs.gitSha, shaB);
+        // A GIT_SHA that would not fit Lambda's description limit fails the deployment up front.
+        const fn = { type: "aws:lambda/function:Function", name: "f", props: { description: "x".repeat(200) }, opts: {} };
+        assert.throws(() => describeWithCommit("a".repeat(40))(fn as any), /longer than Lambda's 256 characters/);
+        assert.equal(describeWithCommit(shaA)({ ...fn, type: "aws:sqs/queue:Queue" } as any), undefined);
+    });
+
+    it("reads GIT_SHA, or `unknown`, and never lets file tags override the fixed ones", () => {
         assert.equal(gitShaFromEnv({ GIT_SHA: " abc " }), "abc");
         assert.equal(gitShaFromEnv({ GIT_SHA: "" }), "unknown");
         assert.equal(gitShaFromEnv({}), "unknown");
         const env = { ...loadEnvironment("dev"), tags: { owner: "data", environment: "spoofed" } };
-        assert.deepEqual(defaultTags(env, "abc"), { owner: "data", project: "eventpipe", environment: "dev", "git-sha": "abc" });
+        assert.deepEqual(defaultTags(env), { owner: "data", project: "eventpipe", environment: "dev" });
     });
 });
 
