@@ -122,6 +122,8 @@ pub struct Manifest {
     /// The commit the zips were built from.
     pub git_sha: String,
     pub digests: Digests,
+    /// Function → absolute path of its zip.
+    pub zips: BTreeMap<String, PathBuf>,
 }
 
 /// Reads `manifest.json` and checks every zip against it.
@@ -145,6 +147,7 @@ pub fn verify_manifest(path: &Path) -> Result<Manifest> {
         .with_context(|| format!("{where_}: `functions` is missing"))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut map = BTreeMap::new();
+    let mut zips = BTreeMap::new();
     for f in functions {
         let field = |k: &str| {
             f[k].as_str()
@@ -191,6 +194,7 @@ pub fn verify_manifest(path: &Path) -> Result<Manifest> {
         if map.insert(function.to_owned(), actual).is_some() {
             bail!("{where_}: `{function}` appears twice");
         }
+        zips.insert(function.to_owned(), zip_path);
     }
     let digests = Digests(map);
     digests
@@ -200,7 +204,67 @@ pub fn verify_manifest(path: &Path) -> Result<Manifest> {
         path,
         git_sha,
         digests,
+        zips,
     })
+}
+
+/// The workflow that builds, attests and uploads the functions (its `build` job); the only signer
+/// promotion accepts.
+pub const SIGNER_WORKFLOW: &str = ".github/workflows/deploy.yml";
+/// The only ref that workflow builds from.
+pub const SIGNER_REF: &str = "refs/heads/main";
+
+/// `gh attestation verify` of one zip: a build-provenance attestation signed by `SIGNER_WORKFLOW`
+/// of `repo`, run on a GitHub-hosted runner for `SIGNER_REF` at the commit the manifest records.
+pub fn attestation_args(zip: &Path, repo: &str, git_sha: &str) -> Result<Vec<String>> {
+    let valid_part = |p: &str| {
+        !p.is_empty()
+            && !p.starts_with('.')
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
+    match repo.split_once('/') {
+        Some((owner, name)) if valid_part(owner) && valid_part(name) => {}
+        _ => bail!("`--attestation-repo` must be `<owner>/<name>`, not `{repo}`"),
+    }
+    if git_sha.len() != 40 || !git_sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!(
+            "the artifact manifest records `{git_sha}` as its commit, not a 40-digit commit SHA: only a package built by {SIGNER_WORKFLOW} can have its provenance verified"
+        );
+    }
+    Ok([
+        "attestation",
+        "verify",
+        &zip.display().to_string(),
+        "--repo",
+        repo,
+        "--signer-workflow",
+        &format!("{repo}/{SIGNER_WORKFLOW}"),
+        "--source-ref",
+        SIGNER_REF,
+        "--source-digest",
+        git_sha,
+        "--deny-self-hosted-runners",
+    ]
+    .map(str::to_owned)
+    .to_vec())
+}
+
+/// Verifies the build provenance of every zip of a verified manifest with `gh` (which needs
+/// `GH_TOKEN`); refuses at the first zip without a matching attestation.
+pub fn verify_attestations(manifest: &Manifest, repo: &str) -> Result<()> {
+    for (function, zip) in &manifest.zips {
+        let args = attestation_args(zip, repo, &manifest.git_sha)?;
+        let out = crate::util::output(std::process::Command::new("gh").args(&args))
+            .with_context(|| {
+                format!(
+                    "the build provenance of `{function}` ({}) does not verify: promote only an artifact that {SIGNER_WORKFLOW} built and attested on {SIGNER_REF} (needs the `gh` CLI and GH_TOKEN)",
+                    zip.display()
+                )
+            })?;
+        eprintln!("{function}: provenance verified ({})", out.trim());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -327,6 +391,52 @@ pub mod tests {
             digests('b', 'a').fingerprint()
         );
         assert_eq!(digests('a', 'b').fingerprint().len(), 64);
+    }
+
+    #[test]
+    fn provenance_is_verified_against_the_deploy_workflow_on_main_at_the_manifests_commit() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let args = attestation_args(Path::new("/pkg/transformer.zip"), "acme/eventpipe", sha)
+            .unwrap()
+            .join(" ");
+        assert_eq!(
+            args,
+            format!(
+                "attestation verify /pkg/transformer.zip --repo acme/eventpipe --signer-workflow acme/eventpipe/.github/workflows/deploy.yml --source-ref refs/heads/main --source-digest {sha} --deny-self-hosted-runners"
+            )
+        );
+        for repo in [
+            "acme",
+            "acme/",
+            "/eventpipe",
+            "acme/event pipe",
+            "a/b/c",
+            "../x",
+        ] {
+            let err = attestation_args(Path::new("z.zip"), repo, sha)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("`<owner>/<name>`"), "{repo}: {err}");
+        }
+        for not_a_commit in ["abc123", "unknown", &format!("{sha}-dirty")] {
+            let err = attestation_args(Path::new("z.zip"), "acme/eventpipe", not_a_commit)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("not a 40-digit commit SHA"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_verified_manifest_knows_its_zips() {
+        let dir = temp_dir("manifest-zips");
+        let m = verify_manifest(&write_package(&dir)).unwrap();
+        assert_eq!(
+            m.zips.keys().collect::<Vec<_>>(),
+            vec!["stream-processor", "transformer"]
+        );
+        assert!(m.zips["transformer"].is_absolute());
+        assert!(m.zips["transformer"].ends_with("transformer.zip"));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -9,18 +9,21 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use local_runtime::Clients;
 use pipeline_config::is_preview;
 use serde_json::json;
 
-use crate::artifact::{Digests, Manifest, manifest_path, require_same, verify_manifest};
+use crate::artifact::{
+    Digests, Manifest, manifest_path, require_same, verify_attestations, verify_manifest,
+};
 use crate::package::{git_sha, hex};
 use crate::pulumi::{
-    Backend, Facts, Outputs, Pulumi, args, aws_endpoint_label, preview_stack_name, stack_name,
+    Facts, Outputs, Pulumi, args, aws_endpoint_label, preview_stack_name, stack_name,
 };
-use crate::util::target_dir;
+use crate::util::{output, target_dir};
 
 pub const SMOKE_TAG: &str = "smoke-passed";
 pub const SMOKE_PENDING: &str = "pending";
@@ -144,40 +147,53 @@ pub async fn aws_clients(region: &str) -> Clients {
     Clients::from_config(&aws_endpoint_label(region), config)
 }
 
-/// Checks the prerequisites, installs the program's packages and logs in to the backend.
-fn connect(manifest: Option<&Manifest>) -> Result<(Pulumi, Backend)> {
-    let backend = Facts::current().check()?;
-    let mut pulumi = Pulumi::new();
+/// Checks the prerequisites and, for commands that run the program, installs its packages. Each
+/// Pulumi command then runs against the backend of its stack's class (`PULUMI_BACKEND_URL` is
+/// set per command, so no `pulumi login` is needed).
+fn connect(manifest: Option<&Manifest>) -> Result<Pulumi> {
+    let mut pulumi = Pulumi::new(Facts::current().check()?);
     if let Some(m) = manifest {
         pulumi = pulumi.with_program_inputs(&m.path, &git_sha());
         pulumi.install_packages()?;
     }
-    pulumi.login(&backend)?;
-    Ok((pulumi, backend))
+    Ok(pulumi)
 }
 
 /// `deploy --env <stack>`: the packaged artifact to one stack, then its smoke test.
 pub fn deploy(env: &str) -> Result<()> {
     let stack = stack_name(env)?;
     let manifest = verify_manifest(&manifest_path())?;
-    let (pulumi, backend) = connect(Some(&manifest))?;
-    deploy_stack(&pulumi, &backend, &stack, &manifest)
+    let pulumi = connect(Some(&manifest))?;
+    deploy_stack(&pulumi, &stack, &manifest, None)
 }
 
+/// Deploys the manifest's artifact to the stack; with a plan (`preview --save-plan`), exactly the
+/// operations of that plan, to a stack that must already exist.
 fn deploy_stack(
     pulumi: &Pulumi,
-    backend: &Backend,
     stack: &str,
     manifest: &Manifest,
+    plan: Option<&Path>,
 ) -> Result<()> {
     eprintln!(
         "deploying {} (built from {}) to `{stack}`",
         manifest.digests, manifest.git_sha
     );
-    pulumi.ensure_stack(stack, backend)?;
+    match plan {
+        Some(plan) => {
+            if !plan.is_file() {
+                bail!(
+                    "no plan at {}: download the plan artifact of this run's `prod-plan` job (or run `cargo xtask promote … --save-plan <path>`)",
+                    plan.display()
+                );
+            }
+            pulumi.require_stack(stack, "apply a plan to")?;
+        }
+        None => pulumi.ensure_stack(stack)?,
+    }
     // Until this deployment's smoke test passes, the stack vouches for nothing.
     pulumi.run(&args::tag_set(stack, SMOKE_TAG, SMOKE_PENDING))?;
-    pulumi.run(&args::up(stack))?;
+    pulumi.run(&args::up(stack, plan))?;
     let outputs = pulumi.outputs(stack)?;
     require_same(
         &manifest.digests,
@@ -200,7 +216,7 @@ fn deploy_stack(
 /// `smoke --env <stack>`: the smoke test of a deployed stack, recorded as by `deploy`.
 pub fn smoke(env: &str) -> Result<()> {
     let stack = stack_name(env)?;
-    let (pulumi, _) = connect(None)?;
+    let pulumi = connect(None)?;
     let outputs = pulumi.outputs(&stack)?;
     smoke_and_record(&pulumi, &stack, &outputs)
 }
@@ -290,21 +306,47 @@ fn random_key() -> Result<String> {
     Ok(hex(&bytes))
 }
 
-/// `preview --env <stack>`: what `deploy` would change, with policies, on stdout.
-pub fn preview(env: &str) -> Result<()> {
+/// `preview --env <stack>`: what `deploy` would change, with policies, on stdout. With `drift`:
+/// what changed in the cloud outside Pulumi since the last deployment (no artifact needed), an
+/// error when anything did.
+pub fn preview(env: &str, drift: bool) -> Result<()> {
     let stack = stack_name(env)?;
-    let manifest = verify_manifest(&manifest_path())?;
-    let (pulumi, _) = connect(Some(&manifest))?;
-    if !pulumi.stack_exists(&stack)? {
-        bail!(
-            "stack `{stack}` does not exist yet, so there is nothing to compare with: deploy it with `cargo xtask deploy --env {stack}`"
-        );
+    if drift {
+        let pulumi = connect(None)?;
+        pulumi.install_packages()?;
+        pulumi.require_stack(&stack, "check for drift")?;
+        return pulumi.run(&args::drift(&stack)).with_context(|| {
+            format!(
+                "`{stack}` has drifted from its Pulumi state (or the check could not run): read the diff above; docs/troubleshooting.md, \"Drift\""
+            )
+        });
     }
-    pulumi.run(&args::preview(&stack))
+    let manifest = verify_manifest(&manifest_path())?;
+    let pulumi = connect(Some(&manifest))?;
+    pulumi.require_stack(&stack, "compare with")?;
+    pulumi.run(&args::preview(&stack, None))
 }
 
-/// `promote --from dev --to prod [--digests …]`: the artifact `from` runs and smoke-tested, to `to`.
-pub fn promote(from: &str, to: &str, digests: Option<&str>) -> Result<()> {
+/// What `promote` does after its checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromoteStep<'a> {
+    /// Deploy, computing the changes on the spot.
+    Deploy,
+    /// Only preview the target and save the plan there (before the approval).
+    SavePlan(&'a Path),
+    /// Deploy exactly that plan (after the approval).
+    ApplyPlan(&'a Path),
+}
+
+/// `promote --from dev --to prod [--digests …] [--attestation-repo <owner/name>]
+/// [--save-plan <path> | --plan <path>]`: the artifact `from` runs and smoke-tested, to `to`.
+pub fn promote(
+    from: &str,
+    to: &str,
+    digests: Option<&str>,
+    attestation_repo: Option<&str>,
+    step: PromoteStep<'_>,
+) -> Result<()> {
     let (from, to) = (stack_name(from)?, stack_name(to)?);
     if from == to {
         bail!(
@@ -313,7 +355,13 @@ pub fn promote(from: &str, to: &str, digests: Option<&str>) -> Result<()> {
     }
     let requested = digests.map(Digests::parse_flag).transpose()?;
     let manifest = verify_manifest(&manifest_path())?;
-    let (pulumi, backend) = connect(Some(&manifest))?;
+    match attestation_repo {
+        Some(repo) => verify_attestations(&manifest, repo)?,
+        None => eprintln!(
+            "not verifying the build provenance of the artifact (no --attestation-repo): only its digests are checked"
+        ),
+    }
+    let pulumi = connect(Some(&manifest))?;
     let from_outputs = pulumi
         .outputs(&from)
         .with_context(|| format!("reading what `{from}` runs"))?;
@@ -329,25 +377,142 @@ pub fn promote(from: &str, to: &str, digests: Option<&str>) -> Result<()> {
         "`{from}` passed its smoke test with {}: promoting to `{to}`",
         manifest.digests
     );
-    deploy_stack(&pulumi, &backend, &to, &manifest)
+    match step {
+        PromoteStep::SavePlan(path) => {
+            pulumi.require_stack(&to, "plan against")?;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            pulumi.run(&args::preview(&to, Some(path)))?;
+            eprintln!(
+                "saved the plan of `{to}` to {}: `--plan` deploys exactly it",
+                path.display()
+            );
+            Ok(())
+        }
+        PromoteStep::ApplyPlan(path) => deploy_stack(&pulumi, &to, &manifest, Some(path)),
+        PromoteStep::Deploy => deploy_stack(&pulumi, &to, &manifest, None),
+    }
 }
 
 /// `destroy --env pr-<n>`: the preview stack's resources, then the stack itself.
 pub fn destroy(env: &str) -> Result<()> {
     let stack = preview_stack_name(env)?;
-    let (pulumi, _) = connect(None)?;
-    if !pulumi.stack_exists(&stack)? {
+    let pulumi = connect(None)?;
+    destroy_stack(&pulumi, &stack)
+}
+
+fn destroy_stack(pulumi: &Pulumi, stack: &str) -> Result<()> {
+    if !pulumi.stack_exists(stack)? {
         println!("stack `{stack}` does not exist: nothing to destroy");
         return Ok(());
     }
-    pulumi.run(&args::destroy(&stack))?;
-    pulumi.run(&args::stack_rm(&stack))?;
+    pulumi.run(&args::destroy(stack))?;
+    pulumi.run(&args::stack_rm(stack))?;
     let _ = std::fs::remove_file(
         target_dir()
             .join("deploy")
             .join(format!("{stack}-smoke.json")),
     );
     println!("destroyed `{stack}`");
+    Ok(())
+}
+
+/// The state of a pull request, as `gh pr view --json state` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrState {
+    Open,
+    Closed,
+    Merged,
+}
+
+impl PrState {
+    pub fn parse(text: &str) -> Result<PrState> {
+        match text.trim() {
+            "OPEN" => Ok(PrState::Open),
+            "CLOSED" => Ok(PrState::Closed),
+            "MERGED" => Ok(PrState::Merged),
+            other => {
+                bail!("unexpected pull request state `{other}` (expected OPEN, CLOSED or MERGED)")
+            }
+        }
+    }
+}
+
+/// The pull request number of a preview stack.
+pub fn pr_number(stack: &str) -> Result<u64> {
+    stack
+        .strip_prefix("pr-")
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("`{stack}` is not a preview stack (`pr-<number>`)"))
+}
+
+/// `gh pr view <number> --json state --jq .state` (the repository from `GH_REPO` or the checkout).
+pub fn gh_pr_state_args(number: u64) -> Vec<String> {
+    [
+        "pr",
+        "view",
+        &number.to_string(),
+        "--json",
+        "state",
+        "--jq",
+        ".state",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// Which preview stacks to destroy: those whose pull request is closed or merged. A stack whose
+/// pull request cannot be looked up is kept and reported.
+pub fn closed_previews(
+    stacks: &[String],
+    state: impl Fn(u64) -> Result<PrState>,
+) -> (Vec<String>, Vec<String>) {
+    let (mut closed, mut unknown) = (Vec::new(), Vec::new());
+    for stack in stacks {
+        match pr_number(stack).and_then(&state) {
+            Ok(PrState::Open) => {}
+            Ok(PrState::Closed | PrState::Merged) => closed.push(stack.clone()),
+            Err(e) => unknown.push(format!("{stack}: {e:#}")),
+        }
+    }
+    (closed, unknown)
+}
+
+/// `destroy --closed-previews`: every preview stack whose pull request is closed (the scheduled
+/// sweep behind the destroy on close). Needs `gh` with a token that may read pull requests.
+pub fn destroy_closed_previews() -> Result<()> {
+    let pulumi = connect(None)?;
+    let stacks = pulumi.preview_stacks()?;
+    let state = |n: u64| -> Result<PrState> {
+        PrState::parse(&output(
+            std::process::Command::new("gh").args(gh_pr_state_args(n)),
+        )?)
+    };
+    let (closed, unknown) = closed_previews(&stacks, state);
+    println!(
+        "{} preview stack(s), {} of closed pull requests: {}",
+        stacks.len(),
+        closed.len(),
+        if closed.is_empty() {
+            "none".to_owned()
+        } else {
+            closed.join(", ")
+        }
+    );
+    let mut failed: Vec<String> = unknown;
+    for stack in &closed {
+        if let Err(e) = destroy_stack(&pulumi, stack) {
+            failed.push(format!("{stack}: {e:#}"));
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "some preview stacks were not destroyed (run again, or `cargo xtask destroy --env pr-<number>`):\n{}",
+            failed.join("\n")
+        );
+    }
     Ok(())
 }
 
@@ -486,16 +651,59 @@ mod tests {
     fn refusals_happen_before_anything_runs() {
         // Bad names and destroy of a long-lived stack fail before any prerequisite is looked at.
         assert!(deploy("staging").is_err());
-        assert!(preview("pr-x").is_err());
+        assert!(preview("pr-x", false).is_err());
+        assert!(preview("pr-x", true).is_err());
         let err = destroy("dev").unwrap_err().to_string();
         assert!(err.contains("only preview stacks"), "{err}");
         assert!(destroy("prod").is_err());
-        let err = promote("dev", "dev", None).unwrap_err().to_string();
-        assert!(err.contains("both `dev`"), "{err}");
-        let err = promote("dev", "prod", Some("transformer=zz"))
+        let err = promote("dev", "dev", None, None, PromoteStep::Deploy)
             .unwrap_err()
             .to_string();
+        assert!(err.contains("both `dev`"), "{err}");
+        let err = promote(
+            "dev",
+            "prod",
+            Some("transformer=zz"),
+            None,
+            PromoteStep::Deploy,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("--digests"), "{err}");
-        assert!(promote("local", "prod", None).is_err());
+        assert!(promote("local", "prod", None, None, PromoteStep::Deploy).is_err());
+    }
+
+    #[test]
+    fn pull_request_states_and_numbers_parse() {
+        assert_eq!(PrState::parse("OPEN\n").unwrap(), PrState::Open);
+        assert_eq!(PrState::parse("CLOSED").unwrap(), PrState::Closed);
+        assert_eq!(PrState::parse("MERGED").unwrap(), PrState::Merged);
+        let err = PrState::parse("").unwrap_err().to_string();
+        assert!(err.contains("unexpected pull request state"), "{err}");
+        assert_eq!(pr_number("pr-42").unwrap(), 42);
+        for bad in ["dev", "pr-", "pr-x", "42"] {
+            assert!(pr_number(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            gh_pr_state_args(42).join(" "),
+            "pr view 42 --json state --jq .state"
+        );
+    }
+
+    #[test]
+    fn only_previews_of_closed_pull_requests_are_swept() {
+        let stacks: Vec<String> = ["pr-1", "pr-2", "pr-3", "pr-4"].map(str::to_owned).to_vec();
+        let (closed, unknown) = closed_previews(&stacks, |n| match n {
+            1 => Ok(PrState::Open),
+            2 => Ok(PrState::Closed),
+            3 => Ok(PrState::Merged),
+            _ => anyhow::bail!("HTTP 502"),
+        });
+        assert_eq!(closed, vec!["pr-2", "pr-3"]);
+        // A pull request that cannot be looked up keeps its stack, and is reported.
+        assert_eq!(unknown.len(), 1);
+        assert!(unknown[0].starts_with("pr-4: HTTP 502"), "{unknown:?}");
+        let (closed, unknown) = closed_previews(&[], |_| Ok(PrState::Closed));
+        assert!(closed.is_empty() && unknown.is_empty());
     }
 }

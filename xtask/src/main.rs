@@ -15,6 +15,8 @@ mod test;
 mod tidy;
 mod util;
 
+use std::path::PathBuf;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
@@ -110,6 +112,9 @@ enum Cmd {
     Preview {
         #[arg(long)]
         env: String,
+        /// Instead: what changed in the cloud outside Pulumi; fails on any change.
+        #[arg(long)]
+        drift: bool,
     },
     /// Deploys to `--to` the artifact that `--from` runs and smoke-tested.
     Promote {
@@ -120,11 +125,27 @@ enum Cmd {
         /// `stream-processor=<sha256>,transformer=<sha256>`: promote these instead of what `--from` runs.
         #[arg(long)]
         digests: Option<String>,
+        /// `<owner>/<name>`: first verify each zip's build-provenance attestation from that repository.
+        #[arg(long)]
+        attestation_repo: Option<String>,
+        /// Only preview `--to` and save the plan to this file (deploy nothing).
+        #[arg(long, conflicts_with = "plan")]
+        save_plan: Option<PathBuf>,
+        /// Deploy exactly this plan (from `--save-plan`).
+        #[arg(long)]
+        plan: Option<PathBuf>,
     },
     /// Destroys a preview stack (`pr-<n>`) and removes it.
     Destroy {
+        #[arg(
+            long,
+            required_unless_present = "closed_previews",
+            conflicts_with = "closed_previews"
+        )]
+        env: Option<String>,
+        /// Instead: every preview stack whose pull request is closed (asks `gh`).
         #[arg(long)]
-        env: String,
+        closed_previews: bool,
     },
     /// Monthly cost estimate of an environment at a steady event rate.
     Cost {
@@ -226,9 +247,33 @@ fn main() -> Result<()> {
         Cmd::Build { arch, profile } => build::build(arch, profile.as_deref()).map(drop),
         Cmd::Package { arch, profile } => package::package(arch, profile.as_deref()).map(drop),
         Cmd::Deploy { env } => deploy::deploy(&env),
-        Cmd::Preview { env } => deploy::preview(&env),
-        Cmd::Promote { from, to, digests } => deploy::promote(&from, &to, digests.as_deref()),
-        Cmd::Destroy { env } => deploy::destroy(&env),
+        Cmd::Preview { env, drift } => deploy::preview(&env, drift),
+        Cmd::Promote {
+            from,
+            to,
+            digests,
+            attestation_repo,
+            save_plan,
+            plan,
+        } => {
+            let step = match (&save_plan, &plan) {
+                (Some(path), _) => deploy::PromoteStep::SavePlan(path),
+                (None, Some(path)) => deploy::PromoteStep::ApplyPlan(path),
+                (None, None) => deploy::PromoteStep::Deploy,
+            };
+            deploy::promote(
+                &from,
+                &to,
+                digests.as_deref(),
+                attestation_repo.as_deref(),
+                step,
+            )
+        }
+        Cmd::Destroy {
+            closed_previews: true,
+            ..
+        } => deploy::destroy_closed_previews(),
+        Cmd::Destroy { env, .. } => deploy::destroy(env.as_deref().unwrap_or_default()),
         Cmd::Cost {
             env,
             rate,

@@ -272,9 +272,7 @@ async fn target(env: &str) -> Result<(Stack, Clients, String)> {
         return Ok((stack, clients, title));
     }
     let name = stack_name(env)?;
-    let backend = Facts::current().check()?;
-    let pulumi = Pulumi::new();
-    pulumi.login(&backend)?;
+    let pulumi = Pulumi::new(Facts::current().check()?);
     let outputs = pulumi.outputs(&name)?;
     let clients = aws_clients(&outputs.region).await;
     let digests: Vec<String> = (outputs.digests.0.iter())

@@ -35,13 +35,60 @@ pub fn preview_stack_name(env: &str) -> Result<String> {
     Ok(stack)
 }
 
+/// The class of a stack, which picks its backend prefix: `dev`, `prod`, or `preview` for every
+/// `pr-<number>`. Each class keeps its state under its own prefix of the state bucket, so a role
+/// scoped to one class never needs to read another's (docs/deployment.md, "State").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Dev,
+    Prod,
+    Preview,
+}
+
+impl Class {
+    pub const ALL: [Class; 3] = [Class::Dev, Class::Prod, Class::Preview];
+
+    pub fn of(stack: &str) -> Class {
+        match stack {
+            "dev" => Class::Dev,
+            "prod" => Class::Prod,
+            _ => Class::Preview,
+        }
+    }
+
+    /// The backend prefix: `s3://<state bucket>/<prefix>`.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Class::Dev => "dev",
+            Class::Prod => "prod",
+            Class::Preview => "preview",
+        }
+    }
+}
+
 /// Where the Pulumi state lives, from the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
-    /// `PULUMI_BACKEND_URL`.
-    pub url: String,
+    /// `PULUMI_STATE_URL`: the state bucket, `s3://<bucket>?region=eu-west-1&awssdk=v2`.
+    pub state_url: String,
     /// `PULUMI_SECRETS_PROVIDER`; needed only to create a stack.
     pub secrets_provider: Option<String>,
+}
+
+impl Backend {
+    /// The `PULUMI_BACKEND_URL` of a class: the state URL with `/<class>` added to its path and
+    /// its query kept, e.g. `s3://bucket/dev?region=eu-west-1&awssdk=v2`.
+    pub fn url(&self, class: Class) -> String {
+        let (base, query) = match self.state_url.split_once('?') {
+            Some((base, query)) => (base, Some(query)),
+            None => (self.state_url.as_str(), None),
+        };
+        let base = base.trim_end_matches('/');
+        match query {
+            Some(q) => format!("{base}/{}?{q}", class.prefix()),
+            None => format!("{base}/{}", class.prefix()),
+        }
+    }
 }
 
 /// What the prerequisite check looks at, gathered by `Facts::current`.
@@ -65,7 +112,11 @@ impl Facts {
     pub fn current() -> Facts {
         let vars = AWS_CREDENTIAL_VARS
             .iter()
-            .chain(&["PULUMI_BACKEND_URL", "PULUMI_SECRETS_PROVIDER"])
+            .chain(&[
+                "PULUMI_STATE_URL",
+                "PULUMI_BACKEND_URL",
+                "PULUMI_SECRETS_PROVIDER",
+            ])
             .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
             .collect();
         let home = std::env::var_os("HOME").map(PathBuf::from);
@@ -95,17 +146,32 @@ impl Facts {
                 "no AWS credentials: set AWS_PROFILE (after `aws sso login`), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_WEB_IDENTITY_TOKEN_FILE (CI: aws-actions/configure-aws-credentials with the environment's role)".to_owned(),
             );
         }
-        let url = self.var("PULUMI_BACKEND_URL");
-        if url.is_none() {
-            problems.push(
-                "PULUMI_BACKEND_URL is not set: set it to the state bucket, `s3://eventpipe-pulumi-state-<account id>?region=eu-west-1&awssdk=v2` (docs/deployment.md, bootstrapping step 1)".to_owned(),
-            );
+        let url = self.var("PULUMI_STATE_URL");
+        match url {
+            None if self.var("PULUMI_BACKEND_URL").is_some() => problems.push(
+                "PULUMI_STATE_URL is not set: xtask picks each stack's backend itself (`<state url>/dev`, `/prod`, `/preview`), so set PULUMI_STATE_URL to the state bucket, `s3://eventpipe-pulumi-state-<account id>?region=eu-west-1&awssdk=v2`, instead of PULUMI_BACKEND_URL (docs/deployment.md, \"State\")".to_owned(),
+            ),
+            None => problems.push(
+                "PULUMI_STATE_URL is not set: set it to the state bucket, `s3://eventpipe-pulumi-state-<account id>?region=eu-west-1&awssdk=v2` (docs/deployment.md, \"State\")".to_owned(),
+            ),
+            Some(url) => {
+                let path = url.split_once('?').map_or(url, |(p, _)| p);
+                if let Some(class) = Class::ALL
+                    .iter()
+                    .find(|c| path.trim_end_matches('/').ends_with(&format!("/{}", c.prefix())))
+                {
+                    problems.push(format!(
+                        "PULUMI_STATE_URL `{url}` already ends in the class prefix `/{}`: give the bucket only; xtask adds `/dev`, `/prod` or `/preview` per stack",
+                        class.prefix()
+                    ));
+                }
+            }
         }
         if !problems.is_empty() {
             bail!("{}", problems.join("\n"));
         }
         Ok(Backend {
-            url: url.unwrap_or_default().to_owned(),
+            state_url: url.unwrap_or_default().to_owned(),
             secrets_provider: self.var("PULUMI_SECRETS_PROVIDER").map(str::to_owned),
         })
     }
@@ -122,80 +188,156 @@ pub fn on_path(program: &str) -> bool {
     })
 }
 
-/// Command lines, run in `pulumi/` (so the policy pack is `policy`).
-pub mod args {
-    fn v(parts: &[&str]) -> Vec<String> {
-        parts.iter().map(|s| (*s).to_owned()).collect()
-    }
+/// One Pulumi command line and the class of stack whose backend it runs against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    pub class: Class,
+    pub args: Vec<String>,
+}
 
-    pub fn login(url: &str) -> Vec<String> {
-        v(&["login", url])
-    }
-    pub fn stack_ls() -> Vec<String> {
-        v(&["stack", "ls", "--json"])
-    }
-    pub fn stack_init(stack: &str, secrets_provider: &str) -> Vec<String> {
-        v(&[
-            "stack",
-            "init",
-            stack,
-            "--secrets-provider",
-            secrets_provider,
-        ])
-    }
-    pub fn up(stack: &str) -> Vec<String> {
-        v(&[
-            "up",
-            "--yes",
-            "--skip-preview",
-            "--policy-pack",
-            "policy",
-            "--stack",
-            stack,
-        ])
-    }
-    pub fn preview(stack: &str) -> Vec<String> {
-        v(&[
-            "preview",
-            "--diff",
-            "--policy-pack",
-            "policy",
-            "--stack",
-            stack,
-        ])
-    }
-    pub fn outputs(stack: &str) -> Vec<String> {
-        v(&["stack", "output", "--json", "--stack", stack])
-    }
-    pub fn tags(stack: &str) -> Vec<String> {
-        v(&["stack", "tag", "ls", "--json", "--stack", stack])
-    }
-    pub fn tag_set(stack: &str, name: &str, value: &str) -> Vec<String> {
-        v(&["stack", "tag", "set", name, value, "--stack", stack])
-    }
-    pub fn tag_rm(stack: &str, name: &str) -> Vec<String> {
-        v(&["stack", "tag", "rm", name, "--stack", stack])
-    }
-    pub fn destroy(stack: &str) -> Vec<String> {
-        v(&["destroy", "--yes", "--stack", stack])
-    }
-    pub fn stack_rm(stack: &str) -> Vec<String> {
-        v(&["stack", "rm", "--yes", stack])
+impl Invocation {
+    /// The arguments as one line (tests and messages).
+    pub fn line(&self) -> String {
+        self.args.join(" ")
     }
 }
 
-/// Whether `pulumi stack ls --json` lists the stack (DIY backends may qualify the name).
-pub fn stack_listed(ls_json: &str, stack: &str) -> Result<bool> {
+/// Command lines, run in `pulumi/` (so the policy pack is `policy`). None of them lists the
+/// stacks of a backend except `preview_stacks`, whose backend holds only preview stacks: on the
+/// S3 backend, `stack ls` reads every stack's checkpoint.
+pub mod args {
+    use std::path::Path;
+
+    use super::{Class, Invocation};
+
+    fn on(stack: &str, parts: &[&str]) -> Invocation {
+        Invocation {
+            class: Class::of(stack),
+            args: parts.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    fn with_path(mut i: Invocation, flag: &str, path: Option<&Path>) -> Invocation {
+        if let Some(p) = path {
+            i.args.push(flag.to_owned());
+            i.args.push(p.display().to_string());
+        }
+        i
+    }
+
+    /// Selects an existing stack; fails with "no stack named …" when there is none. Reads that
+    /// stack only.
+    pub fn select(stack: &str) -> Invocation {
+        on(stack, &["stack", "select", stack])
+    }
+    /// Selects the stack, creating it with the secrets provider when it does not exist.
+    pub fn select_or_create(stack: &str, secrets_provider: &str) -> Invocation {
+        on(
+            stack,
+            &[
+                "stack",
+                "select",
+                "--create",
+                stack,
+                "--secrets-provider",
+                secrets_provider,
+            ],
+        )
+    }
+    /// Every stack of the preview backend (the only backend whose stacks one role may all read).
+    pub fn preview_stacks() -> Invocation {
+        Invocation {
+            class: Class::Preview,
+            args: ["stack", "ls", "--json"].map(str::to_owned).to_vec(),
+        }
+    }
+    /// `pulumi up`; with a plan, exactly the operations of that plan (`preview --save-plan`).
+    pub fn up(stack: &str, plan: Option<&Path>) -> Invocation {
+        let up = on(
+            stack,
+            &[
+                "up",
+                "--yes",
+                "--skip-preview",
+                "--policy-pack",
+                "policy",
+                "--stack",
+                stack,
+            ],
+        );
+        with_path(up, "--plan", plan)
+    }
+    /// `pulumi preview`; with a path, the proposed operations are saved there as a plan.
+    pub fn preview(stack: &str, save_plan: Option<&Path>) -> Invocation {
+        let preview = on(
+            stack,
+            &[
+                "preview",
+                "--diff",
+                "--policy-pack",
+                "policy",
+                "--stack",
+                stack,
+            ],
+        );
+        with_path(preview, "--save-plan", save_plan)
+    }
+    /// What changed outside Pulumi: the state compared with the cloud, without writing the state
+    /// or running the program; any difference is an error.
+    pub fn drift(stack: &str) -> Invocation {
+        on(
+            stack,
+            &[
+                "refresh",
+                "--preview-only",
+                "--expect-no-changes",
+                "--diff",
+                "--stack",
+                stack,
+            ],
+        )
+    }
+    pub fn outputs(stack: &str) -> Invocation {
+        on(stack, &["stack", "output", "--json", "--stack", stack])
+    }
+    pub fn tags(stack: &str) -> Invocation {
+        on(stack, &["stack", "tag", "ls", "--json", "--stack", stack])
+    }
+    pub fn tag_set(stack: &str, name: &str, value: &str) -> Invocation {
+        on(
+            stack,
+            &["stack", "tag", "set", name, value, "--stack", stack],
+        )
+    }
+    pub fn tag_rm(stack: &str, name: &str) -> Invocation {
+        on(stack, &["stack", "tag", "rm", name, "--stack", stack])
+    }
+    pub fn destroy(stack: &str) -> Invocation {
+        on(stack, &["destroy", "--yes", "--stack", stack])
+    }
+    pub fn stack_rm(stack: &str) -> Invocation {
+        on(stack, &["stack", "rm", "--yes", stack])
+    }
+}
+
+/// Whether `pulumi stack select <stack>` failed because the stack does not exist.
+pub fn stack_missing(stderr: &str) -> bool {
+    stderr.contains("no stack named")
+}
+
+/// The stack names `pulumi stack ls --json` prints, unqualified (DIY backends may print
+/// `organization/<project>/<stack>`).
+pub fn listed_stacks(ls_json: &str) -> Result<Vec<String>> {
     let value: Value =
         serde_json::from_str(ls_json).context("`pulumi stack ls --json` did not print JSON")?;
     let stacks = value
         .as_array()
         .context("`pulumi stack ls --json` did not print a list")?;
-    let suffix = format!("/{stack}");
     Ok(stacks
         .iter()
         .filter_map(|s| s["name"].as_str())
-        .any(|name| name == stack || name.ends_with(&suffix)))
+        .map(|name| name.rsplit('/').next().unwrap_or(name).to_owned())
+        .collect())
 }
 
 /// `pulumi stack tag ls --json`: tag name → value.
@@ -274,18 +416,32 @@ pub fn aws_endpoint_label(region: &str) -> String {
     format!("aws:{region}")
 }
 
-/// Runs the CLI in `pulumi/` with the variables the program reads.
+/// Variables every Pulumi command gets. With the fallback, a stack whose `Pulumi.<stack>.yaml` is
+/// missing (every fresh runner: the files are not committed) uses the secrets provider recorded
+/// in its state, KMS key and encrypted data key included, instead of asking for a passphrase.
+pub const PULUMI_ENV: [(&str, &str); 2] = [
+    ("PULUMI_SKIP_UPDATE_CHECK", "true"),
+    ("PULUMI_FALLBACK_TO_STATE_SECRETS_MANAGER", "true"),
+];
+
+/// Runs the CLI in `pulumi/` with the variables the program reads, each command against the
+/// backend of its stack's class.
 #[derive(Debug, Clone)]
 pub struct Pulumi {
     pub dir: PathBuf,
     pub envs: Vec<(String, String)>,
+    pub backend: Backend,
 }
 
 impl Pulumi {
-    pub fn new() -> Pulumi {
+    pub fn new(backend: Backend) -> Pulumi {
         Pulumi {
             dir: root().join("pulumi"),
-            envs: vec![("PULUMI_SKIP_UPDATE_CHECK".into(), "true".into())],
+            envs: PULUMI_ENV
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            backend,
         }
     }
 
@@ -299,20 +455,21 @@ impl Pulumi {
         self
     }
 
-    pub fn command(&self, args: &[String]) -> Command {
+    pub fn command(&self, invocation: &Invocation) -> Command {
         let mut c = Command::new("pulumi");
-        c.args(args).current_dir(&self.dir);
+        c.args(&invocation.args).current_dir(&self.dir);
         c.envs(self.envs.iter().map(|(k, v)| (k, v)));
+        c.env("PULUMI_BACKEND_URL", self.backend.url(invocation.class));
         c
     }
 
     /// Runs in the foreground: the CLI's own output goes to our stdout and stderr.
-    pub fn run(&self, args: &[String]) -> Result<()> {
-        run(&mut self.command(args))
+    pub fn run(&self, invocation: &Invocation) -> Result<()> {
+        run(&mut self.command(invocation))
     }
 
-    pub fn output(&self, args: &[String]) -> Result<String> {
-        output(&mut self.command(args))
+    pub fn output(&self, invocation: &Invocation) -> Result<String> {
+        output(&mut self.command(invocation))
     }
 
     /// `npm ci` when `pulumi/node_modules` is missing (the program's and the policy pack's packages).
@@ -326,26 +483,47 @@ impl Pulumi {
         .context("installing the Pulumi program's packages needs Node 20 and npm")
     }
 
-    pub fn login(&self, backend: &Backend) -> Result<()> {
-        // Logging in prints the URL, which may carry query parameters: keep it off stdout.
-        self.output(&args::login(&backend.url)).map(drop)
-    }
-
+    /// Whether the stack exists, reading that stack only (never `stack ls`).
     pub fn stack_exists(&self, stack: &str) -> Result<bool> {
-        stack_listed(&self.output(&args::stack_ls())?, stack)
+        let invocation = args::select(stack);
+        let mut cmd = self.command(&invocation);
+        let out = cmd
+            .output()
+            .with_context(|| format!("starting `pulumi {}`", invocation.line()))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            Ok(true)
+        } else if stack_missing(&stderr) {
+            Ok(false)
+        } else {
+            bail!(
+                "`pulumi {}` failed with {}: {}",
+                invocation.line(),
+                out.status,
+                stderr.trim()
+            )
+        }
     }
 
-    /// Creates a missing stack with the KMS secrets provider (docs/deployment.md, step 5).
-    pub fn ensure_stack(&self, stack: &str, backend: &Backend) -> Result<()> {
-        if self.stack_exists(stack)? {
-            return Ok(());
+    /// Selects the stack, creating a missing one with the KMS secrets provider.
+    pub fn ensure_stack(&self, stack: &str) -> Result<()> {
+        match &self.backend.secrets_provider {
+            Some(provider) => self.run(&args::select_or_create(stack, provider)),
+            None if self.stack_exists(stack)? => Ok(()),
+            None => bail!(
+                "stack `{stack}` does not exist and PULUMI_SECRETS_PROVIDER is not set: set it to `awskms://alias/eventpipe-pulumi?region=eu-west-1` (docs/deployment.md, \"State\")"
+            ),
         }
-        let Some(provider) = &backend.secrets_provider else {
+    }
+
+    /// Refuses unless the stack exists (for commands that compare with it or must not create it).
+    pub fn require_stack(&self, stack: &str, what: &str) -> Result<()> {
+        if !self.stack_exists(stack)? {
             bail!(
-                "stack `{stack}` does not exist and PULUMI_SECRETS_PROVIDER is not set: set it to `awskms://alias/eventpipe-pulumi?region=eu-west-1` (docs/deployment.md, bootstrapping step 1)"
+                "stack `{stack}` does not exist yet, so there is nothing to {what}: deploy it with `cargo xtask deploy --env {stack}` first (prod: docs/deployment.md, \"First deployment\")"
             );
-        };
-        self.run(&args::stack_init(stack, provider))
+        }
+        Ok(())
     }
 
     pub fn outputs(&self, stack: &str) -> Result<Outputs> {
@@ -354,6 +532,14 @@ impl Pulumi {
 
     pub fn tags(&self, stack: &str) -> Result<BTreeMap<String, String>> {
         parse_tags(&self.output(&args::tags(stack))?)
+    }
+
+    /// The `pr-<number>` stacks of the preview backend.
+    pub fn preview_stacks(&self) -> Result<Vec<String>> {
+        Ok(listed_stacks(&self.output(&args::preview_stacks())?)?
+            .into_iter()
+            .filter(|s| is_preview(s))
+            .collect())
     }
 }
 
@@ -415,6 +601,15 @@ pub mod tests {
         assert!(err.contains("only preview stacks"), "{err}");
     }
 
+    const STATE: &str = "s3://eventpipe-pulumi-state-123456789012?region=eu-west-1&awssdk=v2";
+
+    fn backend(secrets_provider: Option<&str>) -> Backend {
+        Backend {
+            state_url: STATE.into(),
+            secrets_provider: secrets_provider.map(str::to_owned),
+        }
+    }
+
     #[test]
     fn prerequisites_are_all_reported_with_what_to_do() {
         let mut f = facts(&[]);
@@ -425,27 +620,27 @@ pub mod tests {
             "{err}"
         );
         assert!(err.contains("no AWS credentials: set AWS_PROFILE"), "{err}");
-        assert!(err.contains("PULUMI_BACKEND_URL is not set"), "{err}");
+        assert!(err.contains("PULUMI_STATE_URL is not set"), "{err}");
         // Empty values count as unset.
-        let err = facts(&[("AWS_PROFILE", ""), ("PULUMI_BACKEND_URL", "s3://b")])
+        let err = facts(&[("AWS_PROFILE", ""), ("PULUMI_STATE_URL", "s3://b")])
             .check()
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("no AWS credentials"), "{err}");
         for creds in AWS_CREDENTIAL_VARS {
-            let backend = facts(&[(creds, "x"), ("PULUMI_BACKEND_URL", "s3://b")])
+            let backend = facts(&[(creds, "x"), ("PULUMI_STATE_URL", "s3://b")])
                 .check()
                 .unwrap();
             assert_eq!(
                 backend,
                 Backend {
-                    url: "s3://b".into(),
+                    state_url: "s3://b".into(),
                     secrets_provider: None
                 }
             );
         }
         let mut f = facts(&[
-            ("PULUMI_BACKEND_URL", "s3://b"),
+            ("PULUMI_STATE_URL", "s3://b"),
             ("PULUMI_SECRETS_PROVIDER", "awskms://k"),
         ]);
         f.shared_aws_config = true;
@@ -456,53 +651,202 @@ pub mod tests {
     }
 
     #[test]
-    fn command_lines_per_stack() {
-        for stack in ["dev", "prod", "pr-7"] {
-            assert_eq!(
-                args::up(stack).join(" "),
-                format!("up --yes --skip-preview --policy-pack policy --stack {stack}")
-            );
-            assert_eq!(
-                args::preview(stack).join(" "),
-                format!("preview --diff --policy-pack policy --stack {stack}")
-            );
-            assert_eq!(
-                args::outputs(stack).join(" "),
-                format!("stack output --json --stack {stack}")
-            );
-            assert_eq!(
-                args::stack_init(stack, "awskms://alias/eventpipe-pulumi?region=eu-west-1")
-                    .join(" "),
-                format!(
-                    "stack init {stack} --secrets-provider awskms://alias/eventpipe-pulumi?region=eu-west-1"
-                )
-            );
-            assert_eq!(
-                args::tag_set(stack, "smoke-passed", "pending").join(" "),
-                format!("stack tag set smoke-passed pending --stack {stack}")
+    fn the_state_url_names_the_bucket_not_a_class() {
+        // A one-backend setup is told what changed.
+        let err = facts(&[("AWS_PROFILE", "p"), ("PULUMI_BACKEND_URL", "s3://b")])
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("set PULUMI_STATE_URL to the state bucket")
+                && err.contains("instead of PULUMI_BACKEND_URL"),
+            "{err}"
+        );
+        for class_url in [
+            "s3://b/dev",
+            "s3://b/prod/?region=eu-west-1",
+            "s3://b/preview?region=eu-west-1&awssdk=v2",
+        ] {
+            let err = facts(&[("AWS_PROFILE", "p"), ("PULUMI_STATE_URL", class_url)])
+                .check()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("already ends in the class prefix"),
+                "{class_url}: {err}"
             );
         }
-        assert_eq!(
-            args::destroy("pr-7").join(" "),
-            "destroy --yes --stack pr-7"
+        // A bucket whose own name ends like a class is fine.
+        assert!(
+            facts(&[("AWS_PROFILE", "p"), ("PULUMI_STATE_URL", "s3://state-dev")])
+                .check()
+                .is_ok()
         );
-        assert_eq!(args::stack_rm("pr-7").join(" "), "stack rm --yes pr-7");
     }
 
     #[test]
-    fn the_program_gets_its_inputs() {
-        let p = Pulumi::new().with_program_inputs(Path::new("/abs/manifest.json"), "abc");
-        let cmd = p.command(&args::up("dev"));
-        assert!(cmd.get_current_dir().is_some_and(|d| d.ends_with("pulumi")));
-        let envs: BTreeMap<_, _> = cmd
-            .get_envs()
+    fn each_class_of_stack_has_its_own_backend_prefix() {
+        let b = backend(None);
+        assert_eq!(
+            b.url(Class::of("dev")),
+            "s3://eventpipe-pulumi-state-123456789012/dev?region=eu-west-1&awssdk=v2"
+        );
+        assert_eq!(
+            b.url(Class::of("prod")),
+            "s3://eventpipe-pulumi-state-123456789012/prod?region=eu-west-1&awssdk=v2"
+        );
+        for pr in ["pr-1", "pr-7", "pr-1234"] {
+            assert_eq!(
+                b.url(Class::of(pr)),
+                "s3://eventpipe-pulumi-state-123456789012/preview?region=eu-west-1&awssdk=v2"
+            );
+        }
+        let plain = |url: &str| Backend {
+            state_url: url.into(),
+            secrets_provider: None,
+        };
+        assert_eq!(plain("s3://b").url(Class::Prod), "s3://b/prod");
+        assert_eq!(plain("s3://b/").url(Class::Dev), "s3://b/dev");
+        assert_eq!(
+            plain("s3://b/org?x=1").url(Class::Preview),
+            "s3://b/org/preview?x=1"
+        );
+        assert_eq!(
+            plain("file:///srv/state").url(Class::Dev),
+            "file:///srv/state/dev"
+        );
+    }
+
+    #[test]
+    fn every_command_runs_against_its_stacks_backend_with_the_state_secrets_fallback() {
+        let p = Pulumi::new(backend(None));
+        for (stack, prefix) in [("dev", "/dev?"), ("prod", "/prod?"), ("pr-7", "/preview?")] {
+            for invocation in every_invocation(stack) {
+                let cmd = p.command(&invocation);
+                let envs = envs(&cmd);
+                let url = envs["PULUMI_BACKEND_URL"].as_deref().unwrap();
+                assert!(
+                    url.contains(prefix),
+                    "{stack}: {} → {url}",
+                    invocation.line()
+                );
+                assert_eq!(
+                    envs["PULUMI_FALLBACK_TO_STATE_SECRETS_MANAGER"].as_deref(),
+                    Some("true"),
+                    "{}",
+                    invocation.line()
+                );
+                assert_eq!(envs["PULUMI_SKIP_UPDATE_CHECK"].as_deref(), Some("true"));
+            }
+        }
+        let ls = p.command(&args::preview_stacks());
+        assert!(
+            envs(&ls)["PULUMI_BACKEND_URL"]
+                .as_deref()
+                .unwrap()
+                .contains("/preview?")
+        );
+    }
+
+    /// Every command line a stack gets.
+    fn every_invocation(stack: &str) -> Vec<Invocation> {
+        let plan = Path::new("/plans/prod.json");
+        vec![
+            args::select(stack),
+            args::select_or_create(stack, "awskms://alias/eventpipe-pulumi?region=eu-west-1"),
+            args::up(stack, None),
+            args::up(stack, Some(plan)),
+            args::preview(stack, None),
+            args::preview(stack, Some(plan)),
+            args::drift(stack),
+            args::outputs(stack),
+            args::tags(stack),
+            args::tag_set(stack, "smoke-passed", "pending"),
+            args::tag_rm(stack, "smoke-old"),
+            args::destroy(stack),
+            args::stack_rm(stack),
+        ]
+    }
+
+    fn envs(cmd: &Command) -> BTreeMap<String, Option<String>> {
+        cmd.get_envs()
             .map(|(k, v)| {
                 (
                     k.to_string_lossy().into_owned(),
                     v.map(|v| v.to_string_lossy().into_owned()),
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn no_command_lists_the_stacks_of_a_dev_or_prod_backend() {
+        for stack in ["dev", "prod", "pr-7"] {
+            for invocation in every_invocation(stack) {
+                assert!(
+                    !invocation.line().starts_with("stack ls"),
+                    "{}",
+                    invocation.line()
+                );
+            }
+        }
+        let ls = args::preview_stacks();
+        assert_eq!(ls.line(), "stack ls --json");
+        assert_eq!(ls.class, Class::Preview);
+    }
+
+    #[test]
+    fn command_lines_per_stack() {
+        let plan = Path::new("/plans/prod.json");
+        for stack in ["dev", "prod", "pr-7"] {
+            assert_eq!(
+                args::up(stack, None).line(),
+                format!("up --yes --skip-preview --policy-pack policy --stack {stack}")
+            );
+            assert_eq!(
+                args::preview(stack, None).line(),
+                format!("preview --diff --policy-pack policy --stack {stack}")
+            );
+            assert_eq!(
+                args::drift(stack).line(),
+                format!("refresh --preview-only --expect-no-changes --diff --stack {stack}")
+            );
+            assert_eq!(
+                args::outputs(stack).line(),
+                format!("stack output --json --stack {stack}")
+            );
+            assert_eq!(args::select(stack).line(), format!("stack select {stack}"));
+            assert_eq!(
+                args::select_or_create(stack, "awskms://alias/eventpipe-pulumi?region=eu-west-1")
+                    .line(),
+                format!(
+                    "stack select --create {stack} --secrets-provider awskms://alias/eventpipe-pulumi?region=eu-west-1"
+                )
+            );
+            assert_eq!(
+                args::tag_set(stack, "smoke-passed", "pending").line(),
+                format!("stack tag set smoke-passed pending --stack {stack}")
+            );
+        }
+        assert_eq!(
+            args::preview("prod", Some(plan)).line(),
+            "preview --diff --policy-pack policy --stack prod --save-plan /plans/prod.json"
+        );
+        assert_eq!(
+            args::up("prod", Some(plan)).line(),
+            "up --yes --skip-preview --policy-pack policy --stack prod --plan /plans/prod.json"
+        );
+        assert_eq!(args::destroy("pr-7").line(), "destroy --yes --stack pr-7");
+        assert_eq!(args::stack_rm("pr-7").line(), "stack rm --yes pr-7");
+    }
+
+    #[test]
+    fn the_program_gets_its_inputs() {
+        let p =
+            Pulumi::new(backend(None)).with_program_inputs(Path::new("/abs/manifest.json"), "abc");
+        let cmd = p.command(&args::up("dev", None));
+        assert!(cmd.get_current_dir().is_some_and(|d| d.ends_with("pulumi")));
+        let envs = envs(&cmd);
         assert_eq!(
             envs["PIPELINE_ARTIFACT_MANIFEST"].as_deref(),
             Some("/abs/manifest.json")
@@ -511,14 +855,20 @@ pub mod tests {
     }
 
     #[test]
-    fn stack_listing_matches_plain_and_qualified_names() {
-        let ls = r#"[{"name":"dev","current":false},{"name":"organization/eventpipe/pr-7"}]"#;
-        assert!(stack_listed(ls, "dev").unwrap());
-        assert!(stack_listed(ls, "pr-7").unwrap());
-        assert!(!stack_listed(ls, "prod").unwrap());
-        assert!(!stack_listed(ls, "r-7").unwrap());
-        assert!(!stack_listed("[]", "dev").unwrap());
-        assert!(stack_listed("not json", "dev").is_err());
+    fn a_missing_stack_is_told_from_other_failures() {
+        assert!(stack_missing("error: no stack named 'pr-7' found"));
+        assert!(!stack_missing(
+            "error: failed to load checkpoint: blob (key \".pulumi/stacks/eventpipe/prod.json\") (code=PermissionDenied)"
+        ));
+        assert!(!stack_missing(""));
+    }
+
+    #[test]
+    fn stack_listing_gives_plain_names() {
+        let ls = r#"[{"name":"pr-3","current":false},{"name":"organization/eventpipe/pr-7"}]"#;
+        assert_eq!(listed_stacks(ls).unwrap(), vec!["pr-3", "pr-7"]);
+        assert!(listed_stacks("[]").unwrap().is_empty());
+        assert!(listed_stacks("not json").is_err());
     }
 
     #[test]
