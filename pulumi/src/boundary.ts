@@ -48,7 +48,12 @@ export function permissionsBoundaryName(project: string, envClass: EnvironmentCl
  * the bootstrap stack of the account, not by the pipeline program, so the deployer cannot edit it.
  */
 export function permissionsBoundaryArn(env: Pick<Environment, "project" | "name">, accountId: string, partition: string): string {
-    return `arn:${partition}:iam::${accountId}:policy/${permissionsBoundaryName(env.project, environmentClass(env.name))}`;
+    return classBoundaryArn(env.project, environmentClass(env.name), accountId, partition);
+}
+
+/** The ARN of a class's permissions boundary. */
+export function classBoundaryArn(project: string, envClass: EnvironmentClass, accountId: string, partition: string): string {
+    return `arn:${partition}:iam::${accountId}:policy/${permissionsBoundaryName(project, envClass)}`;
 }
 
 /** `<project>-<class pattern>`: the first components of every name in a class (`eventpipe-pr-*`). */
