@@ -2,12 +2,15 @@
 // logging, CloudTrail, retention) and pr-42 (on-demand preview stack).
 
 import { strict as assert } from "node:assert";
+import * as fs from "node:fs";
+import * as path from "node:path";
 
 import * as pulumi from "@pulumi/pulumi";
+import { parse as parseToml } from "smol-toml";
 
 import { expressedSettings } from "../src/settings";
 import { EMF_METRICS, EMF_NAMESPACE } from "../src/components/observability";
-import { GATEWAY_ENDPOINT_SERVICES, INTERFACE_ENDPOINT_SERVICES, subnetCidr } from "../src/components/network";
+import { endpointServices, NOT_CALLED_FROM_THE_VPC, subnetCidr, VPC_ENDPOINTS } from "../src/components/network";
 import { ACCOUNT_ID, GIT_SHA, artifacts, deploy, ofType, one, statements, type Deployment, type Registered } from "./harness";
 import { isWildcardOnlyAction, runSimulation } from "@cloud-copilot/iam-simulate";
 import { RESOURCE_WILDCARD_ACTIONS } from "../policy/rules";
@@ -505,9 +508,8 @@ describe("pipeline under mocks", function () {
                     const endpoints = ofType(x, TYPES.endpoint);
                     const services = (kind: string) =>
                         endpoints.filter((e) => e.inputs.vpcEndpointType === kind).map((e) => e.inputs.serviceName.split(".").pop()).sort();
-                    assert.deepEqual(services("Gateway"), [...GATEWAY_ENDPOINT_SERVICES].sort());
-                    const interfaces = [...INTERFACE_ENDPOINT_SERVICES, ...(x.env.observability.tracing ? ["xray"] : [])].sort();
-                    assert.deepEqual(services("Interface"), interfaces);
+                    assert.deepEqual(services("Gateway"), endpointServices("Gateway").sort());
+                    assert.deepEqual(services("Interface"), endpointServices("Interface").sort());
                     assert.ok(endpoints.filter((e) => e.inputs.vpcEndpointType === "Interface").every((e) => e.inputs.privateDnsEnabled === true));
                     assert.ok(!x.resources.some((r) => r.type === "aws:ec2/natGateway:NatGateway" || r.type === "aws:ec2/internetGateway:InternetGateway"));
                     for (const f of fns) {
@@ -595,6 +597,56 @@ describe("pipeline under mocks", function () {
             });
         });
     }
+
+    it("the VPC has an endpoint for exactly the AWS services the function binaries have SDK clients for", () => {
+        // What the code can call: the aws-sdk-* crates the two function crates depend on, directly or
+        // through the workspace's own crates. Crate → endpoint service name (com.amazonaws.<region>.<name>).
+        const ENDPOINT_OF_CRATE: Record<string, string> = {
+            "aws-sdk-s3": "s3",
+            "aws-sdk-dynamodb": "dynamodb",
+            "aws-sdk-secretsmanager": "secretsmanager",
+            "aws-sdk-kinesis": "kinesis-streams",
+            "aws-sdk-sqs": "sqs",
+            "aws-sdk-sns": "sns",
+            "aws-sdk-cloudwatch": "monitoring",
+            "aws-sdk-cloudwatchlogs": "logs",
+            "aws-sdk-xray": "xray",
+            "aws-sdk-kms": "kms",
+            "aws-sdk-sts": "sts",
+            "aws-sdk-lambda": "lambda",
+            "aws-sdk-glue": "glue",
+        };
+        const root = path.resolve(__dirname, "..", "..");
+        const toml = (dir: string): any => parseToml(fs.readFileSync(path.join(root, dir, "Cargo.toml"), "utf8"));
+        const members: Record<string, { path?: string }> = toml(".").workspace.dependencies;
+        const crates = new Set<string>();
+        const visit = (dir: string, seen = new Set<string>()): void => {
+            for (const dep of Object.keys(toml(dir).dependencies ?? {})) {
+                const local = members[dep]?.path;
+                if (local !== undefined && !seen.has(local)) {
+                    seen.add(local);
+                    visit(local, seen);
+                } else if (dep.startsWith("aws-sdk-")) {
+                    crates.add(dep);
+                }
+            }
+        };
+        visit("services/stream-processor");
+        visit("services/transformer");
+        assert.ok(crates.size > 0, "found the functions' SDK crates");
+        const called = [...crates].map((c) => {
+            assert.ok(ENDPOINT_OF_CRATE[c], `${c}: which VPC endpoint service does it call? Add it to ENDPOINT_OF_CRATE`);
+            return ENDPOINT_OF_CRATE[c] as string;
+        });
+        const x = d("prod");
+        const deployed = ofType(x, TYPES.endpoint).map((e) => e.inputs.serviceName.split(".").pop()).sort();
+        assert.deepEqual(deployed, [...new Set(called)].sort());
+        // Every endpoint and every omission says why; none is both.
+        for (const e of VPC_ENDPOINTS) {
+            assert.ok(e.reason.length > 20, e.service);
+            assert.equal(NOT_CALLED_FROM_THE_VPC[e.service], undefined, e.service);
+        }
+    });
 
     describe("network interfaces of VPC functions", () => {
         // What Lambda asks EC2 for with the function's role, per the AWS managed policy

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use pipeline_config::{Environment, StreamMode};
 
 use crate::util::root;
@@ -38,6 +38,100 @@ pub mod price {
     pub const DASHBOARD_MONTH: f64 = 3.00;
     pub const KMS_KEY_MONTH: f64 = 1.00;
     pub const SECRET_MONTH: f64 = 0.40;
+    /// Per interface VPC endpoint, per availability zone, per hour (gateway endpoints are free).
+    pub const VPC_INTERFACE_ENDPOINT_ZONE_HOUR: f64 = 0.01;
+    /// CloudTrail data events delivered by a trail, per 100,000.
+    pub const CLOUDTRAIL_DATA_EVENTS_PER_100K: f64 = 0.10;
+}
+
+/// The VPC endpoints and the zone count, read from the Pulumi program that creates them
+/// (`VPC_ENDPOINTS` and `MAX_ZONES` in `pulumi/src/components/network.ts`): one table for both.
+pub mod vpc {
+    use anyhow::{Context as _, Result, bail};
+
+    pub const SOURCE: &str = "pulumi/src/components/network.ts";
+    const PROGRAM: &str = include_str!("../../pulumi/src/components/network.ts");
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Endpoint {
+        pub service: String,
+        pub interface: bool,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Network {
+        pub endpoints: Vec<Endpoint>,
+        pub zones: u32,
+    }
+
+    impl Network {
+        /// The endpoints and zones of the committed program.
+        pub fn of_program() -> Result<Network> {
+            parse(PROGRAM).with_context(|| format!("reading the vpc endpoints of {SOURCE}"))
+        }
+
+        pub fn services(&self, interface: bool) -> Vec<&str> {
+            self.endpoints
+                .iter()
+                .filter(|e| e.interface == interface)
+                .map(|e| e.service.as_str())
+                .collect()
+        }
+    }
+
+    fn quoted<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+        let pattern = format!("{key}: \"");
+        let start = line.find(&pattern)? + pattern.len();
+        let len = line[start..].find('"')?;
+        Some(&line[start..start + len])
+    }
+
+    /// `VPC_ENDPOINTS` (one `{ service: "…", type: "Gateway" | "Interface", … }` per line) and
+    /// `MAX_ZONES` from the program's source.
+    pub fn parse(source: &str) -> Result<Network> {
+        let table = source
+            .split_once("export const VPC_ENDPOINTS")
+            .and_then(|(_, rest)| rest.split_once("= ["))
+            .and_then(|(_, rest)| rest.split_once("\n];"))
+            .map(|(table, _)| table)
+            .context("no `export const VPC_ENDPOINTS … = [ … ];` table")?;
+        let mut endpoints = Vec::new();
+        for line in table
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("//"))
+        {
+            let (Some(service), Some(kind)) = (quoted(line, "service"), quoted(line, "type"))
+            else {
+                bail!(
+                    "`{line}` is not one `{{ service: \"…\", type: \"…\", … }}` entry on one line"
+                );
+            };
+            let interface = match kind {
+                "Interface" => true,
+                "Gateway" => false,
+                other => {
+                    bail!("endpoint `{service}` has type `{other}`, not `Gateway` or `Interface`")
+                }
+            };
+            if endpoints.iter().any(|e: &Endpoint| e.service == service) {
+                bail!("endpoint `{service}` is listed twice");
+            }
+            endpoints.push(Endpoint {
+                service: service.to_owned(),
+                interface,
+            });
+        }
+        if endpoints.is_empty() {
+            bail!("the `VPC_ENDPOINTS` table is empty");
+        }
+        let zones = source
+            .split_once("export const MAX_ZONES = ")
+            .and_then(|(_, rest)| rest.split_once(';'))
+            .and_then(|(n, _)| n.trim().parse::<u32>().ok())
+            .context("no `export const MAX_ZONES = <number>;`")?;
+        Ok(Network { endpoints, zones })
+    }
 }
 
 /// The model's assumptions (each is printed with the estimate).
@@ -335,6 +429,37 @@ pub fn estimate(env: &Environment, inputs: &Inputs, batch_size: u32) -> Estimate
         CUSTOM_METRICS * price::CUSTOM_METRIC_MONTH,
     );
     line("CloudWatch", "dashboard".into(), price::DASHBOARD_MONTH);
+    if env.network.vpc {
+        match vpc::Network::of_program() {
+            Ok(network) => {
+                let interface = network.services(true);
+                let count = interface.len() as f64;
+                let zones = f64::from(network.zones);
+                line(
+                    "VPC",
+                    format!(
+                        "interface endpoints ({}: {count} × {zones} zones × {HOURS_PER_MONTH} h; gateways {} free)",
+                        interface.join(", "),
+                        network.services(false).join(", ")
+                    ),
+                    count * zones * HOURS_PER_MONTH * price::VPC_INTERFACE_ENDPOINT_ZONE_HOUR,
+                );
+            }
+            Err(e) => notes.push(format!("vpc endpoints are not priced: {e:#}")),
+        }
+    }
+    if env.network.cloudtrail {
+        // Object-level reads and writes on the raw and processed buckets (the trail's selectors).
+        let data_events = puts + raw_objects;
+        line(
+            "CloudTrail",
+            format!(
+                "S3 data events ({:.1} M: every object PUT and GET on the raw and processed buckets)",
+                data_events / 1e6
+            ),
+            data_events / 1e5 * price::CLOUDTRAIL_DATA_EVENTS_PER_100K,
+        );
+    }
     line(
         "Other",
         "KMS key and HMAC secret".into(),
@@ -398,7 +523,12 @@ pub fn report(env: &Environment, inputs: &Inputs) -> String {
         ),
         format!("stream-processor duration {:.0} ms ({duration}); transformer {:.0} ms ({TRANSFORMER_FIXED_MS} ms fixed + the same per-record time)", e.sp_duration_ms, e.transformer_duration_ms),
         "one raw object per invocation (one per shard's batch); one transformer invocation per raw object".to_owned(),
-        "no free tier, no data transfer out of AWS, no NAT (the VPC uses endpoints); SQS and SNS are negligible".to_owned(),
+        "no free tier, no data transfer out of AWS; SQS and SNS are negligible".to_owned(),
+        format!(
+            "with `network.vpc`: no NAT, one interface endpoint per zone for each AWS API the functions call from the VPC ({}); their per-GB charge is negligible (the HMAC key, once per container)",
+            vpc::SOURCE
+        ),
+        "with `network.cloudtrail`: each object PUT and GET is a data event; the trail's own log files cost a KMS request and a few KB each".to_owned(),
     ]
     .iter()
     .chain(&e.notes)
@@ -450,6 +580,9 @@ pub fn cost(env: &str, rate: f64, event_bytes: u64, duration_ms: Option<f64>) ->
         bail!("`--duration-ms` must be a positive number of milliseconds");
     }
     let env = local_runtime::runtime::environment(&root(), env)?;
+    if env.network.vpc {
+        vpc::Network::of_program().context("cannot price the vpc")?;
+    }
     let inputs = Inputs {
         rate,
         event_bytes: event_bytes as f64,
@@ -674,6 +807,8 @@ mod tests {
         for needle in [
             "Kinesis",
             "extended retention (168 h)",
+            "interface endpoints",
+            "S3 data events",
             "Lambda",
             "S3",
             "DynamoDB",
@@ -699,6 +834,108 @@ mod tests {
         assert!(
             totals.windows(2).all(|w| w[0] >= w[1]),
             "bigger batches never cost more: {totals:?}"
+        );
+    }
+
+    #[test]
+    fn the_vpc_table_is_read_from_the_pulumi_program() {
+        let network = vpc::Network::of_program().unwrap();
+        assert!(network.zones >= 2, "{network:?}");
+        assert!(network.services(false).contains(&"s3"), "{network:?}");
+        assert!(!network.services(true).is_empty(), "{network:?}");
+
+        let table = |rows: &str| {
+            format!(
+                "export const VPC_ENDPOINTS: readonly E[] = [\n{rows}];\nexport const MAX_ZONES = 3;\n"
+            )
+        };
+        let parsed = vpc::parse(&table(
+            "    { service: \"s3\", type: \"Gateway\", reason: \"a\" },\n    // why not sqs\n    { service: \"sqs\", type: \"Interface\", reason: \"b\" },\n",
+        ))
+        .unwrap();
+        assert_eq!(parsed.services(false), ["s3"]);
+        assert_eq!(parsed.services(true), ["sqs"]);
+        assert_eq!(parsed.zones, 3);
+        for (rows, error) in [
+            ("    { service: \"s3\", type: \"Nat\" },\n", "type `Nat`"),
+            (
+                "    { service: \"s3\", type: \"Gateway\" },\n    { service: \"s3\", type: \"Gateway\" },\n",
+                "listed twice",
+            ),
+            ("    {\n        service: \"s3\",\n", "on one line"),
+            ("", "empty"),
+        ] {
+            let err = format!("{:#}", vpc::parse(&table(rows)).unwrap_err());
+            assert!(err.contains(error), "{err}");
+        }
+        assert!(vpc::parse("const X = 1;").is_err());
+        assert!(
+            vpc::parse(
+                &table("    { service: \"s3\", type: \"Gateway\" },\n")
+                    .replace("MAX_ZONES", "ZONES")
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_vpc_pays_each_interface_endpoint_per_zone_hour_whatever_the_rate() {
+        let network = vpc::Network::of_program().unwrap();
+        let per_month = network.services(true).len() as f64
+            * f64::from(network.zones)
+            * 730.0
+            * price::VPC_INTERFACE_ENDPOINT_ZONE_HOUR;
+        let prod = env("prod");
+        assert!(prod.network.vpc);
+        let e = estimate(&prod, &inputs(100.0), 1000);
+        assert!(
+            close(e.service("VPC"), per_month, 1e-9),
+            "{}",
+            e.service("VPC")
+        );
+        assert_eq!(
+            estimate(&prod, &inputs(10_000.0), 1000).service("VPC"),
+            e.service("VPC")
+        );
+        for s in network.services(true) {
+            assert!(
+                e.lines
+                    .iter()
+                    .any(|l| l.service == "VPC" && l.item.contains(s)),
+                "{s}"
+            );
+        }
+        let mut without = env("prod");
+        without.network.vpc = false;
+        assert_eq!(estimate(&without, &inputs(100.0), 1000).service("VPC"), 0.0);
+    }
+
+    #[test]
+    fn cloudtrail_bills_every_object_put_and_get() {
+        let prod = env("prod");
+        assert!(prod.network.cloudtrail);
+        // 20 000 events/s over 4 shards: full batches, so the batch size sets the object count.
+        let (a, b) = (
+            estimate(&prod, &inputs(20_000.0), 500),
+            estimate(&prod, &inputs(20_000.0), 1000),
+        );
+        let raw_objects = a.invocations_per_second * 730.0 * 3600.0;
+        let events = raw_objects * (1.0 + assume::PARTITIONS_PER_RAW_OBJECT) + raw_objects;
+        assert!(close(
+            a.service("CloudTrail"),
+            events / 1e5 * price::CLOUDTRAIL_DATA_EVENTS_PER_100K,
+            1e-9
+        ));
+        assert!(close(
+            b.service("CloudTrail") / a.service("CloudTrail"),
+            0.5,
+            0.01
+        ));
+        let mut without = env("prod");
+        without.network.cloudtrail = false;
+        assert_eq!(
+            estimate(&without, &inputs(20_000.0), 500).service("CloudTrail"),
+            0.0
         );
     }
 

@@ -5,12 +5,41 @@ import { parseCidr } from "../config";
 import type { Context } from "../iam";
 import type { FunctionNetwork } from "./pipelineFunction";
 
-/** Gateway endpoints: free, attached to the private route table. */
-export const GATEWAY_ENDPOINT_SERVICES = ["s3", "dynamodb"] as const;
-/** Interface endpoints: every other service the functions reach. No NAT gateway exists. */
-export const INTERFACE_ENDPOINT_SERVICES = ["kinesis-streams", "sqs", "secretsmanager", "logs", "monitoring"] as const;
-/** Needed only with active tracing: the X-Ray daemon in the function sends segments from the VPC. */
-export const TRACING_ENDPOINT_SERVICE = "xray";
+export type EndpointType = "Gateway" | "Interface";
+
+/**
+ * The VPC endpoints, one per AWS API that the functions' own code calls from their network
+ * interfaces, and why. No NAT gateway exists, so this is everything the code can reach. Gateway
+ * endpoints are free; an interface endpoint is billed per hour in every zone. The xtask cost model
+ * (xtask/src/cost.rs) reads this table and MAX_ZONES from this file: keep one entry per line.
+ */
+export const VPC_ENDPOINTS: readonly { service: string; type: EndpointType; reason: string }[] = [
+    { service: "s3", type: "Gateway", reason: "stream processor: PUT raw/ and quarantine/ objects; transformer: GET raw/, PUT and DELETE processed/ (pipeline-aws s3.rs)" },
+    { service: "dynamodb", type: "Gateway", reason: "both functions: the metadata item and the transformer's lease (pipeline-aws dynamodb.rs)" },
+    { service: "secretsmanager", type: "Interface", reason: "transformer: GetSecretValue of the PII HMAC key, once per container (transformer main.rs)" },
+];
+
+/**
+ * Services a VPC function is often given an endpoint for that these functions never call from
+ * their network interfaces: each would cost an interface endpoint in every zone for nothing.
+ */
+export const NOT_CALLED_FROM_THE_VPC: Readonly<Record<string, string>> = {
+    "kinesis-streams": "the event-source mapping is the Lambda service: it reads the shards and passes the records in the invocation",
+    sqs: "the on-failure records of the mapping and of asynchronous invocations are sent by the Lambda service",
+    logs: "the functions write to stdout; the Lambda service delivers the lines to CloudWatch Logs",
+    monitoring: "metrics are EMF log lines (pipeline-aws emf.rs), not PutMetricData calls",
+    xray:
+        "with active tracing Lambda itself records and sends the function's segments " +
+        "(https://docs.aws.amazon.com/lambda/latest/dg/services-xray.html); the code has no X-Ray or OpenTelemetry exporter",
+    kms: "S3, DynamoDB and Secrets Manager call KMS on the functions' behalf; the code never does",
+    sts: "the execution role's credentials arrive in the environment; the SDK never calls STS",
+};
+
+/** Services with an endpoint of `type`, in table order. */
+export function endpointServices(type: EndpointType): string[] {
+    return VPC_ENDPOINTS.filter((e) => e.type === type).map((e) => e.service);
+}
+
 /** Private subnets, one per availability zone, at most this many zones. */
 export const MAX_ZONES = 3;
 
@@ -31,9 +60,9 @@ export function subnetCidr(cidr: string, extraBits: number, index: number): stri
 
 /**
  * A VPC without internet access for the functions: private subnets in up to three zones, one
- * route table, gateway endpoints for S3 and DynamoDB and private-DNS interface endpoints for the
- * rest. The functions' security group may only reach HTTPS inside the VPC and the gateway
- * endpoints' prefix lists; the endpoints accept HTTPS from that group only.
+ * route table, the gateway and private-DNS interface endpoints of VPC_ENDPOINTS and nothing else.
+ * The functions' security group may only reach HTTPS inside the VPC and the gateway endpoints'
+ * prefix lists; the interface endpoints accept HTTPS from that group only.
  */
 export class Network extends pulumi.ComponentResource {
     readonly vpc: aws.ec2.Vpc;
@@ -81,7 +110,7 @@ export class Network extends pulumi.ComponentResource {
             return subnet;
         });
 
-        const gateways = GATEWAY_ENDPOINT_SERVICES.map(
+        const gateways = endpointServices("Gateway").map(
             (service) =>
                 new aws.ec2.VpcEndpoint(
                     `${name}-${service}`,
@@ -138,11 +167,7 @@ export class Network extends pulumi.ComponentResource {
             parent,
         );
 
-        const interfaceServices: string[] = [...INTERFACE_ENDPOINT_SERVICES];
-        if (ctx.env.observability.tracing) {
-            interfaceServices.push(TRACING_ENDPOINT_SERVICE);
-        }
-        for (const service of interfaceServices) {
+        for (const service of endpointServices("Interface")) {
             this.endpoints.push(
                 new aws.ec2.VpcEndpoint(
                     `${name}-${service}`,
