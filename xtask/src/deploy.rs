@@ -674,6 +674,26 @@ mod tests {
     }
 
     #[test]
+    fn destroy_reads_only_its_own_stack() {
+        use crate::pulumi::tests::{calls, recording_pulumi};
+        let (p, log) = recording_pulumi("destroy-missing", &["pr-8"], None);
+        destroy_stack(&p, "pr-7").unwrap();
+        assert_eq!(calls(&log), ["s3://state/preview stack select pr-7"]);
+        std::fs::remove_dir_all(&p.dir).unwrap();
+        let (p, log) = recording_pulumi("destroy-existing", &["pr-8"], None);
+        destroy_stack(&p, "pr-8").unwrap();
+        assert_eq!(
+            calls(&log),
+            [
+                "s3://state/preview stack select pr-8",
+                "s3://state/preview destroy --yes --stack pr-8",
+                "s3://state/preview stack rm --yes pr-8",
+            ]
+        );
+        std::fs::remove_dir_all(&p.dir).unwrap();
+    }
+
+    #[test]
     fn pull_request_states_and_numbers_parse() {
         assert_eq!(PrState::parse("OPEN\n").unwrap(), PrState::Open);
         assert_eq!(PrState::parse("CLOSED").unwrap(), PrState::Closed);

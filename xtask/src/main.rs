@@ -14,6 +14,7 @@ mod pulumi;
 mod test;
 mod tidy;
 mod util;
+mod workflows;
 
 use std::path::PathBuf;
 

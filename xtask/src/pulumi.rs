@@ -428,6 +428,8 @@ pub const PULUMI_ENV: [(&str, &str); 2] = [
 /// backend of its stack's class.
 #[derive(Debug, Clone)]
 pub struct Pulumi {
+    /// The CLI: `pulumi` on PATH (tests put a recording stand-in here).
+    pub program: PathBuf,
     pub dir: PathBuf,
     pub envs: Vec<(String, String)>,
     pub backend: Backend,
@@ -436,6 +438,7 @@ pub struct Pulumi {
 impl Pulumi {
     pub fn new(backend: Backend) -> Pulumi {
         Pulumi {
+            program: PathBuf::from("pulumi"),
             dir: root().join("pulumi"),
             envs: PULUMI_ENV
                 .iter()
@@ -456,7 +459,7 @@ impl Pulumi {
     }
 
     pub fn command(&self, invocation: &Invocation) -> Command {
-        let mut c = Command::new("pulumi");
+        let mut c = Command::new(&self.program);
         c.args(&invocation.args).current_dir(&self.dir);
         c.envs(self.envs.iter().map(|(k, v)| (k, v)));
         c.env("PULUMI_BACKEND_URL", self.backend.url(invocation.class));
@@ -852,6 +855,86 @@ pub mod tests {
             Some("/abs/manifest.json")
         );
         assert_eq!(envs["GIT_SHA"].as_deref(), Some("abc"));
+    }
+
+    /// A stand-in for the CLI that records each call (`<backend url> <args>`) and knows the
+    /// stacks in `existing`; returns it and the record's path.
+    pub fn recording_pulumi(
+        name: &str,
+        existing: &[&str],
+        secrets_provider: Option<&str>,
+    ) -> (Pulumi, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = crate::artifact::tests::temp_dir(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("calls.txt");
+        let known = existing.join(" ");
+        let script = format!(
+            r#"#!/usr/bin/env bash
+echo "$PULUMI_BACKEND_URL $*" >> '{log}'
+if [[ "$1 $2" == "stack select" && "$3" != "--create" && " {known} " != *" $3 "* ]]; then
+    echo "error: no stack named '$3' found" >&2
+    exit 255
+fi
+if [[ "$1 $2" == "stack ls" ]]; then echo '[{{"name":"organization/eventpipe/pr-3"}},{{"name":"pr-4"}}]'; fi
+"#,
+            log = log.display()
+        );
+        let program = dir.join("pulumi");
+        std::fs::write(&program, script).unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut p = Pulumi::new(backend(secrets_provider));
+        p.program = program;
+        p.dir = dir;
+        (p, log)
+    }
+
+    pub fn calls(log: &Path) -> Vec<String> {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                l.replace("?region=eu-west-1&awssdk=v2", "")
+                    .replace("s3://eventpipe-pulumi-state-123456789012", "s3://state")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stacks_are_looked_up_and_created_one_at_a_time() {
+        let (p, log) = recording_pulumi("pulumi-exists", &["dev"], None);
+        assert!(p.stack_exists("dev").unwrap());
+        assert!(!p.stack_exists("pr-9").unwrap());
+        let err = p.ensure_stack("prod").unwrap_err().to_string();
+        assert!(err.contains("PULUMI_SECRETS_PROVIDER is not set"), "{err}");
+        p.require_stack("dev", "compare with").unwrap();
+        let err = p
+            .require_stack("pr-9", "compare with")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not exist yet"), "{err}");
+        assert_eq!(
+            calls(&log),
+            [
+                "s3://state/dev stack select dev",
+                "s3://state/preview stack select pr-9",
+                "s3://state/prod stack select prod",
+                "s3://state/dev stack select dev",
+                "s3://state/preview stack select pr-9",
+            ]
+        );
+        std::fs::remove_dir_all(&p.dir).unwrap();
+        let (p, log) = recording_pulumi("pulumi-create", &[], Some("awskms://alias/k"));
+        p.ensure_stack("prod").unwrap();
+        assert_eq!(
+            calls(&log),
+            ["s3://state/prod stack select --create prod --secrets-provider awskms://alias/k"]
+        );
+        std::fs::remove_dir_all(&p.dir).unwrap();
+        let (p, log) = recording_pulumi("pulumi-previews", &[], None);
+        assert_eq!(p.preview_stacks().unwrap(), ["pr-3", "pr-4"]);
+        assert_eq!(calls(&log), ["s3://state/preview stack ls --json"]);
+        std::fs::remove_dir_all(&p.dir).unwrap();
     }
 
     #[test]
