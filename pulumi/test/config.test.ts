@@ -1,6 +1,7 @@
 import { strict as assert } from "node:assert";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { isDeepStrictEqual } from "node:util";
 
 import {
     ConfigError,
@@ -13,7 +14,8 @@ import {
     semanticErrors,
     type Environment,
 } from "../src/config";
-import { tempDir } from "./harness";
+import { createPipeline } from "../src/pipeline";
+import { artifacts, deploy, GIT_SHA, tempDir, type Deployment } from "./harness";
 
 const SCHEMA = path.join(DEFAULT_ENVIRONMENTS_DIR, "schema.json");
 const devText = (): string => fs.readFileSync(path.join(DEFAULT_ENVIRONMENTS_DIR, "dev.toml"), "utf8");
@@ -60,11 +62,11 @@ describe("environment files", () => {
     });
 
     it("applies the Rust defaults: no network, no tags, no emails", () => {
-        const env = loadEnvironment("dev");
+        const env = parseDev((t) => t.replace(/\n\[network\]\n[^[]*$/, "\n").replace(/alarm_emails = .*\n/, ""));
         assert.deepEqual(env.network, { vpc: false, vpc_cidr: null, cloudtrail: false });
         assert.deepEqual(env.tags, {});
         assert.deepEqual(env.observability.alarm_emails, []);
-        assert.equal(env.stream_processor.reserved_concurrency, 10);
+        assert.equal(loadEnvironment("dev").stream_processor.reserved_concurrency, 10);
         assert.equal(loadEnvironment("local").stream_processor.reserved_concurrency, undefined);
     });
 
@@ -77,7 +79,7 @@ describe("environment files", () => {
     it("unknown keys are errors, at the top and in tables", () => {
         rejects((t) => t.replace("[stream]\n", "[stream]\nshard_count = 3\n"), /unknown key `shard_count` in `stream`/);
         rejects((t) => `colour = "blue"\n${t}`, /unknown key `colour` in the file/);
-        rejects((t) => `${t}\n[network]\nvpc = false\nnat = true\n`, /unknown key `nat` in `network`/);
+        rejects((t) => t.replace("[network]\n", "[network]\nnat = true\n"), /unknown key `nat` in `network`/);
     });
 
     it("missing keys and wrong types are errors", () => {
@@ -113,7 +115,7 @@ describe("environment files", () => {
         rejects((t) => t.replace("error_rate_alarm_percent = 5.0", "error_rate_alarm_percent = 0.0"), /error_rate_alarm_percent` must be in \(0, 100\]/);
         rejects((t) => t.replace('project = "eventpipe"', 'project = "Event_Pipe"'), /`project` must be 1-20 lower-case/);
         rejects((t) => t.replace('name = "dev"', 'name = "staging"'), /`name` must be `local`, `dev`, `prod`, `preview` or `pr-<number>`/);
-        rejects((t) => `${t}\n[network]\nvpc = true\n`, /`network.vpc_cidr` is required when `network.vpc` is on/);
+        rejects((t) => t.replace(/vpc_cidr = .*\n/, ""), /`network.vpc_cidr` is required when `network.vpc` is on/);
     });
 
     it("AT_TIMESTAMP with a timestamp is accepted, and a timestamp without it rejected", () => {
@@ -133,11 +135,12 @@ describe("environment files", () => {
     it("deployment rules: a usable VPC CIDR, email addresses, AWS tag limits", () => {
         const dir = tempDir("eventpipe-env-");
         const write = (text: string) => fs.writeFileSync(path.join(dir, "dev.toml"), text);
-        write(`${devText()}\n[network]\nvpc = true\nvpc_cidr = "10.0.0.0/8"\n`);
+        const cidr = (value: string) => devText().replace(/vpc_cidr = .*\n/, `vpc_cidr = "${value}"\n`);
+        write(cidr("10.0.0.0/8"));
         assert.throws(() => loadEnvironment("dev", { dir, schemaPath: SCHEMA }), /prefix length of 16-24/);
-        write(`${devText()}\n[network]\nvpc = true\nvpc_cidr = "10.0.0.1/16"\n`);
+        write(cidr("10.0.0.1/16"));
         assert.throws(() => loadEnvironment("dev", { dir, schemaPath: SCHEMA }), /must be an IPv4 CIDR/);
-        write(devText().replace("alarm_emails = []", 'alarm_emails = ["oncall"]'));
+        write(devText().replace(/alarm_emails = .*\n/, 'alarm_emails = ["oncall"]\n'));
         assert.throws(() => loadEnvironment("dev", { dir, schemaPath: SCHEMA }), /`oncall` is not an email address/);
         write(`${devText()}\n[tags]\n"aws:owner" = "x"\n`);
         assert.throws(() => loadEnvironment("dev", { dir, schemaPath: SCHEMA }), /`aws:` is reserved/);
@@ -154,5 +157,69 @@ describe("environment files", () => {
 
     it("a missing schema is reported with the command that generates it", () => {
         assert.throws(() => parseEnvironment("dev.toml", devText(), "/nonexistent/schema.json"), /UPDATE_EXPECT=1 cargo test -p pipeline-config/);
+    });
+});
+
+/** The environment whose artifact and settings are promoted to prod (`cargo xtask promote --from dev --to prod`). */
+const PRECEDES_PROD = "dev";
+
+/**
+ * Every switch of the environment schema (generated from the Rust types): a boolean, or a list that
+ * turns something on by not being empty. Paths like `network.vpc`.
+ */
+function schemaSwitches(): string[] {
+    const schema = JSON.parse(fs.readFileSync(SCHEMA, "utf8"));
+    const resolve = (node: any): any => (node.$ref ? schema.$defs[String(node.$ref).replace("#/$defs/", "")] : node);
+    const out: string[] = [];
+    const walk = (node: any, prefix: string): void => {
+        for (const [key, child] of Object.entries<any>(resolve(node).properties ?? {})) {
+            const def = resolve(child);
+            const types = [def.type].flat();
+            if (types.includes("boolean") || types.includes("array")) {
+                out.push(`${prefix}${key}`);
+            } else if (def.properties) {
+                walk(def, `${prefix}${key}.`);
+            }
+        }
+    };
+    walk(schema, "");
+    return out.sort();
+}
+
+const valueAt = (env: Environment, switchPath: string): unknown =>
+    switchPath.split(".").reduce<any>((o, k) => (o === undefined || o === null ? undefined : o[k]), env);
+const isOn = (v: unknown): boolean => v === true || (Array.isArray(v) && v.length > 0);
+function withSwitchOff(env: Environment, switchPath: string): Environment {
+    const copy = JSON.parse(JSON.stringify(env)) as Environment;
+    const keys = switchPath.split(".");
+    const owner = keys.slice(0, -1).reduce<any>((o, k) => o[k], copy);
+    const last = keys[keys.length - 1] as string;
+    owner[last] = Array.isArray(owner[last]) ? [] : false;
+    return copy;
+}
+
+/** What a deployment registers, by type and name, with its inputs. */
+const registered = (d: Deployment): Map<string, unknown> => new Map(d.resources.map((r) => [`${r.type} ${r.name}`, r.inputs]));
+
+describe("the environment before prod", () => {
+    it(`runs every switch that changes prod's resources (${PRECEDES_PROD} has it on whenever prod does)`, async () => {
+        const switches = schemaSwitches();
+        assert.ok(switches.includes("network.vpc") && switches.length > 3, `switches found in the schema: ${switches.join(", ")}`);
+        const prod = loadEnvironment("prod");
+        const before = loadEnvironment(PRECEDES_PROD);
+        const at = (env: Environment) =>
+            deploy("prod", async () => (await createPipeline({ env, artifacts: artifacts(), gitSha: GIT_SHA })) as unknown as Record<string, unknown>);
+        const baseline = registered(await at(prod));
+        const changing: string[] = [];
+        for (const s of switches.filter((s) => isOn(valueAt(prod, s)))) {
+            const off = registered(await at(withSwitchOff(prod, s)));
+            const same = off.size === baseline.size && [...baseline].every(([k, v]) => off.has(k) && isDeepStrictEqual(off.get(k), v));
+            if (!same) {
+                changing.push(s);
+            }
+        }
+        assert.ok(changing.includes("network.vpc"), `turning the VPC off changes prod's resources (found: ${changing.join(", ")})`);
+        const neverBeforeProd = changing.filter((s) => !isOn(valueAt(before, s)));
+        assert.deepEqual(neverBeforeProd, [], `on in prod, first deployed in prod: ${neverBeforeProd.join(", ")}`);
     });
 });

@@ -1,5 +1,5 @@
-// The program under mocks, once per stack flavour: dev (provisioned, no VPC), prod (VPC, access
-// logging, CloudTrail, retention) and pr-42 (on-demand preview stack).
+// The program under mocks, once per stack flavour: dev and prod (provisioned; VPC, access logging,
+// CloudTrail, retention, alarm e-mail) and pr-42 (on-demand preview stack, none of those).
 
 import { strict as assert } from "node:assert";
 import * as fs from "node:fs";
@@ -726,10 +726,14 @@ describe("pipeline under mocks", function () {
 
     it("the flavours differ where the files do", () => {
         assert.equal(ofType(d("prod"), TYPES.bucket).length, 4); // raw, processed, access logs, trail
-        assert.equal(ofType(d("dev"), TYPES.bucket).length, 2);
+        assert.equal(ofType(d("dev"), TYPES.bucket).length, 4); // dev runs prod's switches first
         assert.equal(ofType(d("pr-42"), TYPES.bucket).length, 2);
-        assert.equal(one(d("pr-42"), TYPES.stream).inputs.streamModeDetails.streamMode, "ON_DEMAND");
+        assert.equal(ofType(d("dev"), TYPES.vpc).length, 1);
+        assert.equal(ofType(d("pr-42"), TYPES.vpc).length, 0);
+        assert.notEqual(one(d("dev"), TYPES.vpc).inputs.cidrBlock, one(d("prod"), TYPES.vpc).inputs.cidrBlock, "dev and prod may share an account");
         assert.equal(one(d("prod"), TYPES.stream).inputs.shardCount, 4);
+        assert.equal(one(d("dev"), TYPES.stream).inputs.shardCount, 2);
+        assert.equal(one(d("pr-42"), TYPES.stream).inputs.streamModeDetails.streamMode, "ON_DEMAND");
         assert.equal(fnNamed(d("prod"), "eventpipe-prod-transformer").reservedConcurrentExecutions, 50);
         assert.equal(fnNamed(d("pr-42"), "eventpipe-pr-42-transformer").reservedConcurrentExecutions, 2);
         assert.equal(one(d("prod"), TYPES.bucket, (b) => b.inputs.bucket.includes("-raw-")).inputs.forceDestroy, false);
