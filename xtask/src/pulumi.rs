@@ -71,11 +71,19 @@ impl Class {
 pub struct Backend {
     /// `PULUMI_STATE_URL`: the state bucket, `s3://<bucket>?region=eu-west-1&awssdk=v2`.
     pub state_url: String,
-    /// `PULUMI_SECRETS_PROVIDER`; needed only to create a stack.
+    /// `PULUMI_SECRETS_PROVIDER`; needed only to create a stack. `{class}` in it stands for the
+    /// stack's class, so each class can have its own key (`awskms://alias/eventpipe-pulumi-{class}?…`).
     pub secrets_provider: Option<String>,
 }
 
 impl Backend {
+    /// The secrets provider a new stack of the class is created with.
+    pub fn secrets_provider(&self, class: Class) -> Option<String> {
+        self.secrets_provider
+            .as_ref()
+            .map(|p| p.replace("{class}", class.prefix()))
+    }
+
     /// The `PULUMI_BACKEND_URL` of a class: the state URL with `/<class>` added to its path and
     /// its query kept, e.g. `s3://bucket/dev?region=eu-west-1&awssdk=v2`.
     pub fn url(&self, class: Class) -> String {
@@ -510,11 +518,11 @@ impl Pulumi {
 
     /// Selects the stack, creating a missing one with the KMS secrets provider.
     pub fn ensure_stack(&self, stack: &str) -> Result<()> {
-        match &self.backend.secrets_provider {
-            Some(provider) => self.run(&args::select_or_create(stack, provider)),
+        match self.backend.secrets_provider(Class::of(stack)) {
+            Some(provider) => self.run(&args::select_or_create(stack, &provider)),
             None if self.stack_exists(stack)? => Ok(()),
             None => bail!(
-                "stack `{stack}` does not exist and PULUMI_SECRETS_PROVIDER is not set: set it to `awskms://alias/eventpipe-pulumi?region=eu-west-1` (docs/deployment.md, \"State\")"
+                "stack `{stack}` does not exist and PULUMI_SECRETS_PROVIDER is not set: set it to `awskms://alias/eventpipe-pulumi-{{class}}?region=eu-west-1` (docs/deployment.md, \"State\")"
             ),
         }
     }
@@ -924,11 +932,19 @@ if [[ "$1 $2" == "stack ls" ]]; then echo '[{{"name":"organization/eventpipe/pr-
             ]
         );
         std::fs::remove_dir_all(&p.dir).unwrap();
-        let (p, log) = recording_pulumi("pulumi-create", &[], Some("awskms://alias/k"));
+        let (p, log) = recording_pulumi(
+            "pulumi-create",
+            &[],
+            Some("awskms://alias/eventpipe-pulumi-{class}?region=eu-west-1"),
+        );
         p.ensure_stack("prod").unwrap();
+        p.ensure_stack("pr-5").unwrap();
         assert_eq!(
             calls(&log),
-            ["s3://state/prod stack select --create prod --secrets-provider awskms://alias/k"]
+            [
+                "s3://state/prod stack select --create prod --secrets-provider awskms://alias/eventpipe-pulumi-prod?region=eu-west-1",
+                "s3://state/preview stack select --create pr-5 --secrets-provider awskms://alias/eventpipe-pulumi-preview?region=eu-west-1",
+            ]
         );
         std::fs::remove_dir_all(&p.dir).unwrap();
         let (p, log) = recording_pulumi("pulumi-previews", &[], None);

@@ -677,6 +677,68 @@ mod tests {
         }
     }
 
+    /// The GitHub environment (and so the OIDC subject) each job that assumes an AWS role runs in,
+    /// as the roles' trust policies expect them (docs/bootstrap.md): `None` for pull request jobs,
+    /// whose subject is `repo:<owner>/<name>:pull_request`.
+    const ROLE_ENVIRONMENTS: [(&str, &str, Option<&str>); 8] = [
+        ("deploy.yml", "dev", Some("dev")),
+        ("deploy.yml", "prod-plan", Some("prod-read")),
+        ("deploy.yml", "prod", Some("prod")),
+        ("drift.yml", "drift", Some("${{ matrix.stack }}-read")),
+        ("preview-cleanup.yml", "sweep", Some("preview-cleanup")),
+        ("preview.yml", "preview-dev", None),
+        ("preview.yml", "deploy-preview", None),
+        ("preview.yml", "destroy", None),
+    ];
+
+    #[test]
+    fn each_role_is_assumed_from_the_environment_its_trust_policy_names() {
+        let mut assuming = Vec::new();
+        for (name, (_, w)) in workflows() {
+            for (job_name, job) in jobs(&w) {
+                let Some((_, step)) = uses(job)
+                    .into_iter()
+                    .find(|(u, _)| u.starts_with("aws-actions/configure-aws-credentials@"))
+                else {
+                    continue;
+                };
+                assuming.push(format!("{name}/{job_name}"));
+                let expected = ROLE_ENVIRONMENTS
+                    .iter()
+                    .find(|(w, j, _)| *w == name && j == job_name)
+                    .unwrap_or_else(|| {
+                        panic!("{name}, job `{job_name}` assumes a role no trust policy names")
+                    })
+                    .2;
+                assert_eq!(
+                    job["environment"].as_str(),
+                    expected,
+                    "{name}, job `{job_name}`"
+                );
+                assert_eq!(
+                    job["permissions"]["id-token"], "write",
+                    "{name}, job `{job_name}`"
+                );
+                let role = step["with"]["role-to-assume"].as_str().unwrap_or_default();
+                let want = if expected.is_some() {
+                    "${{ vars.AWS_ROLE_ARN }}"
+                } else {
+                    "${{ vars.PREVIEW_AWS_ROLE_ARN }}"
+                };
+                assert_eq!(role, want, "{name}, job `{job_name}`");
+            }
+        }
+        assert_eq!(assuming.len(), ROLE_ENVIRONMENTS.len(), "{assuming:?}");
+        // Jobs without an environment get the pull request subject only under `pull_request`.
+        let preview = workflow("preview.yml");
+        assert_eq!(
+            preview["on"]
+                .as_object()
+                .map(|o| o.keys().cloned().collect::<Vec<_>>()),
+            Some(vec!["pull_request".to_owned()])
+        );
+    }
+
     #[test]
     fn the_dev_deployment_waits_for_ci_of_the_same_commit() {
         let deploy = workflow("deploy.yml");
