@@ -638,9 +638,12 @@ describe("pipeline under mocks", function () {
             assert.ok(ENDPOINT_OF_CRATE[c], `${c}: which VPC endpoint service does it call? Add it to ENDPOINT_OF_CRATE`);
             return ENDPOINT_OF_CRATE[c] as string;
         });
-        const x = d("prod");
-        const deployed = ofType(x, TYPES.endpoint).map((e) => e.inputs.serviceName.split(".").pop()).sort();
-        assert.deepEqual(deployed, [...new Set(called)].sort());
+        const withVpc = ["dev", "prod", "pr-42"].filter((stack) => d(stack).env.network.vpc);
+        assert.ok(withVpc.includes("prod"), "prod runs in a VPC");
+        for (const stack of withVpc) {
+            const deployed = ofType(d(stack), TYPES.endpoint).map((e) => e.inputs.serviceName.split(".").pop()).sort();
+            assert.deepEqual(deployed, [...new Set(called)].sort(), stack);
+        }
         // Every endpoint and every omission says why; none is both.
         for (const e of VPC_ENDPOINTS) {
             assert.ok(e.reason.length > 20, e.service);
@@ -678,7 +681,9 @@ describe("pipeline under mocks", function () {
         };
 
         it("every Lambda ENI request is allowed on this stack's resources, and only there", async () => {
-            for (const stack of ["prod"]) {
+            const withVpc = ["dev", "prod", "pr-42"].filter((stack) => d(stack).env.network.vpc);
+            assert.ok(withVpc.includes("prod"), "prod runs in a VPC");
+            for (const stack of withVpc) {
                 const x = d(stack);
                 const region = x.env.region;
                 const subnets = ofType(x, TYPES.subnet).map((s) => s.state.arn as string);
