@@ -13,50 +13,49 @@ import { namePrefix } from "./names";
 export const DEPLOYED_CLASSES = ["dev", "prod", "preview"] as const;
 export type DeployedClass = (typeof DEPLOYED_CLASSES)[number];
 
-/**
- * Every environment belongs to one class: `dev`, `prod`, every `pr-<n>` to `preview`. `local` is its
- * own class: it exists only in the local emulator, which has no bootstrap stack, but the program
- * still names a boundary for it so that its documents have the shape of the deployed ones.
- */
-export type EnvironmentClass = DeployedClass | "local";
-
-export function environmentClass(envName: string): EnvironmentClass {
-    if (envName === "dev" || envName === "prod" || envName === "local") {
+/** Every deployed environment belongs to one class: `dev`, `prod`, and every `pr-<n>` to `preview`. */
+export function environmentClass(envName: string): DeployedClass {
+    if (envName === "dev" || envName === "prod") {
         return envName;
     }
     if (isPreview(envName)) {
         return "preview";
     }
-    throw new Error(`environment \`${envName}\` belongs to no environment class: use \`local\`, \`dev\`, \`prod\` or \`pr-<number>\``);
+    throw new Error(`environment \`${envName}\` belongs to no deployed class: use \`dev\`, \`prod\` or \`pr-<number>\``);
 }
 
 /**
  * The environment names of a class as an IAM wildcard: `dev`, `prod`, `pr-*`. With `namePrefix()`
  * it gives the names of every resource of the class (`eventpipe-pr-*-events`, ...).
  */
-export function environmentNamePattern(envClass: EnvironmentClass): string {
+export function environmentNamePattern(envClass: DeployedClass): string {
     return envClass === "preview" ? "pr-*" : envClass;
 }
 
 /** `<project>-<class>-boundary`: the managed policy that bounds every role of the class. */
-export function permissionsBoundaryName(project: string, envClass: EnvironmentClass): string {
+export function permissionsBoundaryName(project: string, envClass: DeployedClass): string {
     return `${project}-${envClass}-boundary`;
 }
 
-/**
- * The ARN of the permissions boundary that every role of `env` must carry. The policy is created by
- * the bootstrap stack of the account, not by the pipeline program, so the deployer cannot edit it.
- */
-export function permissionsBoundaryArn(env: Pick<Environment, "project" | "name">, accountId: string, partition: string): string {
-    return classBoundaryArn(env.project, environmentClass(env.name), accountId, partition);
-}
-
 /** The ARN of a class's permissions boundary. */
-export function classBoundaryArn(project: string, envClass: EnvironmentClass, accountId: string, partition: string): string {
+export function classBoundaryArn(project: string, envClass: DeployedClass, accountId: string, partition: string): string {
     return `arn:${partition}:iam::${accountId}:policy/${permissionsBoundaryName(project, envClass)}`;
 }
 
+/**
+ * The ARN of the permissions boundary that every role of `env` must carry: give it to every
+ * `aws.iam.Role` as `permissionsBoundary`. The policy is created by the bootstrap stack of the
+ * account, not by the pipeline program, so no deployer can edit it. `local` runs in the local
+ * emulator, which has no bootstrap stack and so no boundary: undefined.
+ */
+export function permissionsBoundaryArn(env: Pick<Environment, "project" | "name">, accountId: string, partition: string): string | undefined {
+    if (env.name === "local") {
+        return undefined;
+    }
+    return classBoundaryArn(env.project, environmentClass(env.name), accountId, partition);
+}
+
 /** `<project>-<class pattern>`: the first components of every name in a class (`eventpipe-pr-*`). */
-export function classNamePrefix(project: string, envClass: EnvironmentClass): string {
+export function classNamePrefix(project: string, envClass: DeployedClass): string {
     return namePrefix({ project, name: environmentNamePattern(envClass) });
 }

@@ -7,7 +7,7 @@ import { strict as assert } from "node:assert";
 
 import { isWildcardOnlyAction } from "@cloud-copilot/iam-simulate";
 
-import { DEPLOYED_CLASSES, permissionsBoundaryArn, type DeployedClass } from "../src/boundary";
+import { classBoundaryArn, DEPLOYED_CLASSES, environmentClass, type DeployedClass } from "../src/boundary";
 import { extraNames, names } from "../src/names";
 import { allFacts } from "../bootstrap/facts";
 import {
@@ -36,7 +36,7 @@ const TLS = { "aws:SecureTransport": "true" };
 
 const env = (name: string) => ({ project: PROJECT, name });
 const roleArn = (name: string) => `arn:aws:iam::${ACCOUNT_ID}:role/${name}`;
-const boundaryOf = (name: string) => permissionsBoundaryArn(env(name), ACCOUNT_ID, PARTITION);
+const boundaryOf = (name: string) => classBoundaryArn(PROJECT, environmentClass(name), ACCOUNT_ID, PARTITION);
 const stateObject = (key: string) => `arn:aws:s3:::${stateBucketName(PROJECT, ACCOUNT_ID)}/${key}`;
 const keyArn = (id: string) => `arn:aws:kms:${REGION}:${ACCOUNT_ID}:key/${id}`;
 
@@ -300,7 +300,7 @@ describe("bootstrap: the preview deployer (the code of any pull request)", () =>
         ];
         for (const [action, ownArn, prodArn, ownAction] of pairs) {
             it(`${action}: on pr-42's, not on prod's`, async () => {
-                const context = action.startsWith("s3:") ? { "s3:ResourceAccount": ACCOUNT_ID } : {};
+                const context: Record<string, string> = action.startsWith("s3:") ? { "s3:ResourceAccount": ACCOUNT_ID } : {};
                 await allowed(preview, { action: ownAction ?? action, resource: ownArn, context });
                 await denied(preview, { action, resource: prodArn, context });
             });

@@ -2,6 +2,7 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 
 import type { Artifact } from "../artifacts";
+import { permissionsBoundaryArn } from "../boundary";
 import type { FunctionSettings } from "../config";
 import { arn, lambdaAssumeRolePolicy, policyDocument, RESOURCE_WILDCARD_ACTIONS, type Context, type Statement } from "../iam";
 
@@ -60,6 +61,8 @@ export function pipelineFunction(name: string, args: PipelineFunctionArgs, paren
             description: `Execution role of ${args.functionName}`,
             assumeRolePolicy: lambdaAssumeRolePolicy(),
             maxSessionDuration: 3600,
+            // The deployer may create a role only with its class's boundary (pulumi/bootstrap).
+            permissionsBoundary: permissionsBoundaryArn(ctx.env, ctx.accountId, ctx.partition),
         },
         opts,
     );
