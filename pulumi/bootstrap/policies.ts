@@ -78,14 +78,23 @@ export function oidcProviderArn(partition: string, accountId: string): string {
     return `arn:${partition}:iam::${accountId}:oidc-provider/${GITHUB_OIDC_HOST}`;
 }
 
-/** `eventpipe-github-dev`: outside every class's `eventpipe-<env>-*` names, so no deployer can edit one. */
-export function deployerRoleName(project: string, envClass: DeployedClass): string {
-    return `${project}-github-${envClass}`;
-}
+/**
+ * The roles GitHub Actions jobs assume: a *deployer* per class, which runs Pulumi for the class's
+ * stacks, and a *reader* for dev and prod, which previews and checks for drift without changing
+ * anything but its stack's state lock.
+ */
+export type RoleKind = "deployer" | "reader";
+export const READER_CLASSES: readonly DeployedClass[] = ["dev", "prod"];
 
-/** The managed policies of a deployer role: `eventpipe-github-dev-state`, ... */
-export function deployerPolicyName(project: string, envClass: DeployedClass, part: string): string {
-    return `${deployerRoleName(project, envClass)}-${part}`;
+/** `eventpipe-github-dev`, `eventpipe-github-dev-read`: outside every class's names, so no deployer can edit one. */
+export function roleName(project: string, envClass: DeployedClass, kind: RoleKind = "deployer"): string {
+    return kind === "deployer" ? `${project}-github-${envClass}` : `${project}-github-${envClass}-read`;
+}
+export const deployerRoleName = (project: string, envClass: DeployedClass): string => roleName(project, envClass, "deployer");
+
+/** The managed policies of a role: `eventpipe-github-dev-state`, `eventpipe-github-dev-read-state`, ... */
+export function rolePolicyName(project: string, envClass: DeployedClass, kind: RoleKind, part: string): string {
+    return `${roleName(project, envClass, kind)}-${part}`;
 }
 
 export function stateBucketName(project: string, accountId: string): string {
@@ -125,18 +134,30 @@ export function secretsProviderUrl(project: string, envClass: DeployedClass, reg
 /** The GitHub environment of the scheduled job that destroys preview stacks left behind. */
 export const PREVIEW_CLEANUP_ENVIRONMENT = "preview-cleanup";
 
+/** The GitHub environment whose jobs assume a reader role: `dev-read`, `prod-read`. */
+export function readerEnvironment(envClass: DeployedClass): string {
+    return `${envClass}-read`;
+}
+
 /**
- * The `sub` claims of the jobs that may assume a class's role. A job that names a GitHub environment
- * gets `repo:<owner>/<name>:environment:<environment>`; a pull-request job without one gets
+ * The `sub` claims of the jobs that may assume a role. A job that names a GitHub environment gets
+ * `repo:<owner>/<name>:environment:<environment>`; a pull-request job without one gets
  * `repo:<owner>/<name>:pull_request`; GitHub issues no token to pull requests from forks.
- * - dev: the `dev` job of deploy.yml (GitHub environment `dev`, deployment branch `main`);
- * - prod: the `prod` job (GitHub environment `prod`, required reviewers);
- * - preview: pull-request jobs (preview.yml, without a GitHub environment), and the scheduled
- *   clean-up job in the `preview-cleanup` environment (deployment branch `main`), the only way a job
- *   that is not a pull request's reaches preview stacks.
+ * - dev deployer: the `dev` job of deploy.yml (GitHub environment `dev`, deployment branch `main`);
+ * - prod deployer: the `prod` job (GitHub environment `prod`, required reviewers);
+ * - preview deployer: pull-request jobs (preview.yml, without a GitHub environment), and the
+ *   scheduled clean-up job in the `preview-cleanup` environment (deployment branch `main`), the only
+ *   way a job that is not a pull request's reaches preview stacks;
+ * - dev and prod readers: jobs in `dev-read` and `prod-read` (the prod plan, the drift check).
  */
-export function githubSubjects(envClass: DeployedClass, repository: string): string[] {
+export function githubSubjects(envClass: DeployedClass, repository: string, kind: RoleKind = "deployer"): string[] {
     const repo = `repo:${repository}`;
+    if (kind === "reader") {
+        if (!READER_CLASSES.includes(envClass)) {
+            throw new Error(`\`${envClass}\` has no reader role`);
+        }
+        return [`${repo}:environment:${readerEnvironment(envClass)}`];
+    }
     switch (envClass) {
         case "dev":
         case "prod":
@@ -218,7 +239,7 @@ const servicePrincipal = (service: string) => `${service}.amazonaws.com`;
  * https://docs.aws.amazon.com/IAM/latest/UserGuide/id_roles_create_for-idp_oidc.html#idp_oidc_Create_GitHub
  * The subjects are exact, so `StringEquals` (AWS's `StringLike` example only matters with wildcards).
  */
-export function trustPolicyDocument(f: BootstrapFacts): PolicyDocument {
+export function trustPolicyDocument(f: BootstrapFacts, kind: RoleKind = "deployer"): PolicyDocument {
     return doc([
         {
             Sid: "GitHubActionsJobsOfThisRepository",
@@ -228,7 +249,7 @@ export function trustPolicyDocument(f: BootstrapFacts): PolicyDocument {
             Condition: {
                 StringEquals: {
                     [`${GITHUB_OIDC_HOST}:aud`]: GITHUB_OIDC_AUDIENCE,
-                    [`${GITHUB_OIDC_HOST}:sub`]: githubSubjects(f.envClass, checkRepository(f.repository)),
+                    [`${GITHUB_OIDC_HOST}:sub`]: githubSubjects(f.envClass, checkRepository(f.repository), kind),
                 },
             },
         },
@@ -497,6 +518,7 @@ function iamPolicy(f: BootstrapFacts): Statement[] {
                 "iam:CreateRole",
                 "iam:DeleteRole",
                 "iam:UpdateRole",
+                "iam:UpdateRoleDescription",
                 "iam:UpdateAssumeRolePolicy",
                 "iam:PutRolePolicy",
                 "iam:DeleteRolePolicy",
@@ -586,8 +608,6 @@ function functionsPolicy(f: BootstrapFacts): Statement[] {
                 "lambda:UpdateFunctionConfiguration",
                 "lambda:ListVersionsByFunction",
                 "lambda:GetFunctionCodeSigningConfig",
-                "lambda:GetRuntimeManagementConfig",
-                "lambda:GetFunctionRecursionConfig",
                 "lambda:GetFunctionConcurrency",
                 "lambda:PutFunctionConcurrency",
                 "lambda:DeleteFunctionConcurrency",
@@ -621,11 +641,31 @@ function functionsPolicy(f: BootstrapFacts): Statement[] {
             Condition: ofOwnFunction,
         },
         {
-            // Tagging actions carry no `lambda:FunctionArn`; a mapping's tags are all they change.
-            Sid: "TagMappings",
+            // Tagging actions carry no `lambda:FunctionArn`: a mapping is the class's by its tags,
+            // which it gets when it is created.
+            Sid: "TagMappingsAsOwn",
             Effect: "Allow",
-            Action: ["lambda:TagResource", "lambda:UntagResource", "lambda:ListTags"],
+            Action: "lambda:TagResource",
             Resource: mappings,
+            Condition: taggedAsClass(s, "Request"),
+        },
+        {
+            Sid: "ReadAndUntagOwnMappings",
+            Effect: "Allow",
+            Action: ["lambda:UntagResource", "lambda:ListTags"],
+            Resource: mappings,
+            Condition: taggedAsClass(s, "Resource"),
+        },
+        {
+            // A mapping that carries another class's `environment` tag is never retagged.
+            Sid: "DenyRetaggingOtherMappings",
+            Effect: "Deny",
+            Action: ["lambda:TagResource", "lambda:UntagResource"],
+            Resource: mappings,
+            Condition: {
+                Null: { "aws:ResourceTag/environment": "false" },
+                StringNotLike: { "aws:ResourceTag/environment": s.tags.environment ?? "" },
+            },
         },
         {
             Sid: "ManageOwnLogGroups",
@@ -1002,11 +1042,12 @@ function networkPolicy(f: BootstrapFacts): Statement[] {
             Condition: taggedAsClass(s, "Resource"),
         },
         {
+            // The tags a create call carries, which must be the class's.
             Sid: "TagOnCreate",
             Effect: "Allow",
             Action: "ec2:CreateTags",
             Resource: [ec2("vpc"), ec2("subnet"), ec2("route-table"), ec2("security-group"), ec2("vpc-endpoint")],
-            Condition: { StringEquals: { "ec2:CreateAction": creates.map((a) => a.slice("ec2:".length)) } },
+            Condition: { ...taggedAsClass(s, "Request"), StringEquals: { "ec2:CreateAction": creates.map((a) => a.slice("ec2:".length)) } },
         },
         {
             Sid: "ManageOwnNetwork",
@@ -1115,16 +1156,115 @@ export function deployerPolicyDocuments(f: BootstrapFacts): DeployerPolicy[] {
         { part: "iam", description: "Roles of its own class, only with the class's permissions boundary", document: doc(iamPolicy(f)) },
         { part: "functions", description: "Functions, mappings, log groups, alarms and dashboard of its own class", document: doc(functionsPolicy(f)) },
         { part: "messaging", description: "Streams, queues and topics of its own class", document: doc(messagingPolicy(f)) },
-        { part: "data", description: "Buckets, tables, secrets and catalog of its own class", document: doc(dataPolicy(f)) },
+        {
+            part: "data",
+            description: "Buckets, tables, secrets, catalog and data-event trail of its own class",
+            document: doc([...dataPolicy(f), ...(f.network.cloudtrail ? auditPolicy(f) : [])]),
+        },
         { part: "keys", description: "KMS keys and aliases of its own class", document: doc(keysPolicy(f)) },
     ];
     if (f.network.vpc) {
         parts.push({ part: "network", description: "The VPC of its own class", document: doc(networkPolicy(f)) });
     }
-    if (f.network.cloudtrail) {
-        parts.push({ part: "audit", description: "The CloudTrail trail of its own class", document: doc(auditPolicy(f)) });
-    }
     return parts;
+}
+
+/** Actions that only read: a reader may do those of its deployer. */
+const READ_ONLY = /^[a-z0-9-]+:(Get|Describe|List|Head)[A-Za-z]*$/;
+export const isReadOnlyAction = (action: string): boolean => READ_ONLY.test(action);
+/**
+ * Reads of the pipeline's data, which a reader needs for neither a preview nor a drift check; the
+ * deployer has them for the smoke test.
+ */
+export const DATA_READS: readonly string[] = [
+    "s3:GetObject",
+    "s3:GetObjectVersion",
+    "dynamodb:GetItem",
+    "dynamodb:Query",
+    "kinesis:GetRecords",
+    "kinesis:GetShardIterator",
+    "secretsmanager:GetSecretValue",
+];
+
+function readerStatePolicy(f: BootstrapFacts): Statement[] {
+    const s = scope(f);
+    const bucket = s3Arn(f, stateBucketName(f.project, f.accountId));
+    const own = statePrefix(f.envClass);
+    const readable = [own, ...readsStateOf(f.envClass).map(statePrefix)];
+    return [
+        {
+            Sid: "ReadState",
+            Effect: "Allow",
+            Action: "s3:GetObject",
+            Resource: readable.map((p) => `${bucket}/${p}/*`),
+        },
+        {
+            // Some Pulumi versions take the stack's lock even for `refresh --preview-only`.
+            Sid: "TakeOwnStateLocks",
+            Effect: "Allow",
+            Action: ["s3:PutObject", "s3:DeleteObject"],
+            Resource: `${bucket}/${own}/.pulumi/locks/*`,
+        },
+        {
+            Sid: "ListState",
+            Effect: "Allow",
+            Action: "s3:ListBucket",
+            Resource: bucket,
+            Condition: { StringLike: { "s3:prefix": readable.flatMap((p) => [p, `${p}/*`]) } },
+        },
+        {
+            Sid: "LocateStateBucket",
+            Effect: "Allow",
+            Action: "s3:GetBucketLocation",
+            Resource: bucket,
+        },
+        {
+            Sid: "UseStateKeyThroughS3",
+            Effect: "Allow",
+            Action: ["kms:Decrypt", "kms:GenerateDataKey"],
+            Resource: s.arn("kms", "key/*"),
+            Condition: {
+                StringEquals: { "kms:ViaService": `s3.${f.region}.amazonaws.com` },
+                "ForAnyValue:StringEquals": { "kms:ResourceAliases": stateKeyAlias(f.project) },
+            },
+        },
+        {
+            Sid: "DecryptStackKeys",
+            Effect: "Allow",
+            Action: ["kms:Decrypt", "kms:DescribeKey"],
+            Resource: s.arn("kms", "key/*"),
+            Condition: { "ForAnyValue:StringEquals": { "kms:ResourceAliases": readable.map((c) => secretsKeyAlias(f.project, c as DeployedClass)) } },
+        },
+    ];
+}
+
+/**
+ * The managed policies of a class's reader: its state (and the locks of its own stacks), and the
+ * deployer's reads of the class's resources, which are what `pulumi preview` and
+ * `pulumi refresh --preview-only` call; never a write, never the pipeline's data.
+ */
+export function readerPolicyDocuments(f: BootstrapFacts): DeployerPolicy[] {
+    if (!READER_CLASSES.includes(f.envClass)) {
+        throw new Error(`\`${f.envClass}\` has no reader role`);
+    }
+    const reads = (statements: Statement[]): Statement[] =>
+        statements.flatMap((st) => {
+            if (st.Effect === "Deny") {
+                return [st];
+            }
+            const actions = [st.Action].flat().filter((a) => READ_ONLY.test(a) && !DATA_READS.includes(a));
+            return actions.length === 0 ? [] : [{ ...st, Action: actions }];
+        });
+    const parts = deployerPolicyDocuments(f)
+        .filter((p) => p.part !== "state")
+        .map((p) => ({ ...p, description: `Reads: ${p.description.charAt(0).toLowerCase()}${p.description.slice(1)}`, document: doc(reads(p.document.Statement)) }))
+        .filter((p) => p.document.Statement.some((st) => st.Effect === "Allow"));
+    return [{ part: "state", description: "Pulumi state of its own class, read-only but for its locks", document: doc(readerStatePolicy(f)) }, ...parts];
+}
+
+/** The managed policies of a role of either kind. */
+export function rolePolicyDocuments(f: BootstrapFacts, kind: RoleKind): DeployerPolicy[] {
+    return kind === "deployer" ? deployerPolicyDocuments(f) : readerPolicyDocuments(f);
 }
 
 // ---------------------------------------------------------------------------------------------
