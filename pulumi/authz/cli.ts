@@ -1,7 +1,55 @@
-// `ts-node authz/cli.ts render [--check]`: writes (or checks) the committed renderings of each
-// environment's policies for the local emulator (`authz/local/<env>.json`).
+// The authorisation tools, run by `cargo xtask authz` and `cargo xtask test`:
+//
+//   cli.ts render [--check]                  write (or check) authz/local/<env>.json
+//   cli.ts requests --from <jsonl> [--check] write (or check) authz/recorded-requests.json from a recording
+//   cli.ts gate --env dev|prod|preview       the offline gate: table, denials, unused grants
 
-import { writeLocalModels } from "./render";
+import * as fs from "node:fs";
+
+import { loadEnvironment } from "../src/config";
+import { gate, passes, report } from "./gate";
+import { localTarget, POLICY_ENVIRONMENTS, renderModel, writeLocalModels, type PolicyEnvironment } from "./render";
+import { loadRequests, normalise, REQUESTS_PATH, serialiseRequests, type RecordedRequest } from "./requests";
+
+/** The account the gate renders environments in: any account gives the same decisions. */
+export const GATE_ACCOUNT_ID = "123456789012";
+
+function flag(args: string[], name: string): string | undefined {
+    const i = args.indexOf(name);
+    return i >= 0 ? args[i + 1] : undefined;
+}
+
+export async function gateFor(environment: PolicyEnvironment) {
+    const stack = POLICY_ENVIRONMENTS[environment];
+    const model = await renderModel(environment, { stack, accountId: GATE_ACCOUNT_ID, region: loadEnvironment(stack).region, placeholders: false });
+    return { model, result: await gate(model, loadRequests()) };
+}
+
+/** What the local emulator recorded (JSON lines), in the committed form. */
+export async function recordedRequests(file: string): Promise<RecordedRequest[]> {
+    const model = await renderModel("dev", localTarget());
+    const local = {
+        project: "eventpipe",
+        stack: model.stack,
+        accountId: model.accountId,
+        region: model.region,
+        partition: model.partition,
+        kmsKeyId: "\u0000no key id is recorded\u0000",
+        secretSuffix: "",
+    };
+    const byRole = new Map(model.principals.map((p) => [p.roleName, p.id]));
+    const out: RecordedRequest[] = [];
+    for (const line of fs.readFileSync(file, "utf8").split("\n")) {
+        if (line.trim() === "") {
+            continue;
+        }
+        const r = normalise(JSON.parse(line), local, (role) => byRole.get(role));
+        if (r) {
+            out.push(r);
+        }
+    }
+    return out;
+}
 
 async function main(argv: string[]): Promise<number> {
     const [command, ...rest] = argv;
@@ -18,16 +66,49 @@ async function main(argv: string[]): Promise<number> {
             }
             return 0;
         }
+        case "requests": {
+            const from = flag(rest, "--from");
+            if (!from) {
+                console.error("usage: cli.ts requests --from <recorded.jsonl> [--check]");
+                return 2;
+            }
+            const text = serialiseRequests(await recordedRequests(from));
+            const current = fs.existsSync(REQUESTS_PATH) ? fs.readFileSync(REQUESTS_PATH, "utf8") : "";
+            if (text === current) {
+                return 0;
+            }
+            if (rest.includes("--check")) {
+                console.error(
+                    `${REQUESTS_PATH} is stale: the end-to-end run made other requests than it records. Refresh it with \`EVENTPIPE_AUTHZ_REFRESH=1 cargo xtask test\`, review the diff, commit.`,
+                );
+                return 1;
+            }
+            fs.writeFileSync(REQUESTS_PATH, text);
+            console.error(`wrote ${REQUESTS_PATH}`);
+            return 0;
+        }
+        case "gate": {
+            const env = (flag(rest, "--env") ?? "dev") as PolicyEnvironment;
+            if (!(env in POLICY_ENVIRONMENTS)) {
+                console.error(`unknown environment ${env}: use dev, prod or preview`);
+                return 2;
+            }
+            const { model, result } = await gateFor(env);
+            console.log(report(model, result));
+            return passes(result) ? 0 : 1;
+        }
         default:
-            console.error("usage: cli.ts render [--check]");
+            console.error("usage: cli.ts render [--check] | requests --from <jsonl> [--check] | gate --env <env>");
             return 2;
     }
 }
 
-main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err: unknown) => {
-        console.error(err instanceof Error ? err.stack ?? err.message : String(err));
-        process.exit(1);
-    },
-);
+if (require.main === module) {
+    main(process.argv.slice(2)).then(
+        (code) => process.exit(code),
+        (err: unknown) => {
+            console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
+            process.exit(1);
+        },
+    );
+}

@@ -49,6 +49,8 @@ export interface Resource {
     logical: string;
     name: string;
     arn: string;
+    /** Its tags (the provider's default tags and its own): what `aws:ResourceTag/*` conditions read. */
+    tags?: Record<string, string>;
     /** Its resource policy (bucket, queue, topic, key, secret, function), when it has one. */
     policy?: PolicyDocument;
     /** The KMS key that encrypts it, when a customer managed key does. */
@@ -63,7 +65,8 @@ export interface Resource {
     function?: {
         roleArn: string;
         tracing: boolean;
-        vpc: boolean;
+        /** The subnets and security groups of its network interfaces, when it runs in a VPC. */
+        vpc?: { subnetArns: string[]; securityGroupArns: string[] };
         logGroupArn?: string;
         /** Kinesis streams an event-source mapping reads for it, and the mapping's on-failure queue. */
         eventSources: { sourceArn: string; onFailureArn?: string }[];

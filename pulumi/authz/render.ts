@@ -12,8 +12,10 @@ import * as path from "node:path";
 import type { Artifact, Artifacts, FunctionKey } from "../src/artifacts";
 import { FUNCTION_KEYS } from "../src/artifacts";
 import { loadEnvironment, type Environment } from "../src/config";
+import { boundaryPolicyDocument } from "../bootstrap/policies";
+import { environmentClass, permissionsBoundaryArn, type DeployedClass } from "../src/boundary";
 import { namePrefix } from "../src/names";
-import { createPipeline } from "../src/pipeline";
+import { createPipeline, defaultTags } from "../src/pipeline";
 import { PLACEHOLDER_IDS, runUnderMocks, TEST_IDS, type Registered } from "./mocks";
 import type { Model, PlatformRequest, PolicyDocument, Principal, Resource } from "./model";
 
@@ -60,6 +62,15 @@ function renderArtifacts(): Artifacts {
 }
 
 const parse = (doc: unknown): PolicyDocument => (typeof doc === "string" ? JSON.parse(doc) : doc) as PolicyDocument;
+
+/** The ARN of the resource of `type` whose id (a subnet or security group id) is `id`. */
+function arnOfId(resources: Registered[], type: string, id: string): string {
+    const found = resources.find((r) => r.type === type && r.state.arn?.endsWith(`/${id}`));
+    if (!found) {
+        throw new Error(`no ${type} with id ${id}`);
+    }
+    return found.state.arn;
+}
 
 function ofType(resources: Registered[], type: string): Registered[] {
     return resources.filter((r) => r.type === type);
@@ -111,10 +122,11 @@ function platformRequests(model: Omit<Model, "platform">): PlatformRequest[] {
         }
         if (f.vpc) {
             const because = `Lambda manages the function's network interfaces (${LAMBDA_VPC})`;
+            // CreateNetworkInterface is authorised on the interface, its subnet and its security groups.
             out.push(
                 { principal, action: "ec2:CreateNetworkInterface", resource: ec2("network-interface/eni-0"), because },
-                { principal, action: "ec2:CreateNetworkInterface", resource: ec2(`subnet/${PLACEHOLDER_IDS.subnet("any")}`), because },
-                { principal, action: "ec2:CreateNetworkInterface", resource: ec2(`security-group/${PLACEHOLDER_IDS.securityGroup("any")}`), because },
+                ...f.vpc.subnetArns.map((resource) => ({ principal, action: "ec2:CreateNetworkInterface", resource, because })),
+                ...f.vpc.securityGroupArns.map((resource) => ({ principal, action: "ec2:CreateNetworkInterface", resource, because })),
                 { principal, action: "ec2:DescribeNetworkInterfaces", resource: "*", because },
                 { principal, action: "ec2:DescribeSubnets", resource: "*", because },
                 { principal, action: "ec2:DeleteNetworkInterface", resource: ec2("network-interface/eni-0"), because },
@@ -154,6 +166,23 @@ function platformRequests(model: Omit<Model, "platform">): PlatformRequest[] {
     return out;
 }
 
+/**
+ * The permissions boundary of `env`'s roles: the bootstrap program's document for the environment's
+ * class (the pipeline program only names it), with `env`'s names, account and region.
+ */
+export function boundaryDocument(env: Environment, accountId: string): PolicyDocument {
+    return boundaryPolicyDocument({
+        project: env.project,
+        // `local` is a class of its own: the boundary of the emulated class, with the local names.
+        envClass: environmentClass(env.name) as DeployedClass,
+        accountId,
+        region: env.region,
+        partition: "aws",
+        repository: "eventpipe/eventpipe",
+        network: { vpc: env.network.vpc, cloudtrail: env.network.cloudtrail },
+    }) as unknown as PolicyDocument;
+}
+
 /** The model of one stack, from the program's registered resources. */
 export function modelFrom(resources: Registered[], env: Environment, target: Omit<Target, "placeholders">): Model {
     const state = (r: Registered) => r.state;
@@ -162,7 +191,6 @@ export function modelFrom(resources: Registered[], env: Environment, target: Omi
     const roles = ofType(resources, "aws:iam/role:Role");
     const rolePolicies = ofType(resources, "aws:iam/rolePolicy:RolePolicy");
     const attachments = ofType(resources, "aws:iam/rolePolicyAttachment:RolePolicyAttachment");
-    const managedPolicies = ofType(resources, "aws:iam/policy:Policy");
     if (attachments.length > 0) {
         throw new Error("the renderer reads inline role policies only; teach it managed policy attachments first");
     }
@@ -174,11 +202,10 @@ export function modelFrom(resources: Registered[], env: Environment, target: Omi
         const boundaryArn: string | undefined = s.permissionsBoundary || undefined;
         let permissionsBoundary: Principal["permissionsBoundary"];
         if (boundaryArn) {
-            const policy = managedPolicies.find((p) => state(p).arn === boundaryArn);
-            if (!policy) {
-                throw new Error(`role ${roleName} carries the boundary ${boundaryArn}, which the program does not declare`);
+            if (boundaryArn !== permissionsBoundaryArn(env, target.accountId, "aws")) {
+                throw new Error(`role ${roleName} carries the boundary ${boundaryArn}, not its class's`);
             }
-            permissionsBoundary = { arn: boundaryArn, document: parse(state(policy).policy) };
+            permissionsBoundary = { arn: boundaryArn, document: boundaryDocument(env, target.accountId) };
         }
         return {
             id: roleName.replace(prefix, "").replace(/-role$/, ""),
@@ -293,7 +320,14 @@ export function modelFrom(resources: Registered[], env: Environment, target: Omi
             function: {
                 roleArn: s.role,
                 tracing: s.tracingConfig?.mode === "Active",
-                vpc: s.vpcConfig !== undefined,
+                ...(s.vpcConfig
+                    ? {
+                          vpc: {
+                              subnetArns: (s.vpcConfig.subnetIds as string[]).map((id) => arnOfId(resources, "aws:ec2/subnet:Subnet", id)),
+                              securityGroupArns: (s.vpcConfig.securityGroupIds as string[]).map((id) => arnOfId(resources, "aws:ec2/securityGroup:SecurityGroup", id)),
+                          },
+                      }
+                    : {}),
                 ...(logGroup ? { logGroupArn: state(logGroup).arn } : {}),
                 eventSources: ofType(resources, "aws:lambda/eventSourceMapping:EventSourceMapping")
                     .filter(byFunction)
@@ -306,6 +340,10 @@ export function modelFrom(resources: Registered[], env: Environment, target: Omi
         });
     }
 
+    for (const r of out) {
+        const registered = resources.find((x) => x.name === r.logical && x.custom);
+        r.tags = { ...defaultTags(env), ...(registered?.inputs.tags ?? {}) };
+    }
     const model = { policiesOf: env.name, stack: target.stack, accountId: target.accountId, region: target.region, partition: "aws", principals, resources: out };
     return { ...model, platform: platformRequests(model) };
 }

@@ -361,10 +361,8 @@ describe("pipeline under mocks", function () {
                     "kinesis:GetRecords",
                     "kinesis:GetShardIterator",
                     "kinesis:ListShards",
-                    "kinesis:SubscribeToShard",
                     "s3:PutObject",
                     "s3:DeleteObject",
-                    "dynamodb:GetItem",
                     "dynamodb:UpdateItem",
                     "sqs:SendMessage",
                     ...common,
@@ -376,8 +374,6 @@ describe("pipeline under mocks", function () {
                     "s3:ListBucket",
                     "s3:PutObject",
                     "s3:DeleteObject",
-                    "s3:AbortMultipartUpload",
-                    "s3:ListBucket",
                     "dynamodb:GetItem",
                     "dynamodb:UpdateItem",
                     "secretsmanager:GetSecretValue",
@@ -389,8 +385,8 @@ describe("pipeline under mocks", function () {
                 const raw = `arn:aws:s3:::eventpipe-${stack}-raw-${ACCOUNT_ID}`;
                 const write = statements(sp).find((s) => s.Sid === "WriteRawAndQuarantineObjects");
                 assert.deepEqual(write.Resource, [`${raw}/raw/*`, `${raw}/quarantine/*`]);
-                const list = statements(tr).find((s) => s.Sid === "ListProcessedPrefix");
-                assert.deepEqual(list.Condition, { StringLike: { "s3:prefix": "processed/*" } });
+                const list = statements(tr).find((s) => s.Sid === "ListRawPrefix");
+                assert.deepEqual(list.Condition, { StringLike: { "s3:prefix": "raw/*" } });
             });
 
             it("alarms on error rate, throttles, iterator age and DLQ depth, to the topic, both ways", () => {

@@ -80,7 +80,7 @@ async fn put(local: &Local, records: Vec<(String, Vec<u8>)>) {
             })
             .collect();
         let out = local
-            .clients
+            .producer
             .kinesis
             .put_records()
             .stream_name(&local.stack.stream)
@@ -276,7 +276,7 @@ fn a_poison_batch_is_bisected_retried_reported_to_the_stream_dlq_and_redriven() 
         // Break the stream processor's storage: every batch fails, retries run out, the mapping
         // reports each batch to the stream DLQ in AWS's format and moves on.
         local
-            .clients
+            .admin
             .dynamodb
             .delete_table()
             .table_name(&local.stack.metadata_table)
@@ -330,9 +330,7 @@ fn a_poison_batch_is_bisected_retried_reported_to_the_stream_dlq_and_redriven() 
         assert!(body["KinesisBatchInfo"]["startSequenceNumber"].is_string());
 
         // The fix: provisioning is idempotent and recreates the table. Then the redrive.
-        local_runtime::provision::provision(&local.clients, &local.env, &packages())
-            .await
-            .unwrap();
+        local.reprovision(&root(), &packages()).await.unwrap();
         let dry = local_runtime::redrive::stream_dlq(
             &local.clients,
             &local.stack,
@@ -365,7 +363,7 @@ fn a_failing_transformer_is_retried_then_lands_in_the_transform_dlq() {
     with_stack(async |local| {
         let key = "raw/dt=2026-11-25/hour=10/shard=shardId-000000000000/1.jsonl.gz";
         local
-            .clients
+            .admin
             .s3
             .put_object()
             .bucket(&local.stack.raw_bucket)

@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use local_runtime::Clients;
+use local_runtime::authz::{Access, Policies, principal};
 use local_runtime::provision::Stack;
 use local_runtime::reconcile::{Report, progress, reconcile};
-use local_runtime::runtime::{Local, environment};
+use local_runtime::runtime::{self, Local, environment};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::build::Arch;
@@ -23,6 +25,22 @@ pub struct DemoOptions {
     pub aggregate_share: f64,
     pub seed: u64,
     pub timeout: Duration,
+    pub stack: StackOptions,
+}
+
+/// How to run the local stack: whose policies the emulator enforces, or none (`--no-authz`).
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub policies: Option<Policies>,
+}
+
+impl StackOptions {
+    fn runtime(&self) -> runtime::Options {
+        runtime::Options {
+            policies: self.policies,
+            ..runtime::Options::default()
+        }
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -57,23 +75,28 @@ fn build_producer() -> Result<PathBuf> {
     Ok(target_dir().join("local").join("producer"))
 }
 
-/// Runs the producer binary against a stack; returns its JSON summary.
-fn produce(producer: &Path, stack: &Stack, args: &[String], summary: &Path) -> Result<Value> {
-    let status = Command::new(producer)
-        .args([
-            "--stream",
-            &stack.stream,
-            "--endpoint-url",
-            &stack.endpoint,
-            "--summary-json",
-        ])
-        .arg(summary)
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", local_runtime::REGION)
-        .status()
-        .context("starting the producer")?;
+/// Runs the producer binary against a stack, as the stack's producer role; returns its JSON
+/// summary.
+fn produce(
+    producer: &Path,
+    stack: &Stack,
+    access: &Access,
+    args: &[String],
+    summary: &Path,
+) -> Result<Value> {
+    let mut cmd = Command::new(producer);
+    cmd.args([
+        "--stream",
+        &stack.stream,
+        "--endpoint-url",
+        &stack.endpoint,
+        "--summary-json",
+    ])
+    .arg(summary)
+    .args(args)
+    .env("AWS_REGION", local_runtime::REGION);
+    credentials_for(&mut cmd, stack, access, principal::PRODUCER, summary)?;
+    let status = cmd.status().context("starting the producer")?;
     let text = std::fs::read_to_string(summary)
         .with_context(|| format!("reading {}", summary.display()))?;
     let value: Value = serde_json::from_str(&text)?;
@@ -81,6 +104,46 @@ fn produce(producer: &Path, stack: &Stack, args: &[String], summary: &Path) -> R
         bail!("the producer lost events: {}", value["failures"]);
     }
     Ok(value)
+}
+
+/// Makes a child process act as principal `id` of the local stack, as any AWS SDK would: a shared
+/// config file whose profile assumes the role from the emulator's root credentials (renewed by the
+/// SDK), and trust in the emulator's certificate authority.
+fn credentials_for(
+    cmd: &mut Command,
+    stack: &Stack,
+    access: &Access,
+    id: &str,
+    beside: &Path,
+) -> Result<()> {
+    let root_key = local_runtime::ROOT_ACCESS_KEY;
+    let Some(role) = access.roles.get(id) else {
+        cmd.env("AWS_ACCESS_KEY_ID", root_key)
+            .env("AWS_SECRET_ACCESS_KEY", root_key);
+        return Ok(());
+    };
+    let config = beside.with_file_name(format!("aws-config-{id}"));
+    std::fs::write(
+        &config,
+        format!(
+            "[profile emulator-root]\naws_access_key_id = {root_key}\naws_secret_access_key = {root_key}\n\
+             endpoint_url = {endpoint}\n\n[profile {id}]\nrole_arn = {role}\nsource_profile = emulator-root\n\
+             role_session_name = local-{id}\nendpoint_url = {endpoint}\nregion = {region}\n",
+            endpoint = stack.endpoint,
+            region = local_runtime::REGION,
+        ),
+    )
+    .with_context(|| format!("writing {}", config.display()))?;
+    cmd.env("AWS_CONFIG_FILE", &config)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &config)
+        .env("AWS_PROFILE", id)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN");
+    if let Some(ca) = &access.ca_certificate {
+        cmd.env("SSL_CERT_FILE", ca);
+    }
+    Ok(())
 }
 
 /// The main job: from a fresh clone to a reconciliation report.
@@ -93,8 +156,13 @@ pub fn demo(o: DemoOptions) -> Result<()> {
         let env = environment(&root(), "local")?;
         eprintln!("starting the local stack (emulator on a free loopback port, provisioning from environments/local.toml)");
         let started = Instant::now();
-        let local = Local::up(&root(), env, &packages).await?;
-        eprintln!("local stack up in {:.1} s at {}", started.elapsed().as_secs_f64(), local.stack.endpoint);
+        let local = Local::up_with(&root(), env, &packages, &o.stack.runtime()).await?;
+        eprintln!(
+            "local stack up in {:.1} s at {} ({})",
+            started.elapsed().as_secs_f64(),
+            local.stack.endpoint,
+            authorisation(&local.access)
+        );
         let result = demo_on(&local, &o, &producer, &out).await;
         local.down().await;
         result
@@ -160,13 +228,15 @@ async fn demo_on(local: &Local, o: &DemoOptions, producer: &Path, out: &Path) ->
         "4".into(),
     ];
     let summary_path = out.join("producer.json");
-    let (stack, producer, args2, sp) = (
+    let (stack, access, producer, args2, sp) = (
         local.stack.clone(),
+        local.access.clone(),
         producer.to_path_buf(),
         args.clone(),
         summary_path.clone(),
     );
-    let producing = tokio::task::spawn_blocking(move || produce(&producer, &stack, &args2, &sp));
+    let producing =
+        tokio::task::spawn_blocking(move || produce(&producer, &stack, &access, &args2, &sp));
     // A live status line while events flow.
     while !producing.is_finished() {
         status_line(local).await;
@@ -255,8 +325,24 @@ fn state_file() -> PathBuf {
     target_dir().join("local").join("current.json")
 }
 
+/// What `local up` leaves for the other commands: its process, the stack and how to reach it.
+#[derive(Debug, Serialize, Deserialize)]
+struct State {
+    pid: u32,
+    stack: Stack,
+    access: Access,
+}
+
+/// `enforcing dev's policies`, or `authorisation off`.
+fn authorisation(access: &Access) -> String {
+    match access.policies {
+        Some(p) => format!("authorisation enforced with {}'s policies", p.as_str()),
+        None => "authorisation off".to_owned(),
+    }
+}
+
 /// `local up`: the stack in the foreground with a status line until Ctrl-C, or detached.
-pub fn up(detach: bool) -> Result<()> {
+pub fn up(detach: bool, options: &StackOptions) -> Result<()> {
     if detach {
         let log = target_dir().join("local").join("up.log");
         std::fs::create_dir_all(log.parent().unwrap_or(Path::new(".")))?;
@@ -264,9 +350,13 @@ pub fn up(detach: bool) -> Result<()> {
         let exe = std::env::current_exe()?;
         let child = {
             use std::os::unix::process::CommandExt;
-            Command::new(exe)
-                .args(["local", "up"])
-                .stdin(std::process::Stdio::null())
+            let mut cmd = Command::new(exe);
+            cmd.args(["local", "up"]);
+            match options.policies {
+                Some(p) => cmd.args(["--policies", p.as_str()]),
+                None => cmd.arg("--no-authz"),
+            };
+            cmd.stdin(std::process::Stdio::null())
                 .stdout(std::fs::File::create(&log)?)
                 .stderr(std::fs::File::create(log.with_extension("err.log"))?)
                 .process_group(0)
@@ -288,12 +378,24 @@ pub fn up(detach: bool) -> Result<()> {
     let (packages, _) = prepare()?;
     let rt = runtime()?;
     rt.block_on(async {
-        let local = Local::up(&root(), environment(&root(), "local")?, &packages).await?;
-        let state = serde_json::json!({"pid": std::process::id(), "stack": local.stack});
+        let local = Local::up_with(
+            &root(),
+            environment(&root(), "local")?,
+            &packages,
+            &options.runtime(),
+        )
+        .await?;
+        let state = State {
+            pid: std::process::id(),
+            stack: local.stack.clone(),
+            access: local.access.clone(),
+        };
         std::fs::write(state_file(), serde_json::to_string_pretty(&state)?)?;
         println!(
-            "local stack up: endpoint {}, stream {}",
-            local.stack.endpoint, local.stack.stream
+            "local stack up: endpoint {}, stream {}, {}",
+            local.stack.endpoint,
+            local.stack.stream,
+            authorisation(&local.access)
         );
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
@@ -310,20 +412,32 @@ pub fn up(detach: bool) -> Result<()> {
     })
 }
 
-fn current() -> Result<(u32, Stack)> {
+fn current() -> Result<State> {
     let text = std::fs::read_to_string(state_file())
         .context("no local stack is running: start one with `cargo xtask local up --detach`")?;
-    let v: Value = serde_json::from_str(&text)?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} does not describe a local stack", state_file().display()))
+}
+
+/// The running local stack and clients acting as principal `id` of it (the operator, for the
+/// tools).
+pub async fn attach(id: &str) -> Result<(Stack, Clients)> {
+    let state = current()?;
+    let admin = Clients::for_endpoint(
+        &state.stack.endpoint,
+        state.access.ca_certificate.as_deref(),
+    )
+    .await?;
     Ok((
-        v["pid"].as_u64().unwrap_or(0) as u32,
-        serde_json::from_value(v["stack"].clone())?,
+        state.stack,
+        runtime::act_as(&admin, &state.access, id).await,
     ))
 }
 
 pub fn status() -> Result<()> {
-    let (pid, stack) = current()?;
+    let pid = current()?.pid;
     runtime()?.block_on(async {
-        let clients = Clients::for_endpoint(&stack.endpoint).await;
+        let (stack, clients) = attach(principal::OPERATOR).await?;
         let p = progress(&clients, &stack).await?;
         println!(
             "pid {pid}, endpoint {}, stream {}",
@@ -335,7 +449,7 @@ pub fn status() -> Result<()> {
 }
 
 pub fn down() -> Result<()> {
-    let (pid, _) = current()?;
+    let pid = current()?.pid;
     run(Command::new("kill").args(["-TERM", &pid.to_string()]))?;
     let deadline = Instant::now() + Duration::from_secs(20);
     while state_file().is_file() && Instant::now() < deadline {
@@ -347,12 +461,13 @@ pub fn down() -> Result<()> {
 
 /// `produce --env local …`: the producer against the running local stack.
 pub fn produce_local(extra: &[String]) -> Result<()> {
-    let (_, stack) = current()?;
+    let state = current()?;
     build_producer()?;
     let summary = target_dir().join("local").join("produce-summary.json");
     produce(
         &target_dir().join("local").join("producer"),
-        &stack,
+        &state.stack,
+        &state.access,
         extra,
         &summary,
     )?;
@@ -361,9 +476,8 @@ pub fn produce_local(extra: &[String]) -> Result<()> {
 
 /// `smoke --env local`: canary events must reach processed, and both DLQs stay empty.
 pub fn smoke_local() -> Result<()> {
-    let (_, stack) = current()?;
     runtime()?.block_on(async {
-        let clients = Clients::for_endpoint(&stack.endpoint).await;
+        let (stack, clients) = attach(principal::OPERATOR).await?;
         smoke(&clients, &stack).await
     })
 }
@@ -430,10 +544,9 @@ pub async fn smoke(clients: &Clients, stack: &Stack) -> Result<()> {
 
 /// `dlq redrive --env local`.
 pub fn redrive(dry_run: bool) -> Result<()> {
-    let (_, stack) = current()?;
     let env = environment(&root(), "local")?;
     runtime()?.block_on(async {
-        let clients = Clients::for_endpoint(&stack.endpoint).await;
+        let (stack, clients) = attach(principal::OPERATOR).await?;
         let settings = local_runtime::esm::Settings::from(&env.event_source_mapping);
         let s = local_runtime::redrive::stream_dlq(&clients, &stack, settings, dry_run).await?;
         let t = local_runtime::redrive::transform_dlq(&clients, &stack, dry_run).await?;

@@ -66,6 +66,8 @@ enum Cmd {
         /// Instead: run the core on a sample batch, without the emulator.
         #[arg(long)]
         offline: bool,
+        #[command(flatten)]
+        stack: StackArgs,
     },
     /// The local stack: `up [--detach]`, `status`, `down`.
     Local {
@@ -189,9 +191,34 @@ enum LocalAction {
     Up {
         #[arg(long)]
         detach: bool,
+        #[command(flatten)]
+        stack: StackArgs,
     },
     Status,
     Down,
+}
+
+/// How the local stack authorises requests.
+#[derive(Debug, clap::Args)]
+struct StackArgs {
+    /// Whose policies the local emulator enforces, as the Pulumi program renders them.
+    #[arg(long, default_value = "dev", value_parser = ["dev", "prod", "preview"])]
+    policies: String,
+    /// Turn authorisation off (plain HTTP, every request as the account's root): debugging only.
+    #[arg(long)]
+    no_authz: bool,
+}
+
+impl StackArgs {
+    fn options(&self) -> Result<local::StackOptions> {
+        Ok(local::StackOptions {
+            policies: if self.no_authz {
+                None
+            } else {
+                Some(self.policies.parse().map_err(anyhow::Error::msg)?)
+            },
+        })
+    }
 }
 
 fn local_only(env: &str) -> Result<()> {
@@ -222,6 +249,7 @@ fn main() -> Result<()> {
             seed,
             timeout,
             offline: false,
+            stack,
         } => local::demo(local::DemoOptions {
             events,
             rate,
@@ -229,10 +257,11 @@ fn main() -> Result<()> {
             aggregate_share,
             seed,
             timeout: std::time::Duration::from_secs(timeout),
+            stack: stack.options()?,
         }),
         Cmd::Local {
-            action: LocalAction::Up { detach },
-        } => local::up(detach),
+            action: LocalAction::Up { detach, stack },
+        } => local::up(detach, &stack.options()?),
         Cmd::Local {
             action: LocalAction::Status,
         } => local::status(),

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use local_runtime::Clients;
 use local_runtime::provision::Stack;
@@ -15,7 +15,6 @@ use local_runtime::reconcile::queue_depth;
 
 use crate::deploy::{aws_clients, runtime};
 use crate::pulumi::{Facts, Pulumi, stack_name};
-use crate::util::target_dir;
 
 pub const REFRESH: Duration = Duration::from_secs(5);
 pub const WINDOW_SECONDS: i32 = 300;
@@ -261,13 +260,8 @@ fn short(e: impl std::error::Error) -> String {
 /// The stack, its clients and a title: the local state file, or the stack's Pulumi outputs.
 async fn target(env: &str) -> Result<(Stack, Clients, String)> {
     if env == "local" {
-        let path = target_dir().join("local").join("current.json");
-        let text = std::fs::read_to_string(&path)
-            .context("no local stack is running: start one with `cargo xtask local up --detach`")?;
-        let value: serde_json::Value = serde_json::from_str(&text)?;
-        let stack: Stack = serde_json::from_value(value["stack"].clone())
-            .with_context(|| format!("{} does not describe a stack", path.display()))?;
-        let clients = Clients::for_endpoint(&stack.endpoint).await;
+        let (stack, clients) =
+            crate::local::attach(local_runtime::authz::principal::OPERATOR).await?;
         let title = format!("local stack at {}", stack.endpoint);
         return Ok((stack, clients, title));
     }
@@ -395,7 +389,10 @@ mod tests {
 
     #[test]
     fn local_without_a_running_stack_says_how_to_start_one() {
-        if target_dir().join("local/current.json").is_file() {
+        if crate::util::target_dir()
+            .join("local/current.json")
+            .is_file()
+        {
             return; // a developer's local stack is up: nothing to check here
         }
         let err = monitor("local", true).unwrap_err().to_string();

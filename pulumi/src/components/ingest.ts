@@ -84,13 +84,14 @@ export class Ingest extends pulumi.ComponentResource {
                     {
                         Sid: "ReadStream",
                         Effect: "Allow",
+                        // What the event-source mapping needs with a standard iterator; no
+                        // SubscribeToShard, which only an enhanced fan-out consumer calls.
                         Action: [
                             "kinesis:DescribeStream",
                             "kinesis:DescribeStreamSummary",
                             "kinesis:GetRecords",
                             "kinesis:GetShardIterator",
                             "kinesis:ListShards",
-                            "kinesis:SubscribeToShard",
                         ],
                         Resource: this.stream.arn,
                     },
@@ -114,7 +115,8 @@ export class Ingest extends pulumi.ComponentResource {
                     {
                         Sid: "RecordMetadata",
                         Effect: "Allow",
-                        Action: ["dynamodb:GetItem", "dynamodb:UpdateItem"],
+                        // One conditional UpdateItem per raw object; it never reads an item.
+                        Action: "dynamodb:UpdateItem",
                         Resource: storage.table.arn,
                     },
                     {

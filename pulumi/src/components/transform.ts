@@ -86,17 +86,12 @@ export class Transform extends pulumi.ComponentResource {
                         Condition: { StringLike: { "s3:prefix": `${RAW_PREFIX}*` } },
                     },
                     {
+                        // Whole-object PUTs (no multipart upload), and the deletion of the outputs
+                        // an earlier content of the raw object had and the current one has not.
                         Sid: "WriteProcessedObjects",
                         Effect: "Allow",
-                        Action: ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+                        Action: ["s3:PutObject", "s3:DeleteObject"],
                         Resource: pulumi.interpolate`${storage.processed.arn}/${PROCESSED_PREFIX}*`,
-                    },
-                    {
-                        Sid: "ListProcessedPrefix",
-                        Effect: "Allow",
-                        Action: "s3:ListBucket",
-                        Resource: storage.processed.arn,
-                        Condition: { StringLike: { "s3:prefix": `${PROCESSED_PREFIX}*` } },
                     },
                     {
                         Sid: "RecordMetadata",

@@ -15,11 +15,13 @@ use crate::esm::{
 };
 use crate::{Clients, Error};
 
-/// Reads one shard with a shard iterator, like a standard-iterator consumer.
+/// Reads one shard with a shard iterator, like a standard-iterator consumer. Every call names the
+/// stream by ARN, GetRecords included: AWS authorises GetRecords on the iterator's stream, and an
+/// emulator that cannot read the iterator authorises it on the ARN the request names.
 #[derive(Debug)]
 pub struct KinesisShard {
     client: aws_sdk_kinesis::Client,
-    stream: String,
+    stream_arn: String,
     shard_id: String,
     iterator: Option<String>,
     start: (StartingPosition, Option<DateTime<Utc>>),
@@ -30,14 +32,14 @@ pub struct KinesisShard {
 impl KinesisShard {
     pub fn new(
         clients: &Clients,
-        stream: &str,
+        stream_arn: &str,
         shard_id: &str,
         start: StartingPosition,
         timestamp: Option<DateTime<Utc>>,
     ) -> Self {
         KinesisShard {
             client: clients.kinesis.clone(),
-            stream: stream.into(),
+            stream_arn: stream_arn.into(),
             shard_id: shard_id.into(),
             iterator: None,
             start: (start, timestamp),
@@ -52,7 +54,7 @@ impl KinesisShard {
         let mut req = self
             .client
             .get_shard_iterator()
-            .stream_name(&self.stream)
+            .stream_arn(&self.stream_arn)
             .shard_id(&self.shard_id);
         req = match (&self.last, self.start) {
             (Some(seq), _) => req
@@ -87,6 +89,7 @@ impl ShardReader for KinesisShard {
         let out = match self
             .client
             .get_records()
+            .stream_arn(&self.stream_arn)
             .shard_iterator(it)
             .limit(10_000)
             .send()
@@ -188,18 +191,21 @@ impl FailureDestination for SqsDestination {
 /// Shared view of every shard's counters, for status lines.
 pub type SharedStats = Arc<Mutex<Vec<(String, Stats)>>>;
 
-/// Runs one mapping per shard of the stream until `stop` resolves.
+/// Runs one mapping per shard of the stream until `stop` resolves. `reader` reads the stream
+/// and sends to the on-failure queue (in AWS: with the function's execution role); `invoker`
+/// invokes the function (in AWS: the Lambda service itself).
 pub async fn run_mapping(
-    clients: &Clients,
+    reader: &Clients,
+    invoker: &Clients,
     stack: &crate::provision::Stack,
     settings: Settings,
     stats: SharedStats,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), Error> {
-    let shards = clients
+    let shards = reader
         .kinesis
         .list_shards()
-        .stream_name(&stack.stream)
+        .stream_arn(&stack.stream_arn)
         .send()
         .await
         .map_err(|e| Error::aws("kinesis ListShards", DisplayErrorContext(e)))?
@@ -207,9 +213,9 @@ pub async fn run_mapping(
         .unwrap_or_default();
     let mut tasks = tokio::task::JoinSet::new();
     for (i, shard) in shards.into_iter().enumerate() {
-        let reader = KinesisShard::new(
-            clients,
-            &stack.stream,
+        let shard_reader = KinesisShard::new(
+            reader,
+            &stack.stream_arn,
             &shard.shard_id,
             settings.starting_position,
             settings.starting_timestamp,
@@ -220,9 +226,9 @@ pub async fn run_mapping(
             stack.stream_processor_arn.clone(),
             crate::REGION.to_owned(),
             settings.clone(),
-            reader,
-            LambdaInvoker::new(clients, &stack.stream_processor),
-            SqsDestination::new(clients, &stack.stream_dlq_url),
+            shard_reader,
+            LambdaInvoker::new(invoker, &stack.stream_processor),
+            SqsDestination::new(reader, &stack.stream_dlq_url),
         );
         if let Ok(mut s) = stats.lock() {
             s.push((shard.shard_id.clone(), Stats::default()));

@@ -3,6 +3,7 @@
 //! the reconciliation that proves nothing was lost (`reconcile`). Every call goes through the
 //! official AWS SDK with an endpoint override, so the same code drives a deployed stack.
 
+pub mod authz;
 pub mod aws;
 pub mod emulator;
 pub mod esm;
@@ -66,24 +67,48 @@ pub struct Clients {
     pub secrets: aws_sdk_secretsmanager::Client,
     pub lambda: aws_sdk_lambda::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub kms: aws_sdk_kms::Client,
 }
 
 impl Clients {
-    /// Clients for an emulator: fixed test credentials, the emulator's region, path-style S3.
-    pub async fn for_endpoint(endpoint: &str) -> Clients {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    /// Clients for an emulator as the account's root (its administrator): fixed test
+    /// credentials, the emulator's region, path-style S3, and trust in the emulator's certificate
+    /// authority when it serves HTTPS.
+    pub async fn for_endpoint(
+        endpoint: &str,
+        ca_certificate: Option<&Path>,
+    ) -> Result<Clients, Error> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(endpoint)
             .region(aws_config::Region::new(REGION))
             .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                "test",
-                "test",
+                ROOT_ACCESS_KEY,
+                ROOT_ACCESS_KEY,
                 None,
                 None,
                 "local-emulator",
-            ))
-            .load()
+            ));
+        if let Some(ca) = ca_certificate {
+            loader = loader.http_client(trusting(ca)?);
+        }
+        Ok(Self::from_config(endpoint, loader.load().await))
+    }
+
+    /// The same endpoint as `role_arn`, through STS AssumeRole with these clients' credentials;
+    /// the session is renewed before it expires.
+    pub async fn assume(&self, role_arn: &str, session: &str) -> Clients {
+        let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
+            .session_name(session)
+            .configure(&self.config)
+            .build()
             .await;
-        Self::from_config(endpoint, config)
+        let config = self
+            .config
+            .to_builder()
+            .credentials_provider(aws_sdk_s3::config::SharedCredentialsProvider::new(provider))
+            .build();
+        Self::from_config(&self.endpoint, config)
     }
 
     pub fn from_config(endpoint: &str, config: aws_config::SdkConfig) -> Clients {
@@ -102,7 +127,28 @@ impl Clients {
             secrets: aws_sdk_secretsmanager::Client::new(&config),
             lambda: aws_sdk_lambda::Client::new(&config),
             cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
+            iam: aws_sdk_iam::Client::new(&config),
+            kms: aws_sdk_kms::Client::new(&config),
             config,
         }
     }
+}
+
+/// The emulator's root credentials (its account's administrator, which no policy limits).
+pub const ROOT_ACCESS_KEY: &str = "test";
+
+/// An HTTPS client that trusts only the certificate authority in `ca` (a PEM file).
+fn trusting(ca: &Path) -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient, Error> {
+    use aws_smithy_http_client::tls;
+    let pem = std::fs::read(ca).map_err(|e| Error::io(ca, e))?;
+    let context = tls::TlsContext::builder()
+        .with_trust_store(tls::TrustStore::empty().with_pem_certificate(pem))
+        .build()
+        .map_err(|e| Error::Emulator(format!("trusting {}: {e}", ca.display())))?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(context)
+        .build_https())
 }

@@ -1,8 +1,14 @@
 //! Creates the local stack from the environment file, idempotently: stream, buckets, table, DLQs,
 //! alarm topic, HMAC secret, both functions from the packaged zips, the S3 notification with the
 //! transformer's async-invoke settings, and alarms. Every call goes through the official SDKs.
+//!
+//! With an authorisation model (`authz`, rendered from the Pulumi program), it also creates what
+//! the emulator enforces, as the program declares it: the customer managed key and its key
+//! policy, SSE-KMS on the buckets, stream, table, queues, topic and secret, the bucket, queue and
+//! topic policies, and every role with its trust policy, inline policies and permissions boundary;
+//! the functions run as their roles.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
@@ -24,6 +30,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::authz::Model;
 use crate::{ACCOUNT_ID, Clients, Error, REGION};
 
 /// Everything the local runtime and the tools need to find the stack.
@@ -95,13 +102,42 @@ fn exists<E: ProvideErrorMetadata>(e: &E) -> bool {
     )
 }
 
-/// Provisions everything; `packages` holds `stream-processor.zip` and `transformer.zip`.
+/// Provisions everything; `packages` holds `stream-processor.zip` and `transformer.zip`. With a
+/// model, returns the role ARN of each principal it declares.
 pub async fn provision(
     clients: &Clients,
     env: &Environment,
     packages: &Path,
-) -> Result<Stack, Error> {
+    mut model: Option<Model>,
+) -> Result<(Stack, BTreeMap<String, String>), Error> {
     let names = env.names(ACCOUNT_ID);
+    if let Some(m) = &model
+        && (m.stack != env.name || m.account_id != ACCOUNT_ID || m.region != REGION)
+    {
+        return Err(Error::Provision(format!(
+            "the authorisation model addresses stack `{}` in {} {}, not `{}` in {ACCOUNT_ID} {REGION}; render it with `cargo xtask authz --render`",
+            m.stack, m.account_id, m.region, env.name
+        )));
+    }
+
+    // The customer managed key first: every other resource is encrypted with it.
+    if let Some(m) = model.as_mut() {
+        let key = m.only("kms-key")?.clone();
+        let key_id = kms_key(clients, &key).await?;
+        m.bind("kms-key", &key.logical, &key_id)?;
+    }
+    let kms_of = |kind: &str, name: &str| {
+        model
+            .as_ref()
+            .and_then(|m| m.resource(kind, name).ok())
+            .and_then(|r| r.kms_key_arn.clone())
+    };
+    let policy_of = |kind: &str, name: &str| {
+        model
+            .as_ref()
+            .and_then(|m| m.resource(kind, name).ok())
+            .and_then(|r| r.policy.as_ref().map(Value::to_string))
+    };
 
     // Stream.
     let mut create = clients.kinesis.create_stream().stream_name(&names.stream);
@@ -121,14 +157,39 @@ pub async fn provision(
         }
     }
     let stream_arn = wait_stream_active(clients, &names.stream).await?;
+    if let Some(key) = kms_of("kinesis-stream", &names.stream) {
+        clients
+            .kinesis
+            .start_stream_encryption()
+            .stream_name(&names.stream)
+            .encryption_type(aws_sdk_kinesis::types::EncryptionType::Kms)
+            .key_id(key)
+            .send()
+            .await
+            .map_err(|e| sdk("StartStreamEncryption", e.into_service_error()))?;
+        wait_stream_active(clients, &names.stream).await?;
+    }
 
-    // Buckets.
+    // Buckets: private, SSE-KMS with a bucket key and the program's bucket policy.
     for bucket in [&names.raw_bucket, &names.processed_bucket] {
         if let Err(e) = clients.s3.create_bucket().bucket(bucket).send().await {
             let e = e.into_service_error();
             if !exists(&e) {
                 return Err(sdk("CreateBucket", e));
             }
+        }
+        if model.is_some() {
+            secure_bucket(
+                clients,
+                bucket,
+                kms_of("s3-bucket", bucket),
+                model
+                    .as_ref()
+                    .and_then(|m| m.resource("s3-bucket", bucket).ok())
+                    .and_then(|r| r.bucket_key),
+                policy_of("s3-bucket", bucket),
+            )
+            .await?;
         }
     }
 
@@ -150,6 +211,13 @@ pub async fn provision(
         .create_table()
         .table_name(&names.metadata_table)
         .billing_mode(BillingMode::PayPerRequest)
+        .set_sse_specification(kms_of("dynamodb-table", &names.metadata_table).map(|key| {
+            aws_sdk_dynamodb::types::SseSpecification::builder()
+                .enabled(true)
+                .sse_type(aws_sdk_dynamodb::types::SseType::Kms)
+                .kms_master_key_id(key)
+                .build()
+        }))
         .key_schema(key("raw_key", KeyType::Hash).map_err(|e| Error::Provision(e.to_string()))?)
         .attribute_definitions(attr("raw_key").map_err(|e| Error::Provision(e.to_string()))?)
         .attribute_definitions(attr("pending").map_err(|e| Error::Provision(e.to_string()))?)
@@ -201,63 +269,140 @@ pub async fn provision(
 
     // Dead-letter queues (14 days) and the alarm topic.
     let queue = |name: String| async move {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        let mut attributes = HashMap::from([(
+            QueueAttributeName::MessageRetentionPeriod,
+            "1209600".to_owned(),
+        )]);
+        if let Some(key) = kms_of("sqs-queue", &name) {
+            attributes.insert(QueueAttributeName::KmsMasterKeyId, key);
+            attributes.insert(
+                QueueAttributeName::KmsDataKeyReusePeriodSeconds,
+                "300".into(),
+            );
+        }
+        if let Some(policy) = policy_of("sqs-queue", &name) {
+            attributes.insert(QueueAttributeName::Policy, policy);
+        }
         let url = clients
             .sqs
             .create_queue()
             .queue_name(&name)
-            .attributes(
-                aws_sdk_sqs::types::QueueAttributeName::MessageRetentionPeriod,
-                "1209600",
-            )
+            .set_attributes(Some(attributes.clone()))
             .send()
             .await
             .map_err(|e| sdk("CreateQueue", e.into_service_error()))?
             .queue_url
             .unwrap_or_default();
+        // An existing queue keeps its attributes on CreateQueue: bring them up to date.
+        clients
+            .sqs
+            .set_queue_attributes()
+            .queue_url(&url)
+            .set_attributes(Some(attributes))
+            .send()
+            .await
+            .map_err(|e| sdk("SetQueueAttributes", e.into_service_error()))?;
         let arn = clients
             .sqs
             .get_queue_attributes()
             .queue_url(&url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .attribute_names(QueueAttributeName::QueueArn)
             .send()
             .await
             .map_err(|e| sdk("GetQueueAttributes", e.into_service_error()))?
             .attributes
-            .and_then(|a| {
-                a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                    .cloned()
-            })
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
             .unwrap_or_else(|| format!("arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}"));
         Ok::<_, Error>((url, arn))
     };
     let (stream_dlq_url, stream_dlq_arn) = queue(names.stream_dlq.clone()).await?;
     let (transform_dlq_url, transform_dlq_arn) = queue(names.transform_dlq.clone()).await?;
+    let mut topic_attributes = HashMap::new();
+    if let Some(key) = kms_of("sns-topic", &names.alarm_topic) {
+        topic_attributes.insert("KmsMasterKeyId".to_owned(), key);
+    }
     let alarm_topic_arn = clients
         .sns
         .create_topic()
         .name(&names.alarm_topic)
+        .set_attributes(Some(topic_attributes))
         .send()
         .await
         .map_err(|e| sdk("CreateTopic", e.into_service_error()))?
         .topic_arn
         .unwrap_or_default();
+    if let Some(policy) = policy_of("sns-topic", &names.alarm_topic) {
+        clients
+            .sns
+            .set_topic_attributes()
+            .topic_arn(&alarm_topic_arn)
+            .attribute_name("Policy")
+            .attribute_value(policy)
+            .send()
+            .await
+            .map_err(|e| sdk("SetTopicAttributes", e.into_service_error()))?;
+    }
 
     // The HMAC key: random, created once, never printed.
     let mut key_bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut key_bytes);
-    if let Err(e) = clients
+    let secret_arn = match clients
         .secrets
         .create_secret()
         .name(&names.hmac_secret)
+        .set_kms_key_id(kms_of("secret", &names.hmac_secret))
         .secret_string(hex::encode(key_bytes))
         .send()
         .await
     {
-        let e = e.into_service_error();
-        if !exists(&e) {
-            return Err(sdk("CreateSecret", e));
+        Ok(out) => out.arn.unwrap_or_default(),
+        Err(e) => {
+            let e = e.into_service_error();
+            if !exists(&e) {
+                return Err(sdk("CreateSecret", e));
+            }
+            clients
+                .secrets
+                .describe_secret()
+                .secret_id(&names.hmac_secret)
+                .send()
+                .await
+                .map_err(|e| sdk("DescribeSecret", e.into_service_error()))?
+                .arn
+                .unwrap_or_default()
+        }
+    };
+
+    // The roles, now that every ARN their policies name is known.
+    let mut roles = BTreeMap::new();
+    if let Some(m) = model.as_mut() {
+        let secret = m.resource("secret", &names.hmac_secret)?.logical.clone();
+        let suffix = secret_arn
+            .rsplit_once('-')
+            .map(|(_, s)| s.to_owned())
+            .ok_or_else(|| {
+                Error::Provision(format!("secret ARN without a suffix: {secret_arn}"))
+            })?;
+        m.bind("secret-suffix", &secret, &suffix)?;
+        let unbound = m.unbound(&["kms-key", "secret-suffix"]);
+        if !unbound.is_empty() {
+            return Err(Error::Provision(format!(
+                "the authorisation model still names {}",
+                unbound.join(", ")
+            )));
+        }
+        for p in &m.principals {
+            role(clients, p).await?;
+            roles.insert(p.id.clone(), p.role_arn.clone());
         }
     }
+    let role_of = |function: &str| {
+        model
+            .as_ref()
+            .map(|m| m.principal(function).map(|p| p.role_arn.clone()))
+            .transpose()
+    };
 
     // Functions, from the packaged zips.
     let common = |extra: &[(&str, String)]| {
@@ -305,6 +450,7 @@ pub async fn provision(
     let stream_processor_arn = function(
         clients,
         &names.stream_processor,
+        role_of(crate::authz::principal::STREAM_PROCESSOR)?,
         &packages.join("stream-processor.zip"),
         &env.stream_processor,
         sp_env,
@@ -313,6 +459,7 @@ pub async fn provision(
     let transformer_arn = function(
         clients,
         &names.transformer,
+        role_of(crate::authz::principal::TRANSFORMER)?,
         &packages.join("transformer.zip"),
         &env.transformer,
         tf_env,
@@ -405,7 +552,7 @@ pub async fn provision(
         .await?;
     }
 
-    Ok(Stack {
+    let stack = Stack {
         environment: env.name.clone(),
         endpoint: clients.endpoint.clone(),
         stream: names.stream,
@@ -423,7 +570,185 @@ pub async fn provision(
         transform_dlq_arn,
         alarm_topic_arn,
         hmac_secret: names.hmac_secret,
-    })
+    };
+    Ok((stack, roles))
+}
+
+/// The customer managed key with the program's key policy, and its alias; returns the key id.
+async fn kms_key(clients: &Clients, key: &crate::authz::Resource) -> Result<String, Error> {
+    if let Some(alias) = &key.alias
+        && let Ok(found) = clients.kms.describe_key().key_id(alias).send().await
+        && let Some(meta) = found.key_metadata
+    {
+        if let Some(policy) = &key.policy {
+            clients
+                .kms
+                .put_key_policy()
+                .key_id(&meta.key_id)
+                .policy(policy.to_string())
+                .send()
+                .await
+                .map_err(|e| sdk("PutKeyPolicy", e.into_service_error()))?;
+        }
+        return Ok(meta.key_id);
+    }
+    let created = clients
+        .kms
+        .create_key()
+        .description(format!("{} (local)", key.logical))
+        .set_policy(key.policy.as_ref().map(Value::to_string))
+        .send()
+        .await
+        .map_err(|e| sdk("CreateKey", e.into_service_error()))?;
+    let key_id = created
+        .key_metadata
+        .map(|m| m.key_id)
+        .ok_or_else(|| Error::Provision("CreateKey returned no key".into()))?;
+    if let Some(alias) = &key.alias {
+        clients
+            .kms
+            .create_alias()
+            .alias_name(alias)
+            .target_key_id(&key_id)
+            .send()
+            .await
+            .map_err(|e| sdk("CreateAlias", e.into_service_error()))?;
+    }
+    Ok(key_id)
+}
+
+/// Public access blocked, SSE-KMS (with an S3 Bucket Key when the program asks), the bucket policy.
+async fn secure_bucket(
+    clients: &Clients,
+    bucket: &str,
+    kms_key: Option<String>,
+    bucket_key: Option<bool>,
+    policy: Option<String>,
+) -> Result<(), Error> {
+    use aws_sdk_s3::types::{
+        PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
+        ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+    };
+    clients
+        .s3
+        .put_public_access_block()
+        .bucket(bucket)
+        .public_access_block_configuration(
+            PublicAccessBlockConfiguration::builder()
+                .block_public_acls(true)
+                .block_public_policy(true)
+                .ignore_public_acls(true)
+                .restrict_public_buckets(true)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| sdk("PutPublicAccessBlock", e.into_service_error()))?;
+    if let Some(key) = kms_key {
+        let by_default = ServerSideEncryptionByDefault::builder()
+            .sse_algorithm(ServerSideEncryption::AwsKms)
+            .kms_master_key_id(key)
+            .build()
+            .map_err(|e| Error::Provision(e.to_string()))?;
+        clients
+            .s3
+            .put_bucket_encryption()
+            .bucket(bucket)
+            .server_side_encryption_configuration(
+                ServerSideEncryptionConfiguration::builder()
+                    .rules(
+                        ServerSideEncryptionRule::builder()
+                            .apply_server_side_encryption_by_default(by_default)
+                            .bucket_key_enabled(bucket_key.unwrap_or(false))
+                            .build(),
+                    )
+                    .build()
+                    .map_err(|e| Error::Provision(e.to_string()))?,
+            )
+            .send()
+            .await
+            .map_err(|e| sdk("PutBucketEncryption", e.into_service_error()))?;
+    }
+    if let Some(policy) = policy {
+        clients
+            .s3
+            .put_bucket_policy()
+            .bucket(bucket)
+            .policy(policy)
+            .send()
+            .await
+            .map_err(|e| sdk("PutBucketPolicy", e.into_service_error()))?;
+    }
+    Ok(())
+}
+
+/// A role with the program's trust policy, inline policies and permissions boundary.
+async fn role(clients: &Clients, p: &crate::authz::Principal) -> Result<(), Error> {
+    let boundary = match &p.permissions_boundary {
+        Some(b) => {
+            let name = b.arn.rsplit('/').next().unwrap_or(&b.arn).to_owned();
+            if let Err(e) = clients
+                .iam
+                .create_policy()
+                .policy_name(&name)
+                .policy_document(b.document.to_string())
+                .send()
+                .await
+            {
+                let e = e.into_service_error();
+                if e.code() != Some("EntityAlreadyExists") {
+                    return Err(sdk("CreatePolicy", e));
+                }
+            }
+            Some(b.arn.clone())
+        }
+        None => None,
+    };
+    let trust = p.trust_policy.to_string();
+    if let Err(e) = clients
+        .iam
+        .create_role()
+        .role_name(&p.role_name)
+        .assume_role_policy_document(&trust)
+        .set_permissions_boundary(boundary.clone())
+        .send()
+        .await
+    {
+        let e = e.into_service_error();
+        if e.code() != Some("EntityAlreadyExists") {
+            return Err(sdk("CreateRole", e));
+        }
+        clients
+            .iam
+            .update_assume_role_policy()
+            .role_name(&p.role_name)
+            .policy_document(&trust)
+            .send()
+            .await
+            .map_err(|e| sdk("UpdateAssumeRolePolicy", e.into_service_error()))?;
+        if let Some(arn) = &boundary {
+            clients
+                .iam
+                .put_role_permissions_boundary()
+                .role_name(&p.role_name)
+                .permissions_boundary(arn)
+                .send()
+                .await
+                .map_err(|e| sdk("PutRolePermissionsBoundary", e.into_service_error()))?;
+        }
+    }
+    for policy in &p.policies {
+        clients
+            .iam
+            .put_role_policy()
+            .role_name(&p.role_name)
+            .policy_name(&policy.name)
+            .policy_document(policy.document.to_string())
+            .send()
+            .await
+            .map_err(|e| sdk("PutRolePolicy", e.into_service_error()))?;
+    }
+    Ok(())
 }
 
 async fn wait_stream_active(clients: &Clients, stream: &str) -> Result<String, Error> {
@@ -450,6 +775,7 @@ async fn wait_stream_active(clients: &Clients, stream: &str) -> Result<String, E
 async fn function(
     clients: &Clients,
     name: &str,
+    role: Option<String>,
     zip: &Path,
     settings: &pipeline_config::Function,
     vars: HashMap<String, String>,
@@ -467,7 +793,10 @@ async fn function(
         .function_name(name)
         .runtime(Runtime::Providedal2023)
         .handler("bootstrap")
-        .role(format!("arn:aws:iam::{ACCOUNT_ID}:role/{name}"))
+        .role(
+            role.clone()
+                .unwrap_or_else(|| format!("arn:aws:iam::{ACCOUNT_ID}:role/{name}")),
+        )
         .memory_size(settings.memory_mb as i32)
         .timeout(settings.timeout_seconds as i32)
         .environment(env.clone())
@@ -501,6 +830,7 @@ async fn function(
                 .function_name(name)
                 .memory_size(settings.memory_mb as i32)
                 .timeout(settings.timeout_seconds as i32)
+                .set_role(role)
                 .environment(env)
                 .send()
                 .await

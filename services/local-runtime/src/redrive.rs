@@ -43,7 +43,7 @@ impl ShardReader for Fixed {
 /// Reads `[start, end]` of a shard.
 async fn read_range(
     clients: &Clients,
-    stream: &str,
+    stream_arn: &str,
     shard: &str,
     start: &str,
     end: &str,
@@ -51,7 +51,7 @@ async fn read_range(
     let mut it = clients
         .kinesis
         .get_shard_iterator()
-        .stream_name(stream)
+        .stream_arn(stream_arn)
         .shard_id(shard)
         .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
         .starting_sequence_number(start)
@@ -64,6 +64,7 @@ async fn read_range(
         let page = clients
             .kinesis
             .get_records()
+            .stream_arn(stream_arn)
             .shard_iterator(iterator)
             .send()
             .await
@@ -161,7 +162,7 @@ pub async fn stream_dlq(
                 "a stream DLQ message is not in the event-source mapping's format: {body}"
             )));
         };
-        let records = match read_range(clients, &stack.stream, shard, start, end).await {
+        let records = match read_range(clients, &stack.stream_arn, shard, start, end).await {
             Ok(r) if !r.is_empty() => r,
             result => {
                 let why = result

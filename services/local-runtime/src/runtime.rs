@@ -1,13 +1,14 @@
 //! A running local stack: the emulator, the provisioned resources and the event-source mapping.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pipeline_config::Environment;
 
+use crate::authz::{Access, Model, Policies, principal};
 use crate::aws::{SharedStats, run_mapping};
-use crate::emulator::{Emulator, Paths};
+use crate::emulator::{self, Emulator, Paths};
 use crate::provision::{Stack, provision};
 use crate::reconcile::{Progress, progress};
 use crate::{Clients, Error, esm};
@@ -15,13 +16,40 @@ use crate::{Clients, Error, esm};
 #[derive(Debug)]
 pub struct Local {
     pub emulator: Emulator,
+    /// The operator's clients: what `xtask smoke`, reconciliation and redrive act as.
     pub clients: Clients,
+    /// The producer's clients: what sends events to the stream.
+    pub producer: Clients,
+    /// The account's root (the deployer): provisioning, and the faults tests inject.
+    pub admin: Clients,
     pub stack: Stack,
+    pub access: Access,
     pub env: Environment,
     pub stats: SharedStats,
     stop: tokio::sync::watch::Sender<bool>,
     mapping: Option<tokio::task::JoinHandle<Result<(), Error>>>,
 }
+
+/// How to run the local stack.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Whose policies the emulator enforces; `None` turns authorisation off (debugging only).
+    pub policies: Option<Policies>,
+    /// Append every authorisation decision to this file (see `emulator/launch.py`).
+    pub record: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            policies: Some(Policies::Dev),
+            record: std::env::var_os(RECORD_ENV).map(PathBuf::from),
+        }
+    }
+}
+
+/// When set, every local stack records its authorisation decisions to this file.
+pub const RECORD_ENV: &str = "EVENTPIPE_AUTHZ_RECORD";
 
 /// Reads `environments/<name>.toml` under the workspace root.
 pub fn environment(root: &Path, name: &str) -> Result<Environment, Error> {
@@ -33,37 +61,82 @@ pub fn environment(root: &Path, name: &str) -> Result<Environment, Error> {
 
 impl Local {
     /// Starts the emulator, provisions the stack from the environment file with the zips in
-    /// `packages`, and starts the event-source mapping.
+    /// `packages`, and starts the event-source mapping; authorisation enforced with dev's policies.
     pub async fn up(root: &Path, env: Environment, packages: &Path) -> Result<Local, Error> {
-        let emulator = Emulator::start(&Paths::for_workspace(root))?;
+        Self::up_with(root, env, packages, &Options::default()).await
+    }
+
+    pub async fn up_with(
+        root: &Path,
+        env: Environment,
+        packages: &Path,
+        options: &Options,
+    ) -> Result<Local, Error> {
+        let emulator = Emulator::start(
+            &Paths::for_workspace(root),
+            &emulator::Options {
+                authorization: options.policies.is_some(),
+                record: options.record.clone(),
+            },
+        )?;
         let settings = esm::Settings::from(&env.event_source_mapping);
-        Self::on(emulator, env, packages, settings).await
+        Self::on(root, emulator, env, packages, settings, options.policies).await
     }
 
     /// Provisions and starts the mapping on a running emulator, with explicit mapping settings.
     pub async fn on(
+        root: &Path,
         emulator: Emulator,
         env: Environment,
         packages: &Path,
         settings: esm::Settings,
+        policies: Option<Policies>,
     ) -> Result<Local, Error> {
-        let clients = Clients::for_endpoint(&emulator.endpoint).await;
-        let stack = provision(&clients, &env, packages).await?;
+        let admin =
+            Clients::for_endpoint(&emulator.endpoint, emulator.ca_certificate.as_deref()).await?;
+        let model = policies.map(|p| Model::load(root, p)).transpose()?;
+        let (stack, roles) = provision(&admin, &env, packages, model).await?;
+        let access = Access {
+            ca_certificate: emulator.ca_certificate.clone(),
+            roles,
+            policies,
+        };
+        let clients = act_as(&admin, &access, principal::OPERATOR).await;
+        let producer = act_as(&admin, &access, principal::PRODUCER).await;
+        // In AWS the mapping reads the stream and sends to its on-failure queue with the
+        // function's execution role; its invocations are Lambda's own (root here).
+        let reader = act_as(&admin, &access, principal::STREAM_PROCESSOR).await;
         let stats: SharedStats = Arc::new(Mutex::new(Vec::new()));
         let (stop, rx) = tokio::sync::watch::channel(false);
         let mapping = {
-            let (clients, stack, stats) = (clients.clone(), stack.clone(), stats.clone());
-            tokio::spawn(async move { run_mapping(&clients, &stack, settings, stats, rx).await })
+            let (invoker, stack, stats) = (admin.clone(), stack.clone(), stats.clone());
+            tokio::spawn(async move {
+                run_mapping(&reader, &invoker, &stack, settings, stats, rx).await
+            })
         };
         Ok(Local {
             emulator,
             clients,
+            producer,
+            admin,
             stack,
+            access,
             env,
             stats,
             stop,
             mapping: Some(mapping),
         })
+    }
+
+    /// Provisions the stack again (idempotent), as it was first provisioned.
+    pub async fn reprovision(&self, root: &Path, packages: &Path) -> Result<(), Error> {
+        let model = self
+            .access
+            .policies
+            .map(|p| Model::load(root, p))
+            .transpose()?;
+        provision(&self.admin, &self.env, packages, model).await?;
+        Ok(())
     }
 
     /// Polls until every unit in `expected` is accounted for and nothing is in flight, or the
@@ -126,5 +199,13 @@ impl Local {
             let _ = tokio::time::timeout(Duration::from_secs(5), m).await;
         }
         self.emulator.stop();
+    }
+}
+
+/// Clients acting as principal `id` of the stack, or as root when authorisation is off.
+pub async fn act_as(admin: &Clients, access: &Access, id: &str) -> Clients {
+    match access.roles.get(id) {
+        Some(role) => admin.assume(role, &format!("local-{id}")).await,
+        None => admin.clone(),
     }
 }
