@@ -111,6 +111,31 @@ const ACTION = /^[a-z0-9-]+:[A-Za-z0-9]+$/;
  */
 const PREFIX_WILDCARD_ARN = /^arn:[a-z-]+:[a-z0-9-]+:[a-z0-9-]*:[0-9]*:[^*]+[/:]\*$/;
 
+/**
+ * The Pulumi project of the bootstrap stacks (pulumi/bootstrap): the GitHub Actions roles of each
+ * class of stack, the permissions boundaries every pipeline role carries and the state bucket.
+ *
+ * The one exception to iam-no-wildcards. Those documents grant over resources that do not exist
+ * yet and whose ids AWS picks, so they scope by name prefix (`eventpipe-dev-*`), by the program's
+ * ownership tags and by condition keys (`iam:PermissionsBoundary`, `lambda:FunctionArn`), and they
+ * use more of the actions AWS authorises only on "*" (kms:CreateKey, lambda:CreateEventSourceMapping,
+ * EC2 Describe*; each cited where it is used). They are too large for a role's inline policies
+ * (10,240 characters), so they are customer managed policies. For resources of that project only,
+ * the rule admits name-prefix wildcards, "*" resources and attachments of customer managed
+ * policies; it still requires explicit actions, no Not* elements, no public principals and no AWS
+ * managed policies. What the documents allow and refuse is proved with the IAM policy simulator
+ * instead (test/bootstrap-*.test.ts).
+ */
+export const BOOTSTRAP_PROJECT = "eventpipe-bootstrap";
+
+/** The Pulumi project of a resource, from its URN (`urn:pulumi:<stack>::<project>::<type>::<name>`). */
+export function projectOfUrn(urn: string | undefined): string | undefined {
+    return urn?.split("::")[1];
+}
+
+/** AWS managed policies have `aws` for an account: `arn:aws:iam::aws:policy/...`. */
+const AWS_MANAGED_POLICY = /^arn:[a-z-]+:iam::aws:policy\//;
+
 export interface Statement {
     Sid?: string;
     Effect?: string;
@@ -148,8 +173,11 @@ function isPublicPrincipal(p: unknown): boolean {
     return o !== undefined && list(o.AWS).includes("*");
 }
 
-/** Problems of one policy document under the no-wildcard rule; Deny statements only restrict. */
-export function wildcardProblems(policy: unknown): string[] {
+/**
+ * Problems of one policy document under the no-wildcard rule; Deny statements only restrict. With
+ * `scopedByName` (the bootstrap project's documents), resources are not checked for wildcards.
+ */
+export function wildcardProblems(policy: unknown, options: { scopedByName?: boolean } = {}): string[] {
     const statements = statementsOf(policy);
     if (!statements) {
         return ["the policy is not a JSON policy document"];
@@ -189,6 +217,8 @@ export function wildcardProblems(policy: unknown): string[] {
         for (const r of resources) {
             if (typeof r !== "string") {
                 problems.push(`${label}: resource ${JSON.stringify(r)} is not a string`);
+            } else if (options.scopedByName) {
+                continue;
             } else if (r === "*") {
                 const unscoped = actions.filter((a) => typeof a !== "string" || !RESOURCE_WILDCARD_ACTIONS.includes(a));
                 if (unscoped.length > 0) {
@@ -213,10 +243,15 @@ export const iamNoWildcards: ResourcePolicy = {
         "on explicit resources. `*` as a resource is allowed only for the listed actions that AWS authorises on `*` alone " +
         "(X-Ray trace upload, EC2 Describe*); a wildcard inside an ARN is allowed only as a trailing `/*` or `:*` after a fully " +
         "specified prefix (an object prefix, one log group's streams). No public principals, no Not* elements, no managed policies. " +
-        "Deny statements may use wildcards: they only restrict. KMS key policies are out of scope (their Resource is always `*`).",
+        "Deny statements may use wildcards: they only restrict. KMS key policies are out of scope (their Resource is always `*`). " +
+        `Exception: the bootstrap project (\`${BOOTSTRAP_PROJECT}\`) may scope resources by name prefix and attach its own customer managed policies.`,
     validate(r) {
+        const scopedByName = projectOfUrn(r.urn) === BOOTSTRAP_PROJECT;
         if (is(r, T.managedAttachment)) {
             const arn = r.props.policyArn;
+            if (scopedByName && typeof arn === "string" && !AWS_MANAGED_POLICY.test(arn)) {
+                return [];
+            }
             return typeof arn === "string" && ALLOWED_MANAGED_POLICY_ARNS.includes(arn)
                 ? []
                 : [`managed policy ${String(arn)} is not allowed: write an inline policy with explicit actions and resources`];
@@ -224,11 +259,11 @@ export const iamNoWildcards: ResourcePolicy = {
         if (is(r, T.role)) {
             return list(r.props.inlinePolicies).flatMap((p) => {
                 const doc = obj(p)?.policy;
-                return doc === undefined || doc === "" ? [] : wildcardProblems(doc).map((m) => `inline policy: ${m}`);
+                return doc === undefined || doc === "" ? [] : wildcardProblems(doc, { scopedByName }).map((m) => `inline policy: ${m}`);
             });
         }
         if (is(r, T.rolePolicy) || is(r, T.policy) || is(r, T.bucketPolicy) || is(r, T.queuePolicy) || is(r, T.topicPolicy)) {
-            return wildcardProblems(r.props.policy);
+            return wildcardProblems(r.props.policy, { scopedByName });
         }
         return [];
     },
