@@ -30,18 +30,24 @@ export function factsFor(envClass: DeployedClass, account: AccountFacts, options
 }
 
 /**
- * The facts of every class. One bootstrap stack serves one account and one region, so every class
- * must name the same project and region.
+ * The project and region of every class. One bootstrap stack serves one account and one region, so
+ * every class's environment file must name the same project and region.
  */
-export function allFacts(account: AccountFacts, options: LoadOptions = {}): Record<DeployedClass, BootstrapFacts> {
-    const facts = Object.fromEntries(DEPLOYED_CLASSES.map((c) => [c, factsFor(c, account, options)])) as Record<DeployedClass, BootstrapFacts>;
-    const projects = new Set(DEPLOYED_CLASSES.map((c) => facts[c].project));
-    const regions = new Set(DEPLOYED_CLASSES.map((c) => facts[c].region));
+export function projectAndRegion(options: LoadOptions = {}): { project: string; region: string } {
+    const envs = DEPLOYED_CLASSES.map((c) => loadEnvironment(REPRESENTATIVE_STACK[c], options));
+    const projects = new Set(envs.map((e) => e.project));
+    const regions = new Set(envs.map((e) => e.region));
     if (projects.size !== 1 || regions.size !== 1) {
         throw new Error(
             `the environment files of ${DEPLOYED_CLASSES.join(", ")} name projects ${[...projects].join(", ")} and regions ` +
                 `${[...regions].join(", ")}: one bootstrap stack serves one project in one region`,
         );
     }
-    return facts;
+    return { project: envs[0]?.project as string, region: envs[0]?.region as string };
+}
+
+/** The facts of every class. */
+export function allFacts(account: AccountFacts, options: LoadOptions = {}): Record<DeployedClass, BootstrapFacts> {
+    projectAndRegion(options);
+    return Object.fromEntries(DEPLOYED_CLASSES.map((c) => [c, factsFor(c, account, options)])) as Record<DeployedClass, BootstrapFacts>;
 }

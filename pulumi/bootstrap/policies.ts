@@ -181,6 +181,18 @@ export function checkRepository(repository: string): string {
 // Scopes
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * The tags that say which project and environment a resource belongs to: the program tags every
+ * resource with `defaultTags()` (src/pipeline.ts), of which these are the ones whose value is the
+ * project or the environment (not a commit or the environment file's own tags).
+ */
+export function ownershipTags(project: string, environment: string): Record<string, string> {
+    // defaultTags once took the deploying commit as a second argument; any extra argument is ignored.
+    const tagsOf = defaultTags as (env: Environment, gitSha?: string) => Record<string, string>;
+    const all = tagsOf({ project, name: environment, tags: {} } as unknown as Environment, "");
+    return Object.fromEntries(Object.entries(all).filter(([, v]) => v === project || v === environment));
+}
+
 /** Every name of a class, in the forms the program uses. */
 interface Scope {
     arn: (service: string, resource: string, opts?: { region?: boolean; account?: boolean }) => string;
@@ -202,11 +214,7 @@ function scope(f: BootstrapFacts): Scope {
     const stem = classNamePrefix(f.project, f.envClass);
     const wild = stem.endsWith("*");
     const pattern = { project: f.project, name: envPattern };
-    // The program tags every resource with `defaultTags()`: the ownership tags are the ones whose
-    // value is the project or the environment (not the commit, which changes with every deployment).
-    const tagsOf = defaultTags as (env: Environment, gitSha?: string) => Record<string, string>;
-    const all = tagsOf({ ...pattern, tags: {} } as unknown as Environment, "");
-    const tags = Object.fromEntries(Object.entries(all).filter(([, v]) => v === f.project || v === envPattern));
+    const tags = ownershipTags(f.project, envPattern);
     return {
         arn: (service, resource, opts = {}) =>
             `arn:${f.partition}:${service}:${opts.region === false ? "" : f.region}:${opts.account === false ? "" : f.accountId}:${resource}`,
