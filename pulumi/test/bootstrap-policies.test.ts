@@ -16,6 +16,9 @@ import {
     deployerPolicyDocuments,
     deployerRoleName,
     oidcProviderArn,
+    READER_CLASSES,
+    readerPolicyDocuments,
+    roleName,
     secretsKeyAlias,
     stateBucketName,
     stateKeyAlias,
@@ -389,6 +392,79 @@ describe("bootstrap: the preview deployer (the code of any pull request)", () =>
         await allowed(alone, { action: "iam:CreateRole", resource: ownRole });
         await allowed(alone, { action: "iam:CreatePolicyVersion", resource: boundaryOf(own) });
     });
+});
+
+describe("bootstrap: the readers (the prod plan and the drift check)", () => {
+    const provider = oidcProviderArn(PARTITION, ACCOUNT_ID);
+    const reader = (envClass: DeployedClass): Principal => ({
+        arn: roleArn(roleName(PROJECT, envClass, "reader")),
+        accountId: ACCOUNT_ID,
+        identity: readerPolicyDocuments(FACTS[envClass]).map((p) => p.document),
+    });
+    const job = (suffix: string) => ({ sub: `repo:${REPOSITORY}:${suffix}`, aud: "sts.amazonaws.com" });
+
+    for (const envClass of READER_CLASSES) {
+        it(`only jobs in the ${envClass}-read environment assume the ${envClass} reader`, async () => {
+            const trust = trustPolicyDocument(FACTS[envClass], "reader");
+            const assume = (suffix: string) => assumeWithWebIdentity(trust, roleArn(roleName(PROJECT, envClass, "reader")), provider, ACCOUNT_ID, job(suffix));
+            assert.equal(await assume(`environment:${envClass}-read`), "Allowed");
+            for (const other of [`environment:${envClass}`, "pull_request", "environment:dev-read-x", `environment:${envClass === "dev" ? "prod" : "dev"}-read`, "ref:refs/heads/main"]) {
+                assert.notEqual(await assume(other), "Allowed", other);
+            }
+        });
+    }
+
+    it("writes no state but its own stacks' locks, and reads its own class's and dev's", async () => {
+        const prod = reader("prod");
+        await allowed(prod, { action: "s3:GetObject", resource: stateObject(`prod/.pulumi/stacks/${PROJECT}/prod.json`) });
+        await allowed(prod, { action: "s3:GetObject", resource: stateObject(`dev/.pulumi/stacks/${PROJECT}/dev.json`) });
+        await allowed(prod, { action: "s3:PutObject", resource: stateObject(`prod/.pulumi/locks/${PROJECT}/prod/lock.json`) });
+        await allowed(prod, { action: "s3:DeleteObject", resource: stateObject(`prod/.pulumi/locks/${PROJECT}/prod/lock.json`) });
+        await denied(prod, { action: "s3:PutObject", resource: stateObject(`prod/.pulumi/stacks/${PROJECT}/prod.json`) });
+        await denied(prod, { action: "s3:DeleteObject", resource: stateObject(`prod/.pulumi/history/${PROJECT}/prod/x.json`) });
+        await denied(prod, { action: "s3:PutObject", resource: stateObject(`dev/.pulumi/locks/${PROJECT}/dev/lock.json`) });
+        await denied(prod, { action: "s3:GetObject", resource: stateObject(`preview/.pulumi/stacks/${PROJECT}/pr-1.json`) });
+        const dev = reader("dev");
+        await allowed(dev, { action: "s3:GetObject", resource: stateObject(`dev/.pulumi/stacks/${PROJECT}/dev.json`) });
+        await denied(dev, { action: "s3:GetObject", resource: stateObject(`prod/.pulumi/stacks/${PROJECT}/prod.json`) });
+    });
+
+    it("decrypts its stacks' data keys but encrypts nothing, and reads none of the pipeline's data", async () => {
+        const prod = reader("prod");
+        const secretsKey = keyArn("6666ffff-2222-3333-4444-555566667777");
+        await allowed(prod, { action: "kms:Decrypt", resource: secretsKey, context: { "kms:ResourceAliases": [secretsKeyAlias(PROJECT, "prod")] } }, PIPELINE_KEY_POLICY);
+        await denied(prod, { action: "kms:Encrypt", resource: secretsKey, context: { "kms:ResourceAliases": [secretsKeyAlias(PROJECT, "prod")] } }, PIPELINE_KEY_POLICY);
+        const prodNames = names(env("prod"), ACCOUNT_ID);
+        await allowed(prod, { action: "s3:GetBucketPolicy", resource: `arn:aws:s3:::${prodNames.raw_bucket}`, context: { "s3:ResourceAccount": ACCOUNT_ID } });
+        await denied(prod, { action: "s3:GetObject", resource: `arn:aws:s3:::${prodNames.raw_bucket}/raw/x.json`, context: { "s3:ResourceAccount": ACCOUNT_ID } });
+        await denied(prod, { action: "dynamodb:GetItem", resource: `arn:aws:dynamodb:${REGION}:${ACCOUNT_ID}:table/${prodNames.metadata_table}` });
+        await denied(prod, { action: "kms:Decrypt", resource: keyArn("7777aaaa-2222-3333-4444-555566667777"), context: keyTags("prod") }, PIPELINE_KEY_POLICY);
+        await allowed(deployer("prod"), { action: "kms:Decrypt", resource: keyArn("7777aaaa-2222-3333-4444-555566667777"), context: keyTags("prod") }, PIPELINE_KEY_POLICY);
+    });
+
+    it("preview has no reader", () => {
+        assert.throws(() => readerPolicyDocuments(FACTS.preview), /no reader/);
+        assert.throws(() => trustPolicyDocument(FACTS.preview, "reader"), /no reader/);
+    });
+});
+
+describe("bootstrap: what the deployment workflows do with a deployer besides Pulumi", () => {
+    for (const [envClass, stack] of [["dev", "dev"], ["prod", "prod"], ["preview", "pr-42"]] as const) {
+        it(`${envClass}: the smoke test's canaries and checks on ${stack}`, async () => {
+            const n = names(env(stack), ACCOUNT_ID);
+            const d = deployer(envClass);
+            const s3 = { "s3:ResourceAccount": ACCOUNT_ID };
+            await allowed(d, { action: "kinesis:PutRecords", resource: `arn:aws:kinesis:${REGION}:${ACCOUNT_ID}:stream/${n.stream}` });
+            await allowed(d, { action: "s3:ListBucket", resource: `arn:aws:s3:::${n.processed_bucket}`, context: { ...s3, "s3:prefix": "processed/event_type=smoke_test/" } });
+            await allowed(d, { action: "s3:GetObject", resource: `arn:aws:s3:::${n.processed_bucket}/processed/event_type=smoke_test/x.parquet`, context: s3 });
+            await allowed(d, { action: "sqs:GetQueueAttributes", resource: `arn:aws:sqs:${REGION}:${ACCOUNT_ID}:${n.stream_dlq}` });
+            await allowed(d, { action: "kms:GenerateDataKey", resource: keyArn("8888bbbb-2222-3333-4444-555566667777"), context: keyTags(stack) }, PIPELINE_KEY_POLICY);
+            await allowed(d, { action: "secretsmanager:DescribeSecret", resource: `arn:aws:secretsmanager:${REGION}:${ACCOUNT_ID}:secret:${n.hmac_secret}-AbCdEf` });
+            // Only a preview stack's key is seeded by `xtask deploy`; dev's and prod's are seeded by hand.
+            const seed = { action: "secretsmanager:PutSecretValue", resource: `arn:aws:secretsmanager:${REGION}:${ACCOUNT_ID}:secret:${n.hmac_secret}-AbCdEf` };
+            await (envClass === "preview" ? allowed(d, seed) : denied(d, seed));
+        });
+    }
 });
 
 describe("bootstrap: the permissions boundary", () => {
