@@ -106,8 +106,11 @@ export function stateKeyAlias(project: string): string {
     return `alias/${project}-pulumi-state`;
 }
 
-/** The key of a class's Pulumi secrets provider: each class encrypts its stacks' secrets with its own key. */
-export function secretsKeyAlias(project: string, envClass: DeployedClass): string {
+/**
+ * The key of a class's Pulumi secrets provider: each class encrypts its stacks' secrets with its own
+ * key. With `{class}`, the template xtask fills in per stack (`PULUMI_SECRETS_PROVIDER`).
+ */
+export function secretsKeyAlias(project: string, envClass: DeployedClass | "{class}"): string {
     return `alias/${project}-pulumi-${envClass}`;
 }
 
@@ -126,8 +129,8 @@ export function backendUrl(project: string, accountId: string, region: string, p
     return `s3://${stateBucketName(project, accountId)}/${prefix}?region=${region}&awssdk=v2`;
 }
 
-/** `PULUMI_SECRETS_PROVIDER` of a class. */
-export function secretsProviderUrl(project: string, envClass: DeployedClass, region: string): string {
+/** The secrets provider of a class's new stacks; with `{class}`, the `PULUMI_SECRETS_PROVIDER` of xtask. */
+export function secretsProviderUrl(project: string, envClass: DeployedClass | "{class}", region: string): string {
     return `awskms://${secretsKeyAlias(project, envClass)}?region=${region}`;
 }
 

@@ -245,6 +245,8 @@ export interface BootstrapOutputs {
     stateBucket: pulumi.Output<string>;
     /** `PULUMI_STATE_URL`: xtask adds `/<class>` per stack. */
     stateUrl: string;
+    /** `PULUMI_SECRETS_PROVIDER`: xtask puts the stack's class in place of `{class}`. */
+    secretsProviderTemplate: string;
     /** This stack's own backend, once its state has moved into the bucket. */
     bootstrapBackendUrl: string;
     stateKeyArn: pulumi.Output<string>;
@@ -305,6 +307,7 @@ export async function createBootstrap(args: BootstrapArgs): Promise<BootstrapOut
         region,
         stateBucket: backend.bucket.bucket,
         stateUrl: `s3://${stateBucketName(project, accountId)}?region=${region}&awssdk=v2`,
+        secretsProviderTemplate: secretsProviderUrl(project, "{class}", region),
         bootstrapBackendUrl: backendUrl(project, accountId, region, BOOTSTRAP_STATE_PREFIX),
         stateKeyArn: backend.key.arn,
         oidcProviderArn: github.oidcProvider.arn,

@@ -153,6 +153,10 @@ describe("bootstrap program under mocks", () => {
         const o = (await new Promise((resolve) => pulumi.output(run.outputs).apply(resolve))) as Record<string, any>;
         assert.equal(o.stateUrl, `s3://${stateBucketName(PROJECT, ACCOUNT_ID)}?region=${REGION}&awssdk=v2`);
         assert.equal(o.bootstrapBackendUrl, backendUrl(PROJECT, ACCOUNT_ID, REGION, "bootstrap"));
+        assert.equal(o.secretsProviderTemplate, `awskms://alias/${PROJECT}-pulumi-{class}?region=${REGION}`);
+        for (const c of DEPLOYED_CLASSES) {
+            assert.equal(o.secretsProviderTemplate.replace("{class}", c), o.classes[c].secretsProvider);
+        }
         for (const c of DEPLOYED_CLASSES) {
             assert.equal(o.classes[c].backendUrl, `s3://${stateBucketName(PROJECT, ACCOUNT_ID)}/${c}?region=${REGION}&awssdk=v2`);
             assert.equal(o.classes[c].secretsProvider, secretsProviderUrl(PROJECT, c, REGION));
