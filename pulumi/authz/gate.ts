@@ -298,7 +298,11 @@ export function report(model: Model, r: GateResult): string {
         for (const d of mine) {
             const verdict = d.allowed ? "allow" : "DENY ";
             const by = d.allowed ? `${d.identity.map((i) => i.split("#")[1]).join(",")} | resource policy ${d.resourcePolicy.join(",")}` : (d.error ?? "no statement allows it");
-            lines.push(`  ${verdict} ${d.request.action.padEnd(width)} ${d.request.resource}  [${d.request.origin}] ${by}`);
+            const context = Object.entries(d.request.context)
+                .filter(([k]) => k === "kms:ViaService" || k === "s3:prefix")
+                .map(([k, v]) => `${k}=${String(v)}`)
+                .join(" ");
+            lines.push(`  ${verdict} ${d.request.action.padEnd(width)} ${d.request.resource}${context ? ` (${context})` : ""}  [${d.request.origin}] ${by}`);
         }
     }
     if (r.denied.length > 0) {

@@ -1,11 +1,21 @@
-// The authorisation model: the committed renderings the local emulator enforces are exactly what
-// the program generates now.
+// The authorisation model and the offline gate: the committed renderings the local emulator
+// enforces are what the program generates now; every request the pipeline makes is allowed by
+// every environment's policies and every grant is used; a missing statement is named by the
+// request it denies.
 
 import { strict as assert } from "node:assert";
 
+import { gateFor } from "../authz/cli";
+import { gate, passes, report, withoutStatement } from "../authz/gate";
 import { localTarget, renderModel, writeLocalModels } from "../authz/render";
+import { loadRequests } from "../authz/requests";
 
-describe("authorisation model", () => {
+const describeRequest = (d: { request: { principal: string; action: string; resource: string } }) =>
+    `${d.request.principal} ${d.request.action} ${d.request.resource}`;
+
+describe("authorisation model", function () {
+    this.timeout(300_000);
+
     it("the committed renderings for the local emulator are the program's (`cargo xtask authz --render`)", async () => {
         const stale = await writeLocalModels(true);
         assert.deepEqual(stale, [], "the program's policies changed: run `npm run authz:render` in pulumi/ and commit authz/local/");
@@ -24,5 +34,56 @@ describe("authorisation model", () => {
         assert.deepEqual(model.principals.map((p) => `${p.id}:${p.kind}`).sort(), ["operator:tool", "producer:tool", "stream-processor:function", "transformer:function"]);
         const esm = model.platform.filter((r) => r.principal === "stream-processor" && r.action === "sqs:SendMessage");
         assert.deepEqual(esm.map((r) => r.resource), ["arn:aws:sqs:us-east-1:000000000000:eventpipe-local-stream-dlq"]);
+    });
+});
+
+describe("authorisation gate", function () {
+    this.timeout(300_000);
+
+    for (const env of ["dev", "prod", "preview"] as const) {
+        it(`${env}: every recorded, platform and implied request is allowed, and every grant is used`, async () => {
+            const { model, result } = await gateFor(env);
+            assert.ok(passes(result), report(model, result));
+            assert.ok(result.decisions.some((d) => d.request.origin === "implied" && d.request.action === "kms:GenerateDataKey"), "implied KMS calls are evaluated");
+            assert.deepEqual(result.differences, [], "the emulator and the simulator agree on every recorded request");
+        });
+    }
+
+    it("a removed statement is named by exactly the request it denies (the review's quarantine delete)", async () => {
+        const { model } = await gateFor("dev");
+        const broken = withoutStatement(model, "stream-processor", "ClearStaleQuarantineObjects");
+        const result = await gate(broken, loadRequests());
+        assert.equal(passes(result), false);
+        assert.deepEqual(result.denied.map(describeRequest), ["stream-processor s3:DeleteObject arn:aws:s3:::eventpipe-dev-raw-123456789012/quarantine/k"]);
+        assert.match(report(broken, result), /DENIED \(1\):\n {2}stream-processor s3:DeleteObject arn:aws:s3:::eventpipe-dev-raw-123456789012\/quarantine\/k/);
+    });
+
+    it("the KMS calls that SSE-KMS implies are denied without the key statement, though no recorded request names KMS", async () => {
+        const { model } = await gateFor("prod");
+        assert.ok(!loadRequests().some((r) => r.action.startsWith("kms:")));
+        const result = await gate(withoutStatement(model, "transformer", "UsePipelineKey"), loadRequests());
+        assert.deepEqual(
+            [...new Set(result.denied.map((d) => `${d.request.action} ${String(d.request.context["kms:ViaService"])}`))].sort(),
+            [
+                "kms:Decrypt s3.eu-west-1.amazonaws.com",
+                "kms:Decrypt secretsmanager.eu-west-1.amazonaws.com",
+                "kms:Decrypt sqs.eu-west-1.amazonaws.com",
+                "kms:GenerateDataKey s3.eu-west-1.amazonaws.com",
+                "kms:GenerateDataKey sqs.eu-west-1.amazonaws.com",
+            ],
+        );
+    });
+
+    it("a grant no request uses fails the gate too (least privilege both ways)", async () => {
+        const { model } = await gateFor("dev");
+        const widened = JSON.parse(JSON.stringify(model));
+        const policy = widened.principals.find((p: any) => p.id === "producer").policies[0].document;
+        policy.Statement.push({ Sid: "Unused", Effect: "Allow", Action: "kinesis:ListShards", Resource: "arn:aws:kinesis:eu-west-1:123456789012:stream/eventpipe-dev-events" });
+        const result = await gate(widened, loadRequests());
+        assert.deepEqual(result.denied, []);
+        assert.deepEqual(
+            result.unused.map((u) => `${u.principal} ${u.statement} ${u.action}`),
+            ["producer eventpipe-dev-producer-permissions#Unused kinesis:ListShards"],
+        );
     });
 });

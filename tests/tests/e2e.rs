@@ -11,7 +11,7 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use local_runtime::esm;
 use local_runtime::reconcile::{self, list, reconcile};
-use local_runtime::runtime::{Local, environment};
+use local_runtime::runtime::{self, Local, environment};
 use pipeline_core::kpl::{self, SubRecord};
 use pipeline_core::parquet_io::read_rows;
 use serde_json::{Value, json};
@@ -41,7 +41,13 @@ fn packages() -> PathBuf {
     dir
 }
 
+/// A fresh local stack, authorisation enforced with dev's policies (recorded when
+/// `EVENTPIPE_AUTHZ_RECORD` names a file: `cargo xtask test` keeps that record).
 fn with_stack(test: impl AsyncFnOnce(&Local)) {
+    with_stack_using(&runtime::Options::default(), test);
+}
+
+fn with_stack_using(options: &runtime::Options, test: impl AsyncFnOnce(&Local)) {
     let _guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -50,10 +56,28 @@ fn with_stack(test: impl AsyncFnOnce(&Local)) {
         .unwrap();
     rt.block_on(async {
         let env = environment(&root(), "local").unwrap();
-        let local = Local::up(&root(), env, &packages()).await.unwrap();
+        let local = Local::up_with(&root(), env, &packages(), options)
+            .await
+            .unwrap();
         test(&local).await;
         local.down().await;
     });
+}
+
+/// Polls `check` until it returns `Some`, or fails the test after `limit`.
+async fn eventually<T>(
+    what: &str,
+    limit: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn event(id: &str, ty: &str, extra: Value) -> Vec<u8> {
@@ -330,7 +354,7 @@ fn a_poison_batch_is_bisected_retried_reported_to_the_stream_dlq_and_redriven() 
         assert!(body["KinesisBatchInfo"]["startSequenceNumber"].is_string());
 
         // The fix: provisioning is idempotent and recreates the table. Then the redrive.
-        local.reprovision(&root(), &packages()).await.unwrap();
+        local.reprovision(&packages()).await.unwrap();
         let dry = local_runtime::redrive::stream_dlq(
             &local.clients,
             &local.stack,
@@ -389,6 +413,7 @@ fn a_failing_transformer_is_retried_then_lands_in_the_transform_dlq() {
             .sqs
             .receive_message()
             .queue_url(&local.stack.transform_dlq_url)
+            .visibility_timeout(0)
             .send()
             .await
             .unwrap();
@@ -398,6 +423,28 @@ fn a_failing_transformer_is_retried_then_lands_in_the_transform_dlq() {
             .as_str()
             .unwrap();
         assert_eq!(pipeline_core::keys::decode_s3_key(sent_key).unwrap(), key);
+
+        // The operator removes the object nobody should have written; the redrive then finds it
+        // gone (S3 answers NoSuchKey to a transformer that may list raw/), and the message goes.
+        local
+            .admin
+            .s3
+            .delete_object()
+            .bucket(&local.stack.raw_bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        let redriven = local_runtime::redrive::transform_dlq(&local.clients, &local.stack, false)
+            .await
+            .unwrap();
+        assert_eq!(redriven.messages, 1);
+        assert_eq!(
+            reconcile::queue_depth(&local.clients, &local.stack.transform_dlq_url)
+                .await
+                .unwrap(),
+            0
+        );
     });
 }
 
@@ -550,5 +597,212 @@ fn killing_the_functions_mid_batch_loses_and_duplicates_nothing() {
             stats.function_errors > 0,
             "no invocation was killed in flight: the test proves nothing"
         );
+    });
+}
+
+#[test]
+fn smoke_passes_on_a_fresh_stack_as_the_operator() {
+    with_stack(async |local| {
+        let passed =
+            local_runtime::smoke::smoke(&local.clients, &local.stack, 3, Duration::from_secs(60))
+                .await
+                .unwrap();
+        assert_eq!(passed.canaries, 3);
+    });
+}
+
+/// A Kinesis record of shard 0 as the mapping would deliver it.
+fn kinesis_record(seq: u64, id: &str, ty: &str) -> esm::Record {
+    esm::Record {
+        sequence_number: format!("4960000000000000000000000000000000000000000000{seq:010}"),
+        arrival: chrono::Utc::now(),
+        partition_key: format!("pk-{id}"),
+        data: event(id, ty, json!({})),
+    }
+}
+
+#[test]
+fn a_smaller_redelivered_batch_rewrites_its_raw_object_and_leaves_no_stale_outputs() {
+    with_stack(async |local| {
+        // The Lambda service invokes the stream processor (the mapping's own call, as root).
+        let deliver = async |batch: &[esm::Record]| {
+            let payload = esm::event(
+                batch,
+                "shardId-000000000000",
+                &local.stack.stream_arn,
+                local_runtime::REGION,
+            );
+            let out = local
+                .admin
+                .lambda
+                .invoke()
+                .function_name(&local.stack.stream_processor)
+                .payload(payload.into())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(out.function_error, None);
+            let body: Value = serde_json::from_slice(out.payload.unwrap().as_ref()).unwrap();
+            assert_eq!(body["batchItemFailures"], json!([]), "{body}");
+        };
+        let records = [
+            kinesis_record(1, "re-1", "click"),
+            kinesis_record(2, "re-2", "click"),
+            kinesis_record(3, "re-3", "purchase"),
+            kinesis_record(4, "re-4", "purchase"),
+        ];
+        let types = async || {
+            let rows = rows(local).await;
+            let mut ids: Vec<String> = rows.iter().map(|(_, r)| r.event_id.clone()).collect();
+            ids.sort();
+            let purchases: std::collections::BTreeSet<String> = rows
+                .iter()
+                .filter(|(_, r)| r.event_type == "purchase")
+                .map(|(_, r)| r.raw_key.clone())
+                .collect();
+            (ids, purchases)
+        };
+        // The whole batch: one raw object, outputs in both partitions.
+        deliver(&records).await;
+        let (_, first_owner) = eventually(
+            "both partitions processed",
+            Duration::from_secs(60),
+            async || {
+                let (ids, purchases) = types().await;
+                (ids.len() == 4).then_some(((), purchases))
+            },
+        )
+        .await;
+        // Redelivered with other boundaries: the first half under the same key, the rest apart.
+        // The raw object's new content has no purchase: its purchase output is deleted.
+        deliver(&records[..2]).await;
+        eventually(
+            "the stale purchase output deleted",
+            Duration::from_secs(60),
+            async || {
+                let (ids, purchases) = types().await;
+                (ids == ["re-1", "re-2"] && purchases.is_empty()).then_some(())
+            },
+        )
+        .await;
+        deliver(&records[2..]).await;
+        let (ids, purchases) =
+            eventually("every record once", Duration::from_secs(60), async || {
+                let (ids, purchases) = types().await;
+                (ids.len() == 4).then_some((ids, purchases))
+            })
+            .await;
+        assert_eq!(
+            ids,
+            ["re-1", "re-2", "re-3", "re-4"],
+            "each record exactly once"
+        );
+        assert_eq!(purchases.len(), 1);
+        assert_ne!(
+            purchases, first_owner,
+            "the purchases now belong to the second raw object"
+        );
+    });
+}
+
+/// The review's defect, reproduced: without `ClearStaleQuarantineObjects` the stream processor may
+/// not delete the quarantine key of a clean batch; S3 answers 403 AccessDenied, every clean batch
+/// fails and ends in the stream DLQ.
+fn without_quarantine_delete(model: &mut local_runtime::authz::Model) {
+    let p = model
+        .principals
+        .iter_mut()
+        .find(|p| p.id == local_runtime::authz::principal::STREAM_PROCESSOR)
+        .unwrap();
+    for policy in &mut p.policies {
+        let statements = policy.document["Statement"].as_array_mut().unwrap();
+        statements.retain(|s| s["Sid"] != "ClearStaleQuarantineObjects");
+    }
+}
+
+#[test]
+fn a_missing_grant_fails_every_clean_batch_into_the_stream_dlq() {
+    let options = runtime::Options {
+        adjust: Some(without_quarantine_delete),
+        // What a broken policy makes the pipeline do is not what it asks of AWS.
+        record: None,
+        ..runtime::Options::default()
+    };
+    with_stack_using(&options, async |local| {
+        put(
+            local,
+            vec![("k".into(), event("clean-1", "click", json!({})))],
+        )
+        .await;
+        let messages = eventually(
+            "a message in the stream DLQ",
+            Duration::from_secs(120),
+            async || {
+                let n = reconcile::queue_depth(&local.clients, &local.stack.stream_dlq_url)
+                    .await
+                    .unwrap();
+                (n > 0).then_some(n)
+            },
+        )
+        .await;
+        assert_eq!(messages, 1);
+        let p = reconcile::progress(&local.clients, &local.stack)
+            .await
+            .unwrap();
+        assert_eq!(p.processed_rows, 0, "{p:?}");
+    });
+}
+
+#[test]
+fn denied_requests_fail_as_aws_answers_them() {
+    use aws_sdk_kinesis::error::ProvideErrorMetadata;
+    // Requests the pipeline never makes are not part of its record.
+    let options = runtime::Options {
+        record: None,
+        ..runtime::Options::default()
+    };
+    with_stack_using(&options, async |local| {
+        // The operator reads processed data; it may not write it.
+        let e = local
+            .clients
+            .s3
+            .put_object()
+            .bucket(&local.stack.processed_bucket)
+            .key("processed/forged.parquet")
+            .body(b"x".to_vec().into())
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(403));
+        assert_eq!(e.code(), Some("AccessDenied"));
+        // The producer sends events; it may not read the metadata table.
+        let e = local
+            .producer
+            .dynamodb
+            .scan()
+            .table_name(&local.stack.metadata_table)
+            .send()
+            .await
+            .unwrap_err();
+        // DynamoDB answers 400 (its error-handling page); the emulator answers 403. Both are
+        // client errors the stores classify as permanent; the code is the same.
+        assert!(
+            matches!(
+                e.raw_response().map(|r| r.status().as_u16()),
+                Some(400 | 403)
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.code(), Some("AccessDeniedException"));
+        // Nobody but the transformer reads the HMAC key.
+        let e = local
+            .clients
+            .secrets
+            .get_secret_value()
+            .secret_id(&local.stack.hmac_secret)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some("AccessDeniedException"));
     });
 }

@@ -482,64 +482,15 @@ pub fn smoke_local() -> Result<()> {
     })
 }
 
-/// Sends canaries straight to the stream and waits until every one is a processed row.
+/// Five canaries straight to the stream; every one must be a processed row within 60 s, and the
+/// dead-letter queues must stay empty.
 pub async fn smoke(clients: &Clients, stack: &Stack) -> Result<()> {
-    let run_id = format!("smoke-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%3f"));
-    let ids: Vec<String> = (0..5).map(|i| format!("{run_id}-{i}")).collect();
-    for id in &ids {
-        let event = serde_json::json!({"event_id": id, "event_type": "smoke_test", "occurred_at": pipeline_core::event::fmt_time(chrono::Utc::now()), "source": "smoke"});
-        clients
-            .kinesis
-            .put_record()
-            .stream_name(&stack.stream)
-            .partition_key(id)
-            .data(aws_sdk_kinesis::primitives::Blob::new(event.to_string()))
-            .send()
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "putting a canary: {}",
-                    aws_smithy_types::error::display::DisplayErrorContext(e)
-                )
-            })?;
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut found = std::collections::HashSet::new();
-        for key in local_runtime::reconcile::list(
-            clients,
-            &stack.processed_bucket,
-            "processed/event_type=smoke_test/",
-        )
-        .await?
-        {
-            let body =
-                local_runtime::reconcile::get(clients, &stack.processed_bucket, &key).await?;
-            for r in pipeline_core::parquet_io::read_rows(body)? {
-                found.insert(r.event_id);
-            }
-        }
-        let missing: Vec<&String> = ids.iter().filter(|i| !found.contains(*i)).collect();
-        let p = progress(clients, stack).await?;
-        if missing.is_empty() {
-            if p.stream_dlq_messages + p.transform_dlq_messages > 0 {
-                bail!(
-                    "smoke: canaries processed, but the DLQs hold {} messages",
-                    p.stream_dlq_messages + p.transform_dlq_messages
-                );
-            }
-            println!("smoke: PASS ({} canaries processed, DLQs empty)", ids.len());
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "smoke: FAIL, {} of {} canaries not processed after 60 s",
-                missing.len(),
-                ids.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    let passed = local_runtime::smoke::smoke(clients, stack, 5, Duration::from_secs(60)).await?;
+    println!(
+        "smoke: PASS ({} canaries processed, DLQs empty)",
+        passed.canaries
+    );
+    Ok(())
 }
 
 /// `dlq redrive --env local`.

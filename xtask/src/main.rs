@@ -2,6 +2,7 @@
 //! Each task is a module; CI calls these commands and nothing else.
 
 mod artifact;
+mod authz;
 mod bench;
 mod build;
 mod cost;
@@ -150,6 +151,14 @@ enum Cmd {
         #[arg(long)]
         closed_previews: bool,
     },
+    /// The offline authorisation gate: every request the pipeline makes against an environment's
+    /// policies, least privilege both ways (`--render`: the local emulator's renderings instead).
+    Authz {
+        #[arg(long, default_value = "dev", value_parser = ["dev", "prod", "preview"])]
+        env: String,
+        #[arg(long)]
+        render: bool,
+    },
     /// Monthly cost estimate of an environment at a steady event rate.
     Cost {
         #[arg(long)]
@@ -276,6 +285,8 @@ fn main() -> Result<()> {
         Cmd::Smoke { env } => local_only(&env).and_then(|()| local::smoke_local()),
         Cmd::Build { arch, profile } => build::build(arch, profile.as_deref()).map(drop),
         Cmd::Package { arch, profile } => package::package(arch, profile.as_deref()).map(drop),
+        Cmd::Authz { render: true, .. } => authz::render(),
+        Cmd::Authz { env, render: false } => authz::gate(&env),
         Cmd::Deploy { env } => deploy::deploy(&env),
         Cmd::Preview { env, drift } => deploy::preview(&env, drift),
         Cmd::Promote {

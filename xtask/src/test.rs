@@ -1,7 +1,8 @@
 //! `cargo xtask test`: everything CI checks. Rust formatting and lints; the functions packaged for
 //! the host; Rust tests (unit, property, model, event-source-mapping conformance, and end-to-end
-//! against the local emulator); then the Pulumi program's type check, tests and policies, and the
-//! workflow linters.
+//! against the local emulator, with authorisation enforced and recorded); then the Pulumi program's
+//! type check, tests and policies, the workflow linters, and the authorisation gate of every
+//! environment over what the end-to-end run recorded.
 
 use std::process::Command;
 
@@ -27,11 +28,23 @@ pub fn run_all(options: Options) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    // The end-to-end tests run the packaged functions in the local emulator.
+    // The end-to-end tests run the packaged functions in the local emulator, which records every
+    // authorisation decision it makes.
     crate::package::package(crate::build::Arch::host(), Some("local"))?;
-    run(cargo().args(["test", "--workspace", "--locked"]))?;
+    let recorded = crate::authz::recording();
+    std::fs::create_dir_all(recorded.parent().unwrap_or(&recorded))?;
+    std::fs::write(&recorded, "")?;
+    run(cargo()
+        .args(["test", "--workspace", "--locked"])
+        .env(local_runtime::runtime::RECORD_ENV, &recorded))?;
     if !options.rust_only {
         infra()?;
+        // What the run asked AWS for is what the committed record says; every environment's
+        // policies allow exactly that.
+        crate::authz::check_record(&recorded)?;
+        for env in crate::authz::ENVIRONMENTS {
+            crate::authz::gate(env)?;
+        }
     }
     eprintln!(
         "all checks passed in {:.0} s",

@@ -1,6 +1,7 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 
+import { permissionsBoundaryArn } from "../boundary";
 import { arn, policyDocument, type Context, type Statement } from "../iam";
 import { PROCESSED_PREFIX, QUARANTINE_PREFIX } from "../names";
 import type { Ingest } from "./ingest";
@@ -52,7 +53,14 @@ export class Access extends pulumi.ComponentResource {
         const role = (logical: string, roleName: string, description: string, statements: Statement[]): aws.iam.Role => {
             const created = new aws.iam.Role(
                 `${name}-${logical}`,
-                { name: roleName, description, assumeRolePolicy: accountAssumeRolePolicy(ctx), maxSessionDuration: 3600 },
+                {
+                    name: roleName,
+                    description,
+                    assumeRolePolicy: accountAssumeRolePolicy(ctx),
+                    maxSessionDuration: 3600,
+                    // The deployer may create a role only with its class's boundary (pulumi/bootstrap).
+                    permissionsBoundary: permissionsBoundaryArn(ctx.env, ctx.accountId, ctx.partition),
+                },
                 parent,
             );
             new aws.iam.RolePolicy(

@@ -11,6 +11,7 @@ pub mod provision;
 pub mod reconcile;
 pub mod redrive;
 pub mod runtime;
+pub mod smoke;
 
 use std::path::Path;
 

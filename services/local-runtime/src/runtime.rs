@@ -24,6 +24,8 @@ pub struct Local {
     pub admin: Clients,
     pub stack: Stack,
     pub access: Access,
+    /// The authorisation model the stack was provisioned with.
+    pub model: Option<Model>,
     pub env: Environment,
     pub stats: SharedStats,
     stop: tokio::sync::watch::Sender<bool>,
@@ -37,6 +39,8 @@ pub struct Options {
     pub policies: Option<Policies>,
     /// Append every authorisation decision to this file (see `emulator/launch.py`).
     pub record: Option<PathBuf>,
+    /// Changes the rendered model before it is provisioned: tests of what a missing grant does.
+    pub adjust: Option<fn(&mut Model)>,
 }
 
 impl Default for Options {
@@ -44,6 +48,7 @@ impl Default for Options {
         Options {
             policies: Some(Policies::Dev),
             record: std::env::var_os(RECORD_ENV).map(PathBuf::from),
+            adjust: None,
         }
     }
 }
@@ -80,22 +85,26 @@ impl Local {
             },
         )?;
         let settings = esm::Settings::from(&env.event_source_mapping);
-        Self::on(root, emulator, env, packages, settings, options.policies).await
+        let mut model = options.policies.map(|p| Model::load(root, p)).transpose()?;
+        if let (Some(m), Some(adjust)) = (model.as_mut(), options.adjust) {
+            adjust(m);
+        }
+        Self::on(emulator, env, packages, settings, options.policies, model).await
     }
 
     /// Provisions and starts the mapping on a running emulator, with explicit mapping settings.
+    /// `model` is the rendering of `policies` (or none when authorisation is off).
     pub async fn on(
-        root: &Path,
         emulator: Emulator,
         env: Environment,
         packages: &Path,
         settings: esm::Settings,
         policies: Option<Policies>,
+        model: Option<Model>,
     ) -> Result<Local, Error> {
         let admin =
             Clients::for_endpoint(&emulator.endpoint, emulator.ca_certificate.as_deref()).await?;
-        let model = policies.map(|p| Model::load(root, p)).transpose()?;
-        let (stack, roles) = provision(&admin, &env, packages, model).await?;
+        let (stack, roles) = provision(&admin, &env, packages, model.clone()).await?;
         let access = Access {
             ca_certificate: emulator.ca_certificate.clone(),
             roles,
@@ -121,6 +130,7 @@ impl Local {
             admin,
             stack,
             access,
+            model,
             env,
             stats,
             stop,
@@ -129,13 +139,8 @@ impl Local {
     }
 
     /// Provisions the stack again (idempotent), as it was first provisioned.
-    pub async fn reprovision(&self, root: &Path, packages: &Path) -> Result<(), Error> {
-        let model = self
-            .access
-            .policies
-            .map(|p| Model::load(root, p))
-            .transpose()?;
-        provision(&self.admin, &self.env, packages, model).await?;
+    pub async fn reprovision(&self, packages: &Path) -> Result<(), Error> {
+        provision(&self.admin, &self.env, packages, self.model.clone()).await?;
         Ok(())
     }
 
