@@ -794,6 +794,40 @@ fn denied_requests_fail_as_aws_answers_them() {
             "{e:?}"
         );
         assert_eq!(e.code(), Some("AccessDeniedException"));
+        // Where the emulator and AWS disagree: AWS authorises GetRecords on the stream its
+        // iterator belongs to (the Kinesis service authorization reference); the emulator cannot
+        // read the iterator and authorises a request without `StreamARN` on `*`, which a role
+        // scoped to its stream is not granted. So every GetRecords of ours names the stream.
+        let iterator = local
+            .clients
+            .kinesis
+            .get_shard_iterator()
+            .stream_arn(&local.stack.stream_arn)
+            .shard_id("shardId-000000000000")
+            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator
+            .unwrap();
+        let e = local
+            .clients
+            .kinesis
+            .get_records()
+            .shard_iterator(&iterator)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some("AccessDeniedException"));
+        local
+            .clients
+            .kinesis
+            .get_records()
+            .stream_arn(&local.stack.stream_arn)
+            .shard_iterator(&iterator)
+            .send()
+            .await
+            .unwrap();
         // Nobody but the transformer reads the HMAC key.
         let e = local
             .clients
