@@ -249,7 +249,8 @@ pub async fn run_mapping(
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        // The mapping keeps its position: the same records are read again.
+                        // Reading the shard failed: the mapping keeps its position (its buffer
+                        // and the reader's last sequence number) and reads again.
                         tracing::warn!(error = %e, "event-source mapping step failed; retrying");
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }

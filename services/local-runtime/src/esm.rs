@@ -13,7 +13,10 @@
 //!   consume a retry;
 //! - `MaximumRetryAttempts` (-1 = infinite) and `MaximumRecordAgeInSeconds` (-1 = infinite); when
 //!   either runs out, a message in AWS's format goes to the on-failure destination and the mapping
-//!   moves on.
+//!   moves on;
+//! - the mapping never moves past a record that is neither acknowledged nor in the on-failure
+//!   destination: a send to the destination that fails is retried with capped exponential backoff
+//!   and the batch stays in place until the destination takes it.
 //!
 //! Differences from AWS in wall-clock terms: retries wait 50 ms doubling to 2 s (AWS backs off for
 //! longer), polling is every 200 ms when a shard is idle (AWS: about once a second), and
@@ -240,6 +243,8 @@ pub struct Stats {
     pub bisections: u64,
     pub records_sent_to_destination: u64,
     pub destination_messages: u64,
+    /// Sends to the on-failure destination that failed (and were retried).
+    pub destination_failures: u64,
     /// Age of the oldest record not yet checkpointed, in milliseconds.
     pub iterator_age_ms: i64,
 }
@@ -323,11 +328,14 @@ impl<R: ShardReader, I: Invoker, D: FailureDestination> ShardMapping<R, I, D> {
             size += add;
             n += 1;
         }
-        let batch: Vec<Record> = self.buffer.drain(..n).collect();
+        // The batch stays in the buffer until every record of it is acknowledged or handed to
+        // the on-failure destination: an error on the way leaves the shard where it was.
+        let batch: Vec<Record> = self.buffer.iter().take(n).cloned().collect();
         self.stats.iterator_age_ms = batch
             .first()
             .map_or(0, |r| (now() - r.arrival).num_milliseconds().max(0));
         self.process(batch, &now).await?;
+        self.buffer.drain(..n);
         self.stats.iterator_age_ms = self
             .buffer
             .front()
@@ -449,7 +457,15 @@ impl<R: ShardReader, I: Invoker, D: FailureDestination> ShardMapping<R, I, D> {
             &self.stream_arn,
             now,
         );
-        self.destination.send(message).await?;
+        // A record is never passed over unless it is acknowledged or in the destination: a send
+        // that fails is retried, with the same capped backoff, until the destination takes it.
+        let mut attempt = 0;
+        while let Err(e) = self.destination.send(message.clone()).await {
+            self.stats.destination_failures += 1;
+            tracing::warn!(shard_id = %self.shard_id, error = %e, attempt, "sending to the on-failure destination failed; retrying");
+            self.backoff(attempt).await;
+            attempt = attempt.saturating_add(1);
+        }
         self.stats.destination_messages += 1;
         self.stats.records_sent_to_destination += records.len() as u64;
         tracing::warn!(shard_id = %self.shard_id, condition, records = records.len(), "batch sent to the on-failure destination");

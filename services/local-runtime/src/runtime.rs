@@ -191,6 +191,7 @@ impl Local {
                 total.bisections += st.bisections;
                 total.records_sent_to_destination += st.records_sent_to_destination;
                 total.destination_messages += st.destination_messages;
+                total.destination_failures += st.destination_failures;
                 total.iterator_age_ms = total.iterator_age_ms.max(st.iterator_age_ms);
             }
         }

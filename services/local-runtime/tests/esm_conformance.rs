@@ -418,3 +418,103 @@ fn the_event_is_what_lambda_delivers() {
         serde_json::from_value(event).unwrap();
     assert_eq!(parsed.records[0].kinesis.sequence_number, seq(0));
 }
+
+/// A destination that fails its first `failures` sends, then records every message; it notes how
+/// many invocations the function had seen when each message was accepted.
+#[derive(Clone)]
+struct FlakyDlq {
+    failures: usize,
+    attempts: Arc<Mutex<usize>>,
+    accepted: Arc<Mutex<Vec<(Value, usize)>>>,
+    calls: Arc<Mutex<Vec<Vec<String>>>>,
+}
+
+impl FailureDestination for FlakyDlq {
+    async fn send(&self, message: String) -> Result<(), Error> {
+        let attempt = {
+            let mut a = self.attempts.lock().unwrap();
+            *a += 1;
+            *a
+        };
+        if attempt <= self.failures {
+            return Err(Error::aws("sqs SendMessage", "ServiceUnavailable"));
+        }
+        let seen = self.calls.lock().unwrap().len();
+        self.accepted
+            .lock()
+            .unwrap()
+            .push((serde_json::from_str(&message).unwrap(), seen));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failing_on_failure_destination_is_retried_and_the_shard_waits_for_it() {
+    // Batch 0..3 exhausts its retries; the destination fails 4 times, then accepts. The mapping
+    // must neither drop the batch nor deliver the next one before the message is sent, even when
+    // its loop goes on after an error (as `run_mapping` does).
+    let script = Script::new(|_, seqs| {
+        if seqs.contains(&seq(1)) {
+            error()
+        } else {
+            ok(json!({}))
+        }
+    });
+    let dlq = FlakyDlq {
+        failures: 4,
+        attempts: Arc::default(),
+        accepted: Arc::default(),
+        calls: script.calls.clone(),
+    };
+    let mut m = ShardMapping::new(
+        "shardId-000000000000".into(),
+        "arn:aws:kinesis:us-east-1:000000000000:stream/s".into(),
+        "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
+        "us-east-1".into(),
+        settings(3, 0, false),
+        Shard(records(6, 1)),
+        script.clone(),
+        dlq.clone(),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let mut errors = 0;
+    rt.block_on(async {
+        for _ in 0..100 {
+            match m.step(t0).await {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(_) => errors += 1,
+            }
+        }
+    });
+    let accepted = dlq.accepted.lock().unwrap().clone();
+    assert_eq!(accepted.len(), 1, "exactly one message: {accepted:?}");
+    assert_eq!(errors, 0, "a failed send is retried inside the mapping");
+    assert_eq!(
+        *dlq.attempts.lock().unwrap(),
+        5,
+        "4 failures, then accepted"
+    );
+    let (message, invocations_before) = &accepted[0];
+    assert_eq!(message["KinesisBatchInfo"]["startSequenceNumber"], seq(0));
+    assert_eq!(message["KinesisBatchInfo"]["batchSize"], 3);
+    assert_eq!(
+        *invocations_before, 1,
+        "the next batch waited for the message"
+    );
+    assert_eq!(
+        script.calls().last().unwrap(),
+        &(3..6).map(seq).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        (
+            m.stats.records_delivered,
+            m.stats.records_sent_to_destination
+        ),
+        (3, 3)
+    );
+    assert_eq!(m.pending(), 0);
+}
