@@ -13,7 +13,7 @@ import type { Artifact, Artifacts, FunctionKey } from "../src/artifacts";
 import { FUNCTION_KEYS } from "../src/artifacts";
 import { loadEnvironment, type Environment } from "../src/config";
 import { boundaryPolicyDocument } from "../bootstrap/policies";
-import { environmentClass, permissionsBoundaryArn, type DeployedClass } from "../src/boundary";
+import { classBoundaryArn, environmentClass, permissionsBoundaryArn, type DeployedClass } from "../src/boundary";
 import { namePrefix } from "../src/names";
 import { createPipeline, defaultTags } from "../src/pipeline";
 import { PLACEHOLDER_IDS, runUnderMocks, TEST_IDS, type Registered } from "./mocks";
@@ -170,11 +170,10 @@ function platformRequests(model: Omit<Model, "platform">): PlatformRequest[] {
  * The permissions boundary of `env`'s roles: the bootstrap program's document for the environment's
  * class (the pipeline program only names it), with `env`'s names, account and region.
  */
-export function boundaryDocument(env: Environment, accountId: string): PolicyDocument {
+export function boundaryDocument(env: Environment, accountId: string, envClass: DeployedClass = environmentClass(env.name)): PolicyDocument {
     return boundaryPolicyDocument({
         project: env.project,
-        // `local` is a class of its own: the boundary of the emulated class, with the local names.
-        envClass: environmentClass(env.name) as DeployedClass,
+        envClass,
         accountId,
         region: env.region,
         partition: "aws",
@@ -365,8 +364,23 @@ export async function renderModel(environment: PolicyEnvironment, target: Target
                 unknown
             >,
     );
-    return { ...modelFrom(resources, env, target), policiesOf: environment };
+    const model = { ...modelFrom(resources, env, target), policiesOf: environment };
+    if (target.stack === LOCAL_STACK) {
+        // The local stack has no bootstrap stack, so the program names no boundary for its roles;
+        // they carry the boundary of the class they emulate, addressed to the local names.
+        const boundary = {
+            arn: classBoundaryArn(env.project, LOCAL_STACK as DeployedClass, target.accountId, "aws"),
+            document: boundaryDocument(env, target.accountId, LOCAL_STACK as DeployedClass),
+        };
+        for (const p of model.principals) {
+            p.permissionsBoundary ??= boundary;
+        }
+    }
+    return model;
 }
+
+/** The stack name the local emulator's resources carry (`environments/local.toml`). */
+const LOCAL_STACK = "local";
 
 /** The committed rendering of `environment`'s policies for the local emulator. */
 export function localModelPath(environment: PolicyEnvironment): string {

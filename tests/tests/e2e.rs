@@ -840,3 +840,60 @@ fn denied_requests_fail_as_aws_answers_them() {
         assert_eq!(e.code(), Some("AccessDeniedException"));
     });
 }
+
+/// The operator's policy widened to everything on S3, as a careless change would.
+fn operator_may_do_anything_on_s3(model: &mut local_runtime::authz::Model) {
+    let p = model
+        .principals
+        .iter_mut()
+        .find(|p| p.id == local_runtime::authz::principal::OPERATOR)
+        .unwrap();
+    p.policies[0].document["Statement"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"Sid": "Careless", "Effect": "Allow", "Action": "s3:*", "Resource": "*"}));
+}
+
+fn and_no_boundary(model: &mut local_runtime::authz::Model) {
+    operator_may_do_anything_on_s3(model);
+    for p in &mut model.principals {
+        p.permissions_boundary = None;
+    }
+}
+
+#[test]
+fn the_permissions_boundary_caps_a_role_whose_own_policy_allows_everything() {
+    // Someone else's bucket in the same account, and a write the operator's policy now allows.
+    let write_elsewhere = async |local: &Local| {
+        let _ = local
+            .admin
+            .s3
+            .create_bucket()
+            .bucket("another-team-data")
+            .send()
+            .await;
+        local
+            .clients
+            .s3
+            .put_object()
+            .bucket("another-team-data")
+            .key("x")
+            .body(b"x".to_vec().into())
+            .send()
+            .await
+    };
+    for (adjust, allowed) in [
+        (operator_may_do_anything_on_s3 as fn(&mut _), false),
+        (and_no_boundary as fn(&mut _), true),
+    ] {
+        let options = runtime::Options {
+            adjust: Some(adjust),
+            record: None,
+            ..runtime::Options::default()
+        };
+        with_stack_using(&options, async |local| {
+            let result = write_elsewhere(local).await;
+            assert_eq!(result.is_ok(), allowed, "{result:?}");
+        });
+    }
+}

@@ -592,10 +592,26 @@ async fn kms_key(clients: &Clients, key: &crate::authz::Resource) -> Result<Stri
         }
         return Ok(meta.key_id);
     }
+    // Its tags are what the roles' permissions boundary conditions on (`aws:ResourceTag/*`).
+    let tags = key
+        .rest
+        .get("tags")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| {
+            aws_sdk_kms::types::Tag::builder()
+                .tag_key(k)
+                .tag_value(v.as_str()?)
+                .build()
+                .ok()
+        })
+        .collect::<Vec<_>>();
     let created = clients
         .kms
         .create_key()
         .description(format!("{} (local)", key.logical))
+        .set_tags((!tags.is_empty()).then_some(tags))
         .set_policy(key.policy.as_ref().map(Value::to_string))
         .send()
         .await
