@@ -8,6 +8,7 @@ pub mod event;
 pub mod ingest;
 pub mod keys;
 pub mod kpl;
+pub mod metadata;
 pub mod parquet_io;
 pub mod reason;
 pub mod transform;
