@@ -103,23 +103,24 @@ impl ShardReader for KinesisShard {
             }
         };
         self.iterator = out.next_shard_iterator.clone();
-        let records: Vec<Record> = out
-            .records
-            .into_iter()
-            .map(|r| Record {
-                arrival: r
-                    .approximate_arrival_timestamp
-                    .and_then(|t| DateTime::from_timestamp_millis(t.to_millis().unwrap_or(0)))
-                    .unwrap_or_else(Utc::now),
-                sequence_number: r.sequence_number,
-                partition_key: r.partition_key,
-                data: r.data.into_inner(),
-            })
-            .collect();
+        let records: Vec<Record> = out.records.into_iter().map(record).collect();
         if let Some(r) = records.last() {
             self.last = Some(r.sequence_number.clone());
         }
         Ok(records)
+    }
+}
+
+/// A record as the SDK returns it, as the mapping holds it.
+pub(crate) fn record(r: aws_sdk_kinesis::types::Record) -> Record {
+    Record {
+        arrival: r
+            .approximate_arrival_timestamp
+            .and_then(|t| DateTime::from_timestamp_millis(t.to_millis().unwrap_or(0)))
+            .unwrap_or_else(Utc::now),
+        sequence_number: r.sequence_number,
+        partition_key: r.partition_key,
+        data: r.data.into_inner(),
     }
 }
 
