@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use local_runtime::esm;
 use local_runtime::reconcile::{self, list, reconcile};
 use local_runtime::runtime::{self, Local, environment};
@@ -91,28 +89,19 @@ fn event(id: &str, ty: &str, extra: Value) -> Vec<u8> {
     e.to_string().into_bytes()
 }
 
+/// Sends records as the producer does, as the producer's role: its sink (ListShards, then
+/// PutRecords within Kinesis's limits, partial failures retried).
 async fn put(local: &Local, records: Vec<(String, Vec<u8>)>) {
-    for chunk in records.chunks(500) {
-        let entries: Vec<PutRecordsRequestEntry> = chunk
-            .iter()
-            .map(|(pk, d)| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(pk)
-                    .data(Blob::new(d.clone()))
-                    .build()
-                    .unwrap()
-            })
-            .collect();
-        let out = local
-            .producer
-            .kinesis
-            .put_records()
-            .stream_name(&local.stack.stream)
-            .set_records(Some(entries))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(out.failed_record_count, Some(0));
+    use producer::RecordSink;
+    let sink = producer::kinesis::KinesisSink::new(&local.producer.config, &local.stack.stream);
+    assert!(!sink.shards().await.unwrap().is_empty());
+    let entries = records
+        .into_iter()
+        .map(|(pk, data)| producer::Entry::plain(pk, data))
+        .collect();
+    for batch in producer::batches(entries) {
+        let r = producer::send_batch(&sink, batch, producer::Retry::default()).await;
+        assert_eq!(r.failed_events, 0, "{r:?}");
     }
 }
 

@@ -82,6 +82,8 @@ export class Access extends pulumi.ComponentResource {
 
         this.producer = role("producer", extra.producerRole, "Sends events to the pipeline's stream", [
             { Sid: "PutEvents", Effect: "Allow", Action: "kinesis:PutRecords", Resource: ingest.stream.arn },
+            // The shards' hash-key ranges: an aggregate holds only records bound for one shard.
+            { Sid: "ListShards", Effect: "Allow", Action: "kinesis:ListShards", Resource: ingest.stream.arn },
             encryptEvents,
         ]);
 

@@ -247,7 +247,13 @@ fn sample(count: usize, invalid_ratio: f64, seed: u64) -> serde_json::Value {
                 .map(|e| (e.partition_key, e.data))
                 .collect();
             produced += 5;
-            let agg = producer::aggregate(events).remove(0);
+            // The sample is one shard's batch: one shard owns every hash key.
+            let one_shard = [pipeline_core::kpl::ShardRange {
+                shard_id: "shardId-000000000000".into(),
+                starting_hash_key: 0,
+                ending_hash_key: u128::MAX,
+            }];
+            let agg = producer::aggregate(events, &one_shard).remove(0);
             (agg.partition_key, agg.data)
         } else {
             produced += 1;

@@ -48,6 +48,40 @@ pub struct SubRecord {
     pub data: Vec<u8>,
 }
 
+/// Where Kinesis puts a record: the MD5 of its partition key as a 128-bit unsigned integer (big
+/// endian), unless an explicit hash key overrides it. A shard owns a closed range of these.
+pub fn hash_key(partition_key: &str) -> u128 {
+    u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
+}
+
+/// One shard's closed range of hash keys, as ListShards reports it (decimal strings there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardRange {
+    pub shard_id: String,
+    pub starting_hash_key: u128,
+    pub ending_hash_key: u128,
+}
+
+impl ShardRange {
+    /// From ListShards' decimal strings; `None` when one is not a 128-bit decimal.
+    pub fn parse(shard_id: &str, starting: &str, ending: &str) -> Option<ShardRange> {
+        Some(ShardRange {
+            shard_id: shard_id.to_owned(),
+            starting_hash_key: starting.parse().ok()?,
+            ending_hash_key: ending.parse().ok()?,
+        })
+    }
+
+    pub fn contains(&self, hash: u128) -> bool {
+        self.starting_hash_key <= hash && hash <= self.ending_hash_key
+    }
+}
+
+/// The index of the open shard (of `shards`) whose range holds `hash`, if any.
+pub fn shard_of(shards: &[ShardRange], hash: u128) -> Option<usize> {
+    shards.iter().position(|s| s.contains(hash))
+}
+
 /// Whether the data starts with the KPL magic bytes. Such data is decoded as an aggregate or
 /// rejected: it is never treated as a plain event.
 pub fn is_aggregated(data: &[u8]) -> bool {
@@ -183,6 +217,22 @@ mod tests {
             explicit_hash_key: None,
             data: data.as_bytes().to_vec(),
         }
+    }
+
+    #[test]
+    fn hash_keys_are_the_md5_of_the_partition_key_and_route_to_the_shard_that_owns_them() {
+        // MD5("a") = 0cc175b9c0f1b6a831c399e269772661.
+        assert_eq!(hash_key("a"), 0x0cc1_75b9_c0f1_b6a8_31c3_99e2_6977_2661);
+        let half = u128::MAX / 2;
+        let shards = [
+            ShardRange::parse("shardId-0", "0", &half.to_string()).unwrap(),
+            ShardRange::parse("shardId-1", &(half + 1).to_string(), &u128::MAX.to_string())
+                .unwrap(),
+        ];
+        assert_eq!(shard_of(&shards, hash_key("a")), Some(0));
+        assert_eq!(shard_of(&shards, u128::MAX), Some(1));
+        assert_eq!(shard_of(&shards[..1], u128::MAX), None);
+        assert!(ShardRange::parse("s", "-1", "2").is_none());
     }
 
     #[test]

@@ -4,6 +4,8 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
+use pipeline_core::kpl::ShardRange;
+
 use crate::{Entry, EntryOutcome, RecordSink, SinkError};
 
 #[derive(Debug, Clone)]
@@ -30,19 +32,76 @@ const RETRYABLE: &[&str] = &[
     "KMSThrottlingException",
 ];
 
+/// An SDK error as a [`SinkError`]: retryable for throttling, server errors, timeouts and lost
+/// responses; ambiguous when the call may have taken effect (a timeout or a lost response).
+fn sink_error<E, R>(e: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> SinkError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_smithy_runtime_api::client::result::SdkError;
+    let ambiguous = matches!(e, SdkError::TimeoutError(_) | SdkError::ResponseError(_));
+    let retryable = match &e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(s) => s.err().code().is_some_and(|c| RETRYABLE.contains(&c)),
+        _ => false,
+    };
+    SinkError {
+        retryable,
+        ambiguous,
+        code: e.code().unwrap_or("RequestFailed").to_owned(),
+        message: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+    }
+}
+
 impl RecordSink for KinesisSink {
+    async fn shards(&self) -> Result<Vec<ShardRange>, SinkError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut req = self.client.list_shards();
+            req = match &token {
+                // A call with a token names nothing else.
+                Some(t) => req.next_token(t),
+                None => req.stream_name(&self.stream),
+            };
+            let page = req.send().await.map_err(sink_error)?;
+            for s in page.shards() {
+                // A closed shard (a parent of a reshard) takes no more records.
+                let open = s
+                    .sequence_number_range()
+                    .is_none_or(|r| r.ending_sequence_number().is_none());
+                let range = s.hash_key_range();
+                if let (true, Some(r)) = (open, range)
+                    && let Some(shard) =
+                        ShardRange::parse(s.shard_id(), r.starting_hash_key(), r.ending_hash_key())
+                {
+                    out.push(shard);
+                }
+            }
+            token = page.next_token().map(str::to_owned);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
     async fn put_records(&self, entries: &[Entry]) -> Result<Vec<EntryOutcome>, SinkError> {
         let records: Vec<PutRecordsRequestEntry> = entries
             .iter()
             .map(|e| {
                 PutRecordsRequestEntry::builder()
                     .partition_key(&e.partition_key)
+                    .set_explicit_hash_key(e.explicit_hash_key.clone())
                     .data(Blob::new(e.data.clone()))
                     .build()
             })
             .collect::<Result<_, _>>()
             .map_err(|e| SinkError {
                 retryable: false,
+                ambiguous: false,
                 code: "InvalidRequest".into(),
                 message: e.to_string(),
             })?;
@@ -53,23 +112,7 @@ impl RecordSink for KinesisSink {
             .set_records(Some(records))
             .send()
             .await
-            .map_err(|e| {
-                use aws_smithy_runtime_api::client::result::SdkError;
-                let retryable = match &e {
-                    SdkError::TimeoutError(_)
-                    | SdkError::DispatchFailure(_)
-                    | SdkError::ResponseError(_) => true,
-                    SdkError::ServiceError(s) => {
-                        s.err().code().is_some_and(|c| RETRYABLE.contains(&c))
-                    }
-                    _ => false,
-                };
-                SinkError {
-                    retryable,
-                    code: e.code().unwrap_or("RequestFailed").to_owned(),
-                    message: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
-                }
-            })?;
+            .map_err(sink_error)?;
         Ok(out
             .records()
             .iter()

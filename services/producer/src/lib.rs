@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use pipeline_core::kpl::{self, SubRecord};
+use pipeline_core::kpl::{self, ShardRange, SubRecord};
 use rand::Rng;
 use serde::Serialize;
 
@@ -24,15 +24,41 @@ pub const MAX_AGGREGATE_BYTES: usize = 50 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub partition_key: String,
+    /// Where Kinesis puts it, instead of the partition key's hash: an aggregate's is its first
+    /// sub-record's, so the whole aggregate lands on the shard that owns every sub-record.
+    pub explicit_hash_key: Option<String>,
     pub data: Vec<u8>,
     /// User events inside (1 for a plain record).
     pub events: u64,
 }
 
 impl Entry {
-    fn size(&self) -> usize {
+    pub fn plain(partition_key: String, data: Vec<u8>) -> Entry {
+        Entry {
+            partition_key,
+            explicit_hash_key: None,
+            data,
+            events: 1,
+        }
+    }
+
+    /// What counts against Kinesis's 1 MiB record limit: the data and the partition key.
+    pub fn size(&self) -> usize {
         self.data.len() + self.partition_key.len()
     }
+}
+
+/// The reason an event over Kinesis's record limit is refused before it is sent.
+pub const RECORD_TOO_LARGE: &str = "RecordTooLarge";
+
+/// Keeps the entries within Kinesis's 1 MiB record limit; the others are refused before any call
+/// (a PutRecords call with one of them would fail whole). Returns the kept entries and the number
+/// of events refused.
+pub fn within_record_limit(entries: Vec<Entry>) -> (Vec<Entry>, u64) {
+    let (kept, refused): (Vec<Entry>, Vec<Entry>) = entries
+        .into_iter()
+        .partition(|e| e.size() <= MAX_RECORD_BYTES);
+    (kept, refused.iter().map(|e| e.events).sum())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +72,9 @@ pub enum EntryOutcome {
 #[error("putrecords failed ({}): {message}", if *.retryable { "retryable" } else { "permanent" })]
 pub struct SinkError {
     pub retryable: bool,
+    /// The call may have taken effect (a timeout or a lost response): retrying it may put its
+    /// records twice.
+    pub ambiguous: bool,
     pub code: String,
     pub message: String,
 }
@@ -56,40 +85,63 @@ pub trait RecordSink: Send + Sync {
         &self,
         entries: &[Entry],
     ) -> impl Future<Output = Result<Vec<EntryOutcome>, SinkError>> + Send;
+
+    /// The stream's open shards with their hash-key ranges (every page of ListShards).
+    fn shards(&self) -> impl Future<Output = Result<Vec<ShardRange>, SinkError>> + Send;
 }
 
-/// Groups events into aggregates of at most [`MAX_AGGREGATE_BYTES`].
-pub fn aggregate(events: Vec<(String, Vec<u8>)>) -> Vec<Entry> {
-    let mut out = Vec::new();
-    let mut current: Vec<SubRecord> = Vec::new();
+/// Groups events into aggregates of at most [`MAX_AGGREGATE_BYTES`], **only events bound for the
+/// same shard together**: a Kinesis Client Library consumer drops the sub-records of an aggregate
+/// that its shard does not own. `shards` are the stream's open shards (ListShards); without them
+/// only events with the same partition key share an aggregate. Each aggregate carries its first
+/// sub-record's hash key as its explicit hash key. An event that would make an aggregate larger
+/// than Kinesis's record limit on its own is sent plain (and refused there if still too large).
+pub fn aggregate(events: Vec<(String, Vec<u8>)>, shards: &[ShardRange]) -> Vec<Entry> {
     // Magic bytes and digest, then per record a conservative bound of the protobuf framing: the
     // record and its partition-key table entry.
     const FIXED: usize = 4 + 16;
-    let mut size = FIXED;
-    let flush = |current: &mut Vec<SubRecord>, out: &mut Vec<Entry>| {
-        if !current.is_empty() {
-            out.push(Entry {
-                partition_key: current[0].partition_key.clone(),
-                data: kpl::aggregate(current),
-                events: current.len() as u64,
-            });
-            current.clear();
-        }
-    };
+    let mut groups: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
+    let mut out = Vec::new();
     for (partition_key, data) in events {
-        let add = data.len() + 2 * partition_key.len() + 24;
-        if size + add > MAX_AGGREGATE_BYTES {
-            flush(&mut current, &mut out);
-            size = FIXED;
+        if data.len() + 2 * partition_key.len() + 24 + FIXED > MAX_AGGREGATE_BYTES {
+            out.push(Entry::plain(partition_key, data));
+            continue;
         }
-        size += add;
-        current.push(SubRecord {
-            partition_key,
-            explicit_hash_key: None,
-            data,
-        });
+        let group = match kpl::shard_of(shards, kpl::hash_key(&partition_key)) {
+            Some(i) => format!("shard:{i}"),
+            None => format!("key:{partition_key}"),
+        };
+        groups.entry(group).or_default().push((partition_key, data));
     }
-    flush(&mut current, &mut out);
+    for (_, events) in groups {
+        let mut current: Vec<SubRecord> = Vec::new();
+        let mut size = FIXED;
+        let flush = |current: &mut Vec<SubRecord>, out: &mut Vec<Entry>| {
+            if let Some(first) = current.first() {
+                out.push(Entry {
+                    partition_key: first.partition_key.clone(),
+                    explicit_hash_key: Some(kpl::hash_key(&first.partition_key).to_string()),
+                    data: kpl::aggregate(current),
+                    events: current.len() as u64,
+                });
+                current.clear();
+            }
+        };
+        for (partition_key, data) in events {
+            let add = data.len() + 2 * partition_key.len() + 24;
+            if size + add > MAX_AGGREGATE_BYTES {
+                flush(&mut current, &mut out);
+                size = FIXED;
+            }
+            size += add;
+            current.push(SubRecord {
+                partition_key,
+                explicit_hash_key: None,
+                data,
+            });
+        }
+        flush(&mut current, &mut out);
+    }
     out
 }
 
@@ -147,6 +199,9 @@ pub struct BatchResult {
     /// Why events were finally lost, by error code.
     pub failures: BTreeMap<String, u64>,
     pub retried_records: u64,
+    /// Records sent again after a call that may have taken effect: they may be in the stream
+    /// twice (downstream deduplication by `event_id` removes them).
+    pub possibly_duplicated_records: u64,
     pub calls: u64,
     pub latencies: Vec<Duration>,
 }
@@ -201,6 +256,9 @@ pub async fn send_batch<S: RecordSink>(sink: &S, batch: Vec<Entry>, retry: Retry
                     last_reason.insert(i, e.code.clone());
                 }
                 result.retried_records += pending.len() as u64;
+                if e.ambiguous {
+                    result.possibly_duplicated_records += pending.len() as u64;
+                }
             }
             Err(e) => {
                 for entry in &pending {
@@ -267,6 +325,8 @@ pub struct Summary {
     pub events_failed: u64,
     pub failures: BTreeMap<String, u64>,
     pub records_retried: u64,
+    /// Records sent again after a call that may have taken effect (see [`BatchResult`]).
+    pub records_possibly_duplicated: u64,
     pub put_records_calls: u64,
     pub elapsed_seconds: f64,
     pub events_per_second: f64,
@@ -282,9 +342,18 @@ impl Summary {
         self.records_sent += r.sent_records;
         self.events_failed += r.failed_events;
         self.records_retried += r.retried_records;
+        self.records_possibly_duplicated += r.possibly_duplicated_records;
         self.put_records_calls += r.calls;
         for (k, v) in &r.failures {
             *self.failures.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    /// Events lost before or without a call (a refused record, a send task that died).
+    pub fn lose(&mut self, reason: &str, events: u64) {
+        if events > 0 {
+            self.events_failed += events;
+            *self.failures.entry(reason.to_owned()).or_default() += events;
         }
     }
 
@@ -321,9 +390,15 @@ mod tests {
         calls: Mutex<u32>,
         fail_first_calls: u32,
         throttle_calls: u32,
+        /// The throttled calls are timeouts instead: they may have taken effect.
+        timeouts: bool,
     }
 
     impl RecordSink for Flaky {
+        async fn shards(&self) -> Result<Vec<ShardRange>, SinkError> {
+            Ok(Vec::new())
+        }
+
         async fn put_records(&self, entries: &[Entry]) -> Result<Vec<EntryOutcome>, SinkError> {
             let call = {
                 let mut c = self.calls.lock().unwrap();
@@ -333,6 +408,7 @@ mod tests {
             if call <= self.throttle_calls {
                 return Err(SinkError {
                     retryable: true,
+                    ambiguous: self.timeouts,
                     code: "LimitExceededException".into(),
                     message: "slow down".into(),
                 });
@@ -356,11 +432,7 @@ mod tests {
 
     fn entries(n: usize) -> Vec<Entry> {
         (0..n)
-            .map(|i| Entry {
-                partition_key: format!("p{i}"),
-                data: vec![b'x'; 10],
-                events: 1,
-            })
+            .map(|i| Entry::plain(format!("p{i}"), vec![b'x'; 10]))
             .collect()
     }
 
@@ -386,6 +458,7 @@ mod tests {
             calls: Mutex::new(0),
             fail_first_calls: 2,
             throttle_calls: 1,
+            timeouts: false,
         };
         let r = block_on(send_batch(&sink, entries(10), fast()));
         assert_eq!((r.sent_events, r.failed_events, r.calls), (10, 0, 4));
@@ -398,6 +471,7 @@ mod tests {
             calls: Mutex::new(0),
             fail_first_calls: 100,
             throttle_calls: 0,
+            timeouts: false,
         };
         let r = block_on(send_batch(&sink, entries(8), fast()));
         assert_eq!(r.sent_events + r.failed_events, 8);
@@ -410,11 +484,7 @@ mod tests {
         let b = batches(entries(1_234));
         assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [500, 500, 234]);
         let big: Vec<Entry> = (0..12)
-            .map(|i| Entry {
-                partition_key: format!("{i}"),
-                data: vec![0; 1_000_000],
-                events: 1,
-            })
+            .map(|i| Entry::plain(format!("{i}"), vec![0; 1_000_000]))
             .collect();
         let b = batches(big);
         assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [5, 5, 2]);
@@ -425,7 +495,7 @@ mod tests {
         let events: Vec<(String, Vec<u8>)> = (0..500)
             .map(|i| (format!("k{i}"), vec![b'e'; 400]))
             .collect();
-        let agg = aggregate(events);
+        let agg = aggregate(events, &[]);
         assert!(agg.len() > 1);
         assert!(agg.iter().all(|e| e.data.len() <= MAX_AGGREGATE_BYTES));
         let total: usize = agg
@@ -434,6 +504,92 @@ mod tests {
             .sum();
         assert_eq!(total, 500);
         assert_eq!(agg.iter().map(|e| e.events).sum::<u64>(), 500);
+    }
+
+    fn two_shards() -> Vec<ShardRange> {
+        let half = u128::MAX / 2;
+        vec![
+            ShardRange::parse("shardId-0", "0", &half.to_string()).unwrap(),
+            ShardRange::parse("shardId-1", &(half + 1).to_string(), &u128::MAX.to_string())
+                .unwrap(),
+        ]
+    }
+
+    #[test]
+    fn aggregates_hold_only_records_of_one_shard_and_say_where_they_go() {
+        let shards = two_shards();
+        let events: Vec<(String, Vec<u8>)> = (0..300)
+            .map(|i| (format!("k{i}"), vec![b'e'; 400]))
+            .collect();
+        let agg = aggregate(events, &shards);
+        assert_eq!(agg.iter().map(|e| e.events).sum::<u64>(), 300);
+        for e in &agg {
+            let explicit: u128 = e.explicit_hash_key.as_deref().unwrap().parse().unwrap();
+            let shard = kpl::shard_of(&shards, explicit).unwrap();
+            for sub in kpl::deaggregate(&e.data).unwrap() {
+                assert_eq!(
+                    kpl::shard_of(&shards, kpl::hash_key(&sub.partition_key)),
+                    Some(shard),
+                    "{} is not on the aggregate's shard",
+                    sub.partition_key
+                );
+            }
+        }
+        // Both shards get aggregates: the keys spread over the hash space.
+        let used: std::collections::BTreeSet<usize> = agg
+            .iter()
+            .map(|e| {
+                kpl::shard_of(
+                    &shards,
+                    e.explicit_hash_key.as_deref().unwrap().parse().unwrap(),
+                )
+                .unwrap()
+            })
+            .collect();
+        assert_eq!(used.len(), 2);
+        // Without a shard map only one partition key shares an aggregate.
+        let agg = aggregate(
+            vec![
+                ("a".into(), vec![1]),
+                ("b".into(), vec![2]),
+                ("a".into(), vec![3]),
+            ],
+            &[],
+        );
+        assert_eq!(agg.iter().map(|e| e.events).collect::<Vec<_>>(), [2, 1]);
+    }
+
+    #[test]
+    fn records_over_one_mebibyte_are_refused_before_any_call() {
+        let entries = vec![
+            Entry::plain("k".into(), vec![0; MAX_RECORD_BYTES - 1]),
+            Entry::plain("kk".into(), vec![0; MAX_RECORD_BYTES - 1]),
+            Entry::plain("k".into(), vec![0; 10]),
+        ];
+        let (kept, refused) = within_record_limit(entries);
+        assert_eq!(refused, 1);
+        assert_eq!(kept.len(), 2);
+        // A huge event is not folded into an aggregate; it stays plain and is then refused.
+        let agg = aggregate(vec![("k".into(), vec![0; MAX_RECORD_BYTES])], &two_shards());
+        assert_eq!(agg[0].explicit_hash_key, None);
+        assert_eq!(within_record_limit(agg).1, 1);
+    }
+
+    #[test]
+    fn records_retried_after_a_call_that_may_have_taken_effect_are_counted_as_possible_duplicates()
+    {
+        let sink = Flaky {
+            calls: Mutex::new(0),
+            fail_first_calls: 0,
+            throttle_calls: 2,
+            timeouts: true,
+        };
+        let r = block_on(send_batch(&sink, entries(10), fast()));
+        assert_eq!((r.sent_events, r.failed_events), (10, 0));
+        assert_eq!(r.possibly_duplicated_records, 20);
+        let mut s = Summary::default();
+        s.add(&r);
+        assert_eq!(s.records_possibly_duplicated, 20);
     }
 
     #[test]

@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -6,7 +7,10 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use producer::generate::Generator;
 use producer::kinesis::KinesisSink;
-use producer::{BatchResult, Entry, Retry, Summary, TokenBucket, aggregate, batches, send_batch};
+use producer::{
+    BatchResult, Entry, RECORD_TOO_LARGE, RecordSink, Retry, Summary, TokenBucket, aggregate,
+    batches, send_batch, within_record_limit,
+};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -77,6 +81,8 @@ enum Error {
     Config(#[from] pipeline_config::ConfigError),
     #[error("{0} events were permanently lost (see the summary)")]
     Lost(u64),
+    #[error("listing the stream's shards (the producer's role needs kinesis:ListShards): {0}")]
+    Shards(producer::SinkError),
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -175,12 +181,18 @@ async fn run(args: Args) -> Result<(), Error> {
         loader.load().await
     };
     let sink = Arc::new(KinesisSink::new(&config, &stream));
+    // Aggregates hold only records bound for one shard: the hash-key ranges, refreshed once a
+    // minute so that a reshard during a long run is followed.
+    let mut shards = sink.shards().await.map_err(Error::Shards)?;
+    let mut shards_read = Instant::now();
     let retry = Retry {
         max_attempts: args.max_attempts,
         ..Retry::default()
     };
     let semaphore = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let mut tasks: JoinSet<BatchResult> = JoinSet::new();
+    // The events of each send task, so that a task that dies loses exactly its events.
+    let mut in_flight: HashMap<tokio::task::Id, u64> = HashMap::new();
     let mut bucket = TokenBucket::new(args.rate.max(1.0), (args.rate / 10.0).max(100.0));
     let mut summary = Summary::default();
     let mut latencies = Vec::new();
@@ -233,16 +245,22 @@ async fn run(args: Args) -> Result<(), Error> {
             args.aggregate_share.clamp(0.0, 1.0)
         };
         let plain = events.split_off((events.len() as f64 * share).round() as usize);
+        if shards_read.elapsed() >= Duration::from_secs(60) {
+            shards = sink.shards().await.map_err(Error::Shards)?;
+            shards_read = Instant::now();
+        }
         let mut entries: Vec<Entry> = if events.is_empty() {
             Vec::new()
         } else {
-            aggregate(events)
+            aggregate(events, &shards)
         };
-        entries.extend(plain.into_iter().map(|(partition_key, data)| Entry {
-            partition_key,
-            data,
-            events: 1,
-        }));
+        entries.extend(
+            plain
+                .into_iter()
+                .map(|(partition_key, data)| Entry::plain(partition_key, data)),
+        );
+        let (entries, refused) = within_record_limit(entries);
+        summary.lose(RECORD_TOO_LARGE, refused);
         if args.rate > 0.0 {
             let wait = bucket.take(n, started.elapsed());
             if !wait.is_zero() {
@@ -256,22 +274,24 @@ async fn run(args: Args) -> Result<(), Error> {
                 .await
                 .expect("the semaphore is never closed");
             let sink = sink.clone();
-            tasks.spawn(async move {
+            let events: u64 = batch.iter().map(|e| e.events).sum();
+            let task = tasks.spawn(async move {
                 let r = send_batch(sink.as_ref(), batch, retry).await;
                 drop(permit);
                 r
             });
+            in_flight.insert(task.id(), events);
         }
-        while let Some(done) = tasks.try_join_next() {
-            collect(done, &mut summary, &mut latencies);
+        while let Some(done) = tasks.try_join_next_with_id() {
+            collect(done, &mut in_flight, &mut summary, &mut latencies);
         }
         if progress && last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
             print_progress(&summary, limit, args.duration, started.elapsed());
         }
     }
-    while let Some(done) = tasks.join_next().await {
-        collect(done, &mut summary, &mut latencies);
+    while let Some(done) = tasks.join_next_with_id().await {
+        collect(done, &mut in_flight, &mut summary, &mut latencies);
     }
     summary.finish(started.elapsed(), latencies);
     if progress {
@@ -293,22 +313,21 @@ async fn run(args: Args) -> Result<(), Error> {
 }
 
 fn collect(
-    done: Result<BatchResult, tokio::task::JoinError>,
+    done: Result<(tokio::task::Id, BatchResult), tokio::task::JoinError>,
+    in_flight: &mut HashMap<tokio::task::Id, u64>,
     summary: &mut Summary,
     latencies: &mut Vec<Duration>,
 ) {
     match done {
-        Ok(r) => {
+        Ok((id, r)) => {
+            in_flight.remove(&id);
             latencies.extend(r.latencies.iter().copied());
             summary.add(&r);
         }
-        // A panicked send task loses its batch: count it, never hide it.
+        // A send task that died loses its batch: every event of it, counted, never hidden.
         Err(e) => {
-            *summary
-                .failures
-                .entry(format!("task failed: {e}"))
-                .or_default() += 1;
-            summary.events_failed += 1;
+            let events = in_flight.remove(&e.id()).unwrap_or(0);
+            summary.lose(&format!("send task failed: {e}"), events);
         }
     }
 }
@@ -352,6 +371,12 @@ fn print_summary(stream: &str, s: &Summary) {
         println!("  {reason}: {n}");
     }
     println!("records retried   {}", s.records_retried);
+    if s.records_possibly_duplicated > 0 {
+        println!(
+            "possibly twice    {} records, retried after a call that may have taken effect (removed downstream by event_id)",
+            s.records_possibly_duplicated
+        );
+    }
     println!(
         "throughput        {:.0} events/s over {:.1} s",
         s.events_per_second, s.elapsed_seconds
