@@ -8,6 +8,7 @@ pub mod aws;
 pub mod emulator;
 pub mod esm;
 pub mod provision;
+pub mod queue;
 pub mod reconcile;
 pub mod redrive;
 pub mod runtime;

@@ -3,6 +3,7 @@
 //! to detect quiescence, and the report as JSON and as a self-contained HTML page.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use aws_smithy_types::error::display::DisplayErrorContext;
 use chrono::{DateTime, Utc};
@@ -11,6 +12,7 @@ use pipeline_core::parquet_io::read_rows;
 use serde::Serialize;
 
 use crate::provision::Stack;
+use crate::queue::{Hold, Queue, SETTLE, SqsQueue, read_all};
 use crate::{Clients, Error};
 
 /// Cheap counters from the metadata table and the queues (one scan), polled while waiting.
@@ -193,7 +195,8 @@ pub async fn reconcile(
             report.quarantined_total += 1;
         }
     }
-    report.stream_dlq_records = dlq_records(clients, &stack.stream_dlq_url).await?;
+    report.stream_dlq_records =
+        dlq_records(&SqsQueue::new(clients, &stack.stream_dlq_url), SETTLE).await?;
     let accounted = report.processed_rows
         + report.duplicates_dropped
         + report.quarantined_total
@@ -292,24 +295,34 @@ async fn processed_times(clients: &Clients, stack: &Stack) -> Result<BTreeMap<St
     }
 }
 
-/// Records referenced by the stream DLQ's messages (peeked, not consumed).
-async fn dlq_records(clients: &Clients, url: &str) -> Result<u64, Error> {
-    let out = clients
-        .sqs
-        .receive_message()
-        .queue_url(url)
-        .max_number_of_messages(10)
-        .visibility_timeout(0)
-        .send()
-        .await
-        .map_err(|e| Error::aws("sqs ReceiveMessage", DisplayErrorContext(e)))?;
-    Ok(out
-        .messages()
+/// Records referenced by the stream DLQ's messages: every message, peeked (hidden for the
+/// seconds of the read, then visible again; see `queue`). Fails rather than count short: when the
+/// queue holds messages the read did not see (another reader holds them) or a message that is not
+/// in the event-source mapping's format. Waits up to `settle` for messages in flight.
+pub async fn dlq_records(queue: &impl Queue, settle: Duration) -> Result<u64, Error> {
+    let read = read_all(queue, Hold::Peek, settle).await?;
+    if read.unseen() > 0 {
+        return Err(Error::Reconcile(format!(
+            "read {} of the stream DLQ's {} messages: {} are held by another reader (a redrive?); reconcile again once it is done",
+            read.messages.len(),
+            read.expected,
+            read.unseen()
+        )));
+    }
+    read.messages
         .iter()
-        .filter_map(|m| m.body())
-        .filter_map(|b| serde_json::from_str::<serde_json::Value>(b).ok())
-        .filter_map(|v| v["KinesisBatchInfo"]["batchSize"].as_u64())
-        .sum())
+        .map(|m| {
+            serde_json::from_str::<serde_json::Value>(&m.body)
+                .ok()
+                .and_then(|v| v["KinesisBatchInfo"]["batchSize"].as_u64())
+                .ok_or_else(|| {
+                    Error::Reconcile(format!(
+                        "stream DLQ message {} has no KinesisBatchInfo.batchSize: {}",
+                        m.id, m.body
+                    ))
+                })
+        })
+        .sum()
 }
 
 pub async fn list(clients: &Clients, bucket: &str, prefix: &str) -> Result<Vec<String>, Error> {
@@ -495,4 +508,46 @@ fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+    use super::*;
+    use crate::queue::tests::Fake;
+
+    fn block<T>(f: impl Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn message(batch_size: u64) -> String {
+        serde_json::json!({"KinesisBatchInfo": {"shardId": "shardId-000000000000", "batchSize": batch_size}})
+            .to_string()
+    }
+
+    #[test]
+    fn every_stream_dlq_message_is_counted_not_the_first_ten() {
+        let queue = Fake::with((0..15).map(|_| message(3)));
+        assert_eq!(block(dlq_records(&queue, Duration::ZERO)).unwrap(), 45);
+    }
+
+    #[test]
+    fn messages_held_elsewhere_or_out_of_format_fail_the_count() {
+        // Held longer than the read waits for them: the count would be short, so it fails.
+        let queue = Fake::with((0..12).map(|_| message(1)));
+        queue.hold(2);
+        let e = block(dlq_records(&queue, Duration::from_millis(300)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("read 10 of the stream DLQ's 12 messages"), "{e}");
+        let queue = Fake::with([message(1), "{}".to_owned()]);
+        let e = block(dlq_records(&queue, Duration::ZERO))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has no KinesisBatchInfo.batchSize"), "{e}");
+    }
 }

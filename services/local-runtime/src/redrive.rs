@@ -23,6 +23,7 @@ use serde_json::Value;
 use crate::aws::{LambdaInvoker, SqsDestination};
 use crate::esm::{Invoker, Record, Settings, ShardMapping, ShardReader};
 use crate::provision::Stack;
+use crate::queue::{Hold, SETTLE, SqsQueue, read_all};
 use crate::{Clients, Error};
 
 /// Kinesis sequence numbers are decimal strings of up to 56 digits: compare them as numbers.
@@ -45,6 +46,8 @@ pub struct Redriven {
     /// Messages kept in the queue because their range could not be read whole (the reason is
     /// printed).
     pub kept: u64,
+    /// Messages another reader held during the run: not seen, not redriven.
+    pub held: u64,
 }
 
 struct Fixed(Vec<Record>);
@@ -301,37 +304,38 @@ impl Pages for KinesisPages {
     }
 }
 
-/// Every message of a queue. A dry run leaves them visible; a real run hides them while it works.
+/// Every message of a queue (`queue::read_all`), with the receipt to delete it by: a real run
+/// hides them for the 5 minutes it may work on them, a dry run only for the seconds of the read.
+/// Also the number of messages another reader holds, which this run does not see.
 async fn messages(
     clients: &Clients,
     url: &str,
     dry_run: bool,
-) -> Result<Vec<(String, Value)>, Error> {
-    let mut all = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    loop {
-        let out = clients
-            .sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .visibility_timeout(if dry_run { 0 } else { 300 })
-            .send()
-            .await
-            .map_err(|e| Error::aws("sqs ReceiveMessage", DisplayErrorContext(e)))?;
-        let mut new = 0;
-        for m in out.messages() {
-            if !seen.insert(m.message_id().unwrap_or_default().to_owned()) {
-                continue;
-            }
-            new += 1;
-            let body: Value = serde_json::from_str(m.body().unwrap_or("{}")).unwrap_or(Value::Null);
-            all.push((m.receipt_handle().unwrap_or_default().to_owned(), body));
-        }
-        if new == 0 {
-            return Ok(all);
-        }
+) -> Result<(Vec<(String, Value)>, u64), Error> {
+    let hold = if dry_run {
+        Hold::Peek
+    } else {
+        Hold::Seconds(300)
+    };
+    let read = read_all(&SqsQueue::new(clients, url), hold, SETTLE).await?;
+    let held = read.unseen();
+    if held > 0 {
+        println!(
+            "{held} messages of {url} are held by another reader: not redriven this time; run again once it is done"
+        );
     }
+    let all = read
+        .messages
+        .into_iter()
+        .map(|m| {
+            serde_json::from_str(&m.body)
+                .map(|body| (m.receipt, body))
+                .map_err(|e| {
+                    Error::Reconcile(format!("message {} of {url} is not JSON: {e}", m.id))
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((all, held))
 }
 
 async fn delete(clients: &Clients, url: &str, receipt: &str) -> Result<(), Error> {
@@ -359,8 +363,12 @@ pub async fn stream_dlq(
         maximum_record_age_seconds: -1,
         ..settings
     };
-    let mut done = Redriven::default();
-    for (receipt, body) in messages(clients, &stack.stream_dlq_url, dry_run).await? {
+    let (all, held) = messages(clients, &stack.stream_dlq_url, dry_run).await?;
+    let mut done = Redriven {
+        held,
+        ..Redriven::default()
+    };
+    for (receipt, body) in all {
         let info = BatchInfo::of(&body).ok_or_else(|| {
             Error::Reconcile(format!(
                 "a stream DLQ message is not in the event-source mapping's format: {body}"
@@ -430,9 +438,13 @@ pub async fn transform_dlq(
     stack: &Stack,
     dry_run: bool,
 ) -> Result<Redriven, Error> {
-    let mut done = Redriven::default();
+    let (all, held) = messages(clients, &stack.transform_dlq_url, dry_run).await?;
+    let mut done = Redriven {
+        held,
+        ..Redriven::default()
+    };
     let invoker = LambdaInvoker::new(clients, &stack.transformer);
-    for (receipt, body) in messages(clients, &stack.transform_dlq_url, dry_run).await? {
+    for (receipt, body) in all {
         let payload = body.get("requestPayload").cloned().unwrap_or(Value::Null);
         let keys: Vec<&str> = payload["Records"]
             .as_array()
