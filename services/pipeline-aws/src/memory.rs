@@ -1,9 +1,15 @@
 //! In-memory stores with the same semantics as S3 and the metadata table, plus fault injection:
 //! a call can fail before it takes effect, or take effect and still report a failure (a timeout
 //! after the write landed). Used by handler tests and the pipeline model; never in production.
+//!
+//! The metadata table enforces DynamoDB's item size limit as DynamoDB computes it
+//! ([`pipeline_core::metadata::item_size`]) over the attributes [`crate::dynamodb`] writes, and
+//! answers an oversized write as DynamoDB does: a `ValidationException`, which no retry can fix.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use pipeline_core::metadata::{AttributeValue, MAX_ITEM_SIZE, item_size};
 
 use crate::store::{STATUS_PROCESSED, STATUS_RAW_WRITTEN};
 use crate::{
@@ -205,13 +211,123 @@ struct Item {
     status: String,
     pending: bool,
     raw: Option<RawItem>,
+    /// `created_at`: the first `written_at` (`if_not_exists`).
+    created_at: Option<String>,
+    /// `expires_at` set by a lease on an item the stream processor has not written.
+    lease_expires_at: Option<i64>,
     processed_sha256: Option<String>,
     outputs: Vec<String>,
     rows: Option<u64>,
     duplicates: Option<u64>,
     processed_at: Option<String>,
+    processed_correlation_id: Option<String>,
+    /// `processed_sequencer`: a string, or DynamoDB's NULL.
+    processed_sequencer: Option<Option<String>>,
     lease: Option<(String, i64)>,
     written_outputs: std::collections::BTreeSet<String>,
+}
+
+impl Item {
+    /// The item's attributes as [`crate::dynamodb`] writes them, names and types included.
+    fn attributes<'a>(&'a self, key: &'a str) -> Vec<(&'static str, AttributeValue<'a>)> {
+        use AttributeValue as V;
+        let mut a: Vec<(&'static str, V<'a>)> = vec![("raw_key", V::S(key))];
+        if !self.status.is_empty() {
+            a.push(("status", V::S(&self.status)));
+        }
+        if self.pending {
+            a.push(("pending", V::S(crate::store::PENDING)));
+        }
+        if let Some(r) = &self.raw {
+            a.extend([
+                ("raw_written_at", V::S(&r.written_at)),
+                ("raw_sha256", V::S(&r.raw_sha256)),
+                ("shard_id", V::S(&r.shard_id)),
+                ("first_sequence_number", V::S(&r.first_sequence_number)),
+                ("last_sequence_number", V::S(&r.last_sequence_number)),
+                ("first_arrival", V::S(&r.first_arrival)),
+                ("last_arrival", V::S(&r.last_arrival)),
+                ("kinesis_records", V::number(r.kinesis_records)),
+                ("valid_records", V::number(r.valid_records)),
+                ("quarantined_records", V::number(r.quarantined_records)),
+                ("raw_bytes", V::number(r.raw_bytes)),
+                (
+                    "raw_uncompressed_bytes",
+                    V::number(r.raw_uncompressed_bytes),
+                ),
+                ("correlation_id", V::S(&r.correlation_id)),
+                ("expires_at", V::number(r.expires_at)),
+            ]);
+            if let Some(q) = &r.quarantine_key {
+                a.push(("quarantine_key", V::S(q)));
+            }
+        } else if let Some(e) = self.lease_expires_at {
+            a.push(("expires_at", V::number(e)));
+        }
+        if let Some(c) = &self.created_at {
+            a.push(("created_at", V::S(c)));
+        }
+        if let Some(s) = &self.processed_sha256 {
+            a.push(("processed_sha256", V::S(s)));
+            a.push((
+                "outputs",
+                V::L(self.outputs.iter().map(|k| V::S(k)).collect()),
+            ));
+        }
+        if let Some(n) = self.rows {
+            a.push(("processed_rows", V::number(n)));
+        }
+        if let Some(n) = self.duplicates {
+            a.push(("duplicates", V::number(n)));
+        }
+        if let Some(t) = &self.processed_at {
+            a.push(("processed_at", V::S(t)));
+        }
+        if let Some(c) = &self.processed_correlation_id {
+            a.push(("processed_correlation_id", V::S(c)));
+        }
+        if let Some(s) = &self.processed_sequencer {
+            a.push(("processed_sequencer", s.as_deref().map_or(V::Null, V::S)));
+        }
+        if let Some((owner, until)) = &self.lease {
+            a.push(("lease_owner", V::S(owner)));
+            a.push(("lease_until", V::number(until)));
+        }
+        if !self.written_outputs.is_empty() {
+            a.push((
+                "written_outputs",
+                V::Ss(self.written_outputs.iter().map(String::as_str).collect()),
+            ));
+        }
+        a
+    }
+}
+
+/// What DynamoDB answers an UpdateItem whose result would exceed the item size limit.
+fn too_large(key: &str, size: usize) -> StoreError {
+    StoreError::new(
+        "UpdateItem",
+        format!("{key} ({size} bytes)"),
+        false,
+        "ValidationException: Item size to update has exceeded the maximum allowed size",
+    )
+}
+
+/// Applies `update` to a copy of the item (created if absent, as UpdateItem does) and stores it
+/// only if the result fits DynamoDB's item size limit.
+fn update_checked<T>(
+    items: &mut HashMap<String, Item>,
+    key: &str,
+    update: impl FnOnce(&mut Item) -> T,
+) -> Result<T, StoreError> {
+    let mut next = items.get(key).cloned().unwrap_or_default();
+    let out = update(&mut next);
+    let size = item_size(&next.attributes(key));
+    if size > MAX_ITEM_SIZE {
+        return Err(too_large(key, size));
+    }
+    items.insert(key.to_owned(), next);
+    Ok(out)
 }
 
 /// The metadata table in memory, with the same conditional writes as [`crate::dynamodb`].
@@ -249,6 +365,13 @@ impl MemoryMetadataStore {
     fn roll(&self) -> Fault {
         lock(&self.faults).roll()
     }
+
+    /// The size DynamoDB would give the item of `raw_key`, if it exists.
+    pub fn item_size(&self, raw_key: &str) -> Option<usize> {
+        lock(&self.items)
+            .get(raw_key)
+            .map(|i| item_size(&i.attributes(raw_key)))
+    }
 }
 
 fn to_item(key: &str, i: &Item) -> MetadataItem {
@@ -276,17 +399,20 @@ impl MetadataStore for MemoryMetadataStore {
         }
         let outcome = {
             let mut items = lock(&self.items);
-            let item = items.entry(raw.raw_key.clone()).or_default();
-            if item
-                .raw
-                .as_ref()
+            if items
+                .get(&raw.raw_key)
+                .and_then(|i| i.raw.as_ref())
                 .is_some_and(|r| r.raw_sha256 == raw.raw_sha256)
             {
                 RecordOutcome::AlreadyRecorded
             } else {
-                item.status = STATUS_RAW_WRITTEN.to_owned();
-                item.pending = true;
-                item.raw = Some(raw.clone());
+                update_checked(&mut items, &raw.raw_key, |item| {
+                    item.status = STATUS_RAW_WRITTEN.to_owned();
+                    item.pending = true;
+                    item.created_at
+                        .get_or_insert_with(|| raw.written_at.clone());
+                    item.raw = Some(raw.clone());
+                })?;
                 RecordOutcome::Recorded
             }
         };
@@ -311,7 +437,7 @@ impl MetadataStore for MemoryMetadataStore {
         }
         let outcome = {
             let mut items = lock(&self.items);
-            match items.get_mut(&u.raw_key) {
+            match items.get(&u.raw_key) {
                 Some(item)
                     if item
                         .raw
@@ -322,15 +448,19 @@ impl MetadataStore for MemoryMetadataStore {
                             .as_ref()
                             .is_some_and(|(owner, _)| *owner == u.lease_owner) =>
                 {
-                    item.lease = None;
-                    item.written_outputs.clear();
-                    item.status = STATUS_PROCESSED.to_owned();
-                    item.pending = false;
-                    item.processed_sha256 = Some(u.raw_sha256.clone());
-                    item.outputs = u.outputs.clone();
-                    item.rows = Some(u.rows);
-                    item.duplicates = Some(u.duplicates);
-                    item.processed_at = Some(u.processed_at.clone());
+                    update_checked(&mut items, &u.raw_key, |item| {
+                        item.lease = None;
+                        item.written_outputs.clear();
+                        item.status = STATUS_PROCESSED.to_owned();
+                        item.pending = false;
+                        item.processed_sha256 = Some(u.raw_sha256.clone());
+                        item.outputs = u.outputs.clone();
+                        item.rows = Some(u.rows);
+                        item.duplicates = Some(u.duplicates);
+                        item.processed_at = Some(u.processed_at.clone());
+                        item.processed_correlation_id = Some(u.correlation_id.clone());
+                        item.processed_sequencer = Some(u.sequencer.clone());
+                    })?;
                     MarkOutcome::Marked
                 }
                 _ => MarkOutcome::Superseded,
@@ -350,14 +480,18 @@ impl MetadataStore for MemoryMetadataStore {
         }
         let outcome = {
             let mut items = lock(&self.items);
-            let item = items.entry(lease.raw_key.clone()).or_default();
-            match &item.lease {
+            match items.get(&lease.raw_key).and_then(|i| i.lease.as_ref()) {
                 Some((owner, until)) if *until >= lease.now_ms && *owner != lease.owner => {
                     LeaseOutcome::HeldByAnother
                 }
                 _ => {
-                    item.lease = Some((lease.owner.clone(), lease.until_ms));
-                    item.written_outputs.extend(lease.outputs.iter().cloned());
+                    update_checked(&mut items, &lease.raw_key, |item| {
+                        item.lease = Some((lease.owner.clone(), lease.until_ms));
+                        if item.raw.is_none() {
+                            item.lease_expires_at.get_or_insert(lease.expires_at);
+                        }
+                        item.written_outputs.extend(lease.outputs.iter().cloned());
+                    })?;
                     LeaseOutcome::Acquired
                 }
             }
@@ -398,5 +532,97 @@ impl MetadataStore for MemoryMetadataStore {
             .collect();
         v.sort_by(|a, b| a.written_at.cmp(&b.written_at));
         Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    const AT: &str = "2026-11-25T10:00:00.000000Z";
+
+    fn raw(sha: char, correlation_id: String) -> RawItem {
+        RawItem {
+            raw_key: "raw/k".into(),
+            raw_sha256: sha.to_string().repeat(64),
+            shard_id: "s".into(),
+            first_sequence_number: "1".into(),
+            last_sequence_number: "1".into(),
+            first_arrival: AT.into(),
+            last_arrival: AT.into(),
+            kinesis_records: 0,
+            valid_records: 0,
+            quarantined_records: 0,
+            quarantine_key: None,
+            raw_bytes: 0,
+            raw_uncompressed_bytes: 0,
+            correlation_id,
+            written_at: AT.into(),
+            expires_at: 0,
+        }
+    }
+
+    #[test]
+    fn an_item_is_sized_as_dynamodb_sizes_it() {
+        let store = MemoryMetadataStore::default();
+        block_on(store.record_raw(&raw('a', "x".into()))).unwrap();
+        // Attribute name bytes plus value bytes; a number 0 is 1 byte.
+        let by_hand: usize = [
+            ("raw_key", "raw/k".len()),
+            ("status", STATUS_RAW_WRITTEN.len()),
+            ("pending", crate::store::PENDING.len()),
+            ("raw_written_at", AT.len()),
+            ("raw_sha256", 64),
+            ("shard_id", 1),
+            ("first_sequence_number", 1),
+            ("last_sequence_number", 1),
+            ("first_arrival", AT.len()),
+            ("last_arrival", AT.len()),
+            ("kinesis_records", 1),
+            ("valid_records", 1),
+            ("quarantined_records", 1),
+            ("raw_bytes", 1),
+            ("raw_uncompressed_bytes", 1),
+            ("correlation_id", 1),
+            ("expires_at", 1),
+            ("created_at", AT.len()),
+        ]
+        .iter()
+        .map(|(name, value)| name.len() + value)
+        .sum();
+        assert_eq!(store.item_size("raw/k"), Some(by_hand));
+    }
+
+    #[test]
+    fn an_item_over_400_kb_is_refused_as_dynamodb_refuses_it() {
+        let store = MemoryMetadataStore::default();
+        block_on(store.record_raw(&raw('a', "x".into()))).unwrap();
+        let base = store.item_size("raw/k").unwrap();
+        // Exactly the limit fits.
+        let fits = "x".repeat(1 + MAX_ITEM_SIZE - base);
+        assert_eq!(
+            block_on(store.record_raw(&raw('b', fits))).unwrap(),
+            RecordOutcome::Recorded
+        );
+        assert_eq!(store.item_size("raw/k"), Some(MAX_ITEM_SIZE));
+        // One byte more is a ValidationException: permanent, and nothing changes.
+        let over = "x".repeat(2 + MAX_ITEM_SIZE - base);
+        let err = block_on(store.record_raw(&raw('c', over))).unwrap_err();
+        assert!(!err.retryable, "{err}");
+        assert_eq!(err.operation, "UpdateItem");
+        assert_eq!(
+            err.message,
+            "ValidationException: Item size to update has exceeded the maximum allowed size"
+        );
+        assert_eq!(store.item_size("raw/k"), Some(MAX_ITEM_SIZE));
+        let item = block_on(store.get("raw/k")).unwrap().unwrap();
+        assert_eq!(item.raw_sha256, Some("b".repeat(64)));
     }
 }
