@@ -1,5 +1,8 @@
-//! The metadata table's contract as pure functions: the size DynamoDB gives an item, checked
-//! against its 400 KB item limit.
+//! The metadata table's contract as pure functions: the size DynamoDB gives an item (checked
+//! against its 400 KB item limit), the buckets of the sparse pending index, and the pages that
+//! hold a raw object's output keys, so that no item grows with the number of outputs.
+//!
+//! ## Item size
 //!
 //! The rules are DynamoDB's "item sizes and formats" page
 //! (<https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html>)
@@ -8,8 +11,110 @@
 //! where 1 KB = 1,024 bytes). Where the page gives an approximation (numbers) or no rule (sets),
 //! [`value_size`] errs on the large side: a computed size never underestimates.
 
+use sha2::{Digest, Sha256};
+
 /// DynamoDB's maximum item size: 400 KB, attribute names and values together.
 pub const MAX_ITEM_SIZE: usize = 400 * 1024;
+
+/// The table's hash key: a raw object's key, or an output page's key ([`output_page_key`]).
+pub const HASH_KEY: &str = "raw_key";
+/// The table's TTL attribute (Unix seconds).
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+/// The sparse attribute that puts a raw object in the pending index until it is processed.
+pub const PENDING_ATTRIBUTE: &str = "pending";
+/// When the stream processor recorded the raw object (RFC 3339 UTC): the pending index's range key.
+pub const WRITTEN_AT_ATTRIBUTE: &str = "raw_written_at";
+/// The index of raw objects not processed yet, by bucket and age.
+pub const PENDING_INDEX: &str = "pending-by-age";
+/// What the pending index projects: its keys (`raw_key`, `pending`, `raw_written_at`) are all its
+/// queries need, and no other attribute's update writes to the index.
+pub const PENDING_INDEX_PROJECTION: &str = "KEYS_ONLY";
+/// How many values `pending` takes: the pending index's partition keys. Every raw object's
+/// writes go to one of them, so no index partition takes all the writes; finding the objects
+/// not processed after some time takes one query per bucket.
+pub const PENDING_BUCKETS: u32 = 16;
+const _: () = assert!(PENDING_BUCKETS >= 1 && PENDING_BUCKETS <= 100);
+
+/// The bucket of a raw object: the first 8 bytes of the SHA-256 of its key, big endian, modulo
+/// [`PENDING_BUCKETS`]. Deterministic, so a rewrite of the object lands in the same bucket.
+pub fn pending_bucket(raw_key: &str) -> u32 {
+    let digest = Sha256::digest(raw_key.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(first) % u64::from(PENDING_BUCKETS)) as u32
+}
+
+/// The value of `pending` for a bucket: `PENDING#00` … `PENDING#15`.
+pub fn pending_value(bucket: u32) -> String {
+    format!("PENDING#{bucket:02}")
+}
+
+/// The value of `pending` for a raw object.
+pub fn pending_value_of(raw_key: &str) -> String {
+    pending_value(pending_bucket(raw_key))
+}
+
+/// Every value `pending` takes, in bucket order: one query each finds every pending object.
+pub fn pending_values() -> Vec<String> {
+    (0..PENDING_BUCKETS).map(pending_value).collect()
+}
+
+/// An output page's attribute holding its share of the output keys, a list of strings in order.
+pub const OUTPUT_KEYS_ATTRIBUTE: &str = "output_keys";
+/// An output page's attribute naming the raw object whose outputs it holds.
+pub const PAGE_OF_ATTRIBUTE: &str = "page_of";
+/// The most an output page item may weigh: a sixth of the item limit, about 500 keys of this
+/// pipeline's length. Each page is one request's worth of work, and far from the limit.
+pub const OUTPUT_PAGE_BUDGET: usize = 64 * 1024;
+
+/// The key of page `index` of generation `generation` of a raw object's output set:
+/// `<raw key>#outputs/<generation>/<index>`. A raw key never contains `#`, so this is never a raw
+/// key, and it sorts next to its raw key.
+pub fn output_page_key(raw_key: &str, generation: u64, index: u32) -> String {
+    format!("{raw_key}#outputs/{generation}/{index}")
+}
+
+/// The attributes of an output page item, as the table stores it.
+pub fn output_page_item<'a>(
+    page_key: &'a str,
+    raw_key: &'a str,
+    keys: &'a [String],
+    expires_at: i64,
+) -> Vec<(&'static str, AttributeValue<'a>)> {
+    vec![
+        (HASH_KEY, AttributeValue::S(page_key)),
+        (PAGE_OF_ATTRIBUTE, AttributeValue::S(raw_key)),
+        (
+            OUTPUT_KEYS_ATTRIBUTE,
+            AttributeValue::L(keys.iter().map(|k| AttributeValue::S(k)).collect()),
+        ),
+        (TTL_ATTRIBUTE, AttributeValue::number(expires_at)),
+    ]
+}
+
+/// Splits `keys` into the pages of an output set, in order: each page as full as
+/// [`OUTPUT_PAGE_BUDGET`] allows, whatever its generation, index and expiry. No key is longer than
+/// an S3 key (1,024 bytes), so every page holds at least one.
+pub fn paginate<'a>(raw_key: &str, keys: &'a [String]) -> Vec<&'a [String]> {
+    let widest_key = output_page_key(raw_key, u64::MAX, u32::MAX);
+    let empty = item_size(&output_page_item(&widest_key, raw_key, &[], 0)) - number_size("0")
+        + NUMBER_MAX_SIZE;
+    let mut pages = Vec::new();
+    let (mut start, mut size) = (0, empty);
+    for (i, key) in keys.iter().enumerate() {
+        // A string in a list: its bytes plus one byte of element overhead.
+        let grows = key.len() + ELEMENT_OVERHEAD;
+        if i > start && size + grows > OUTPUT_PAGE_BUDGET {
+            pages.push(&keys[start..i]);
+            (start, size) = (i, empty);
+        }
+        size += grows;
+    }
+    if start < keys.len() {
+        pages.push(&keys[start..]);
+    }
+    pages
+}
 
 /// The largest size [`number_size`] gives a number DynamoDB accepts (at most 38 significant
 /// digits): 20 digit pairs, the exponent byte and a sign byte.
@@ -144,5 +249,43 @@ mod tests {
         assert_eq!(number_size("1e5"), NUMBER_MAX_SIZE);
         assert_eq!(number_size(&"9".repeat(38)), 20);
         assert_eq!(MAX_ITEM_SIZE, 409_600);
+    }
+
+    #[test]
+    fn pending_values_name_their_bucket() {
+        assert_eq!(pending_value(0), "PENDING#00");
+        assert_eq!(pending_value(15), "PENDING#15");
+        assert_eq!(pending_values().len(), PENDING_BUCKETS as usize);
+        let key = "raw/dt=2026-11-25/hour=10/shard=shardId-000000000000/4959.jsonl.gz";
+        assert_eq!(pending_value_of(key), pending_value(pending_bucket(key)));
+    }
+
+    #[test]
+    fn raw_keys_spread_evenly_over_the_buckets() {
+        // A day of one busy shard's raw keys: one a second.
+        let mut counts = [0u32; PENDING_BUCKETS as usize];
+        for i in 0..86_400u64 {
+            let key = format!(
+                "raw/dt=2026-11-25/hour={:02}/shard=shardId-000000000000/49590338271490256608559692{:030}.jsonl.gz",
+                i / 3600,
+                i * 7919
+            );
+            counts[pending_bucket(&key) as usize] += 1;
+        }
+        let mean = 86_400 / PENDING_BUCKETS;
+        for (bucket, n) in counts.iter().enumerate() {
+            assert!(
+                n.abs_diff(mean) < mean / 20,
+                "bucket {bucket}: {n} of a mean {mean}"
+            );
+        }
+    }
+
+    #[test]
+    fn output_page_keys_are_never_raw_keys() {
+        let raw = "raw/dt=2026-11-25/hour=10/shard=shardId-000000000000/4959.jsonl.gz";
+        let page = output_page_key(raw, 3, 0);
+        assert_eq!(page, format!("{raw}#outputs/3/0"));
+        assert!(crate::keys::parse_raw_key(&page).is_none());
     }
 }

@@ -1,8 +1,14 @@
 //! Properties of the metadata table's contract: the computed item size never underestimates
-//! DynamoDB's documented rules, and is exact where the rules are exact.
+//! DynamoDB's documented rules, and is exact where the rules are exact; a raw object's pending
+//! bucket is deterministic and in range; output pages hold every key once, in order, each page
+//! within its budget and as full as it allows.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use pipeline_core::metadata::{AttributeValue as V, item_size, number_size, value_size};
+use pipeline_core::metadata::{
+    AttributeValue as V, MAX_ITEM_SIZE, NUMBER_MAX_SIZE, OUTPUT_PAGE_BUDGET, PENDING_BUCKETS,
+    item_size, number_size, output_page_item, output_page_key, paginate, pending_bucket,
+    pending_value, pending_values, value_size,
+};
 use proptest::prelude::*;
 
 /// A decimal number as parts, so that the reference can count its significant digits its own way.
@@ -146,5 +152,54 @@ proptest! {
         // Additive: an item is the sum of its attributes.
         let sum: usize = item.iter().map(|(k, v)| k.len() + value_size(v)).sum();
         prop_assert_eq!(size, sum);
+    }
+}
+
+/// Output keys as the transformer names them: any event type the contract allows, any hour, a
+/// shard id and a 56-digit sequence number.
+fn output_key() -> impl Strategy<Value = String> {
+    ("[a-z][a-z0-9_.]{0,63}", 0u32..24, "[0-9]{56}").prop_map(|(ty, hour, seq)| {
+        format!("processed/event_type={ty}/dt=2026-11-25/hour={hour:02}/shardId-000000000000-{seq}.parquet")
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+
+    #[test]
+    fn a_pending_bucket_is_deterministic_and_in_range(raw_key in "\\PC{1,200}") {
+        let bucket = pending_bucket(&raw_key);
+        prop_assert!(bucket < PENDING_BUCKETS);
+        prop_assert_eq!(bucket, pending_bucket(&raw_key.clone()));
+        prop_assert!(pending_values().contains(&pending_value(bucket)));
+    }
+
+    #[test]
+    fn output_pages_hold_every_key_once_in_order_within_their_budget(
+        keys in prop::collection::vec(output_key(), 0..1500),
+        generation in any::<u64>(),
+        expires_at in any::<i64>(),
+    ) {
+        let raw = "raw/dt=2026-11-25/hour=10/shard=shardId-000000000000/49590338271490256608559692538361571095921575989136588898.jsonl.gz";
+        let pages = paginate(raw, &keys);
+        prop_assert_eq!(pages.concat(), keys.clone());
+        prop_assert_eq!(pages.is_empty(), keys.is_empty());
+        for (i, page) in pages.iter().enumerate() {
+            prop_assert!(!page.is_empty());
+            let key = output_page_key(raw, generation, i as u32);
+            let size = item_size(&output_page_item(&key, raw, page, expires_at));
+            prop_assert!(size <= OUTPUT_PAGE_BUDGET && OUTPUT_PAGE_BUDGET < MAX_ITEM_SIZE, "page {i}: {size}");
+            // As full as the budget allows: the next page's first key would not have fitted.
+            if let Some(next) = pages.get(i + 1) {
+                let mut more = page.to_vec();
+                more.push(next[0].clone());
+                // With the widest page key and expiry paginate reserves room for.
+                let widest = output_page_key(raw, u64::MAX, u32::MAX);
+                let fuller = item_size(&output_page_item(&widest, raw, &more, 0)) - number_size("0")
+                    + NUMBER_MAX_SIZE;
+                prop_assert!(fuller > OUTPUT_PAGE_BUDGET, "page {i} could hold one more key");
+            }
+        }
+        prop_assert_eq!(paginate(raw, &keys), pages, "deterministic");
     }
 }
