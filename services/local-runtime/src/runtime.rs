@@ -27,9 +27,61 @@ pub struct Local {
     /// The authorisation model the stack was provisioned with.
     pub model: Option<Model>,
     pub env: Environment,
+    /// The counters of the running mapping, one entry per shard.
     pub stats: SharedStats,
+    /// The running event-source mapping (none once stopped).
+    mapping: Mutex<Option<Mapping>>,
+    /// What the mapping reads the stream and sends to its on-failure queue as.
+    reader: Clients,
+}
+
+/// A running event-source mapping.
+#[derive(Debug)]
+struct Mapping {
     stop: tokio::sync::watch::Sender<bool>,
-    mapping: Option<tokio::task::JoinHandle<Result<(), Error>>>,
+    task: tokio::task::JoinHandle<Result<(), Error>>,
+}
+
+impl Mapping {
+    /// Starts `run_mapping`: reads as `reader`, invokes as `invoker` (the Lambda service: root).
+    fn start(
+        reader: &Clients,
+        invoker: &Clients,
+        stack: &Stack,
+        settings: esm::Settings,
+        stats: &SharedStats,
+    ) -> Mapping {
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let (reader, invoker, stack, stats) = (
+            reader.clone(),
+            invoker.clone(),
+            stack.clone(),
+            stats.clone(),
+        );
+        let task = tokio::spawn(async move {
+            run_mapping(&reader, &invoker, &stack, settings, stats, rx).await
+        });
+        Mapping { stop, task }
+    }
+
+    /// Asks the mapping to stop after the batches in flight and waits up to `limit` for it;
+    /// then aborts it (its records not yet checkpointed are delivered again by the next one).
+    async fn stop(self, limit: Duration) -> Result<(), Error> {
+        let _ = self.stop.send(true);
+        let mut task = self.task;
+        match tokio::time::timeout(limit, &mut task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(Error::Emulator(format!(
+                "the event-source mapping stopped abnormally: {e}"
+            ))),
+            Err(_) => {
+                task.abort();
+                Err(Error::Emulator(format!(
+                    "the event-source mapping did not stop within {limit:?}; aborted"
+                )))
+            }
+        }
+    }
 }
 
 /// How to run the local stack.
@@ -116,13 +168,7 @@ impl Local {
         // function's execution role; its invocations are Lambda's own (root here).
         let reader = act_as(&admin, &access, principal::STREAM_PROCESSOR).await;
         let stats: SharedStats = Arc::new(Mutex::new(Vec::new()));
-        let (stop, rx) = tokio::sync::watch::channel(false);
-        let mapping = {
-            let (invoker, stack, stats) = (admin.clone(), stack.clone(), stats.clone());
-            tokio::spawn(async move {
-                run_mapping(&reader, &invoker, &stack, settings, stats, rx).await
-            })
-        };
+        let mapping = Mapping::start(&reader, &admin, &stack, settings, &stats);
         Ok(Local {
             emulator,
             clients,
@@ -133,9 +179,34 @@ impl Local {
             model,
             env,
             stats,
-            stop,
-            mapping: Some(mapping),
+            mapping: Mutex::new(Some(mapping)),
+            reader,
         })
+    }
+
+    /// Stops the event-source mapping (after its batches in flight) and starts a new one with
+    /// `settings` on the same stack, as a restart of `local up` would; its counters start at 0.
+    pub async fn restart_mapping(&self, settings: esm::Settings) -> Result<(), Error> {
+        let running = self.mapping.lock().ok().and_then(|mut m| m.take());
+        if let Some(m) = running {
+            m.stop(Duration::from_secs(30)).await?;
+        }
+        if let Ok(mut s) = self.stats.lock() {
+            s.clear();
+        }
+        let next = Mapping::start(
+            &self.reader,
+            &self.admin,
+            &self.stack,
+            settings,
+            &self.stats,
+        );
+        let mut slot = self
+            .mapping
+            .lock()
+            .map_err(|_| Error::Emulator("the mapping's lock is poisoned".into()))?;
+        *slot = Some(next);
+        Ok(())
     }
 
     /// Provisions the stack again (idempotent), as it was first provisioned.
@@ -200,9 +271,12 @@ impl Local {
 
     /// Stops the mapping and the emulator.
     pub async fn down(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(m) = self.mapping.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), m).await;
+        let running = self.mapping.get_mut().ok().and_then(Option::take);
+        if let Some(m) = running
+            && let Err(e) = m.stop(Duration::from_secs(5)).await
+        {
+            // Stopping anyway: what it had not checkpointed is read again by the next mapping.
+            tracing::warn!(error = %e, "stopping the event-source mapping");
         }
         self.emulator.stop();
     }
