@@ -51,6 +51,9 @@ pub struct Options {
     pub authorization: bool,
     /// Append every authorisation decision to this file (JSON lines), for `cargo xtask authz`.
     pub record: Option<PathBuf>,
+    /// Where the Lambda workers send their AWS calls, when not to the emulator itself (the fault
+    /// injector in front of it).
+    pub workers_endpoint: Option<String>,
 }
 
 impl Default for Options {
@@ -58,6 +61,7 @@ impl Default for Options {
         Options {
             authorization: true,
             record: None,
+            workers_endpoint: None,
         }
     }
 }
@@ -72,6 +76,8 @@ pub struct Emulator {
     /// The PEM certificate of the authority that signed the emulator's TLS certificate, when it
     /// serves HTTPS; every client must trust it.
     pub ca_certificate: Option<PathBuf>,
+    /// Its TLS certificate and key (for a proxy in front of it on the same host).
+    pub tls: Option<TlsMaterial>,
     /// Whether it enforces authorisation.
     pub authorization: bool,
 }
@@ -169,7 +175,7 @@ impl Emulator {
             .env("TMPDIR", &dir)
             .env("MINISTACK_REGION", crate::REGION)
             .env("AWS_LAMBDA_LOG_FORMAT", "JSON");
-        let (endpoint, ca_certificate) = if options.authorization {
+        let (endpoint, tls) = if options.authorization {
             let tls = tls_material(&dir.join("tls"))?;
             cmd.env("AUTH", "true")
                 .env("USE_SSL", "1")
@@ -177,18 +183,19 @@ impl Emulator {
                 .env("MINISTACK_SSL_KEY", &tls.key)
                 // The Lambda workers' SDK (rustls with the platform's roots) trusts exactly this.
                 .env("SSL_CERT_FILE", &tls.ca_certificate);
-            (
-                format!("https://127.0.0.1:{port}"),
-                Some(tls.ca_certificate),
-            )
+            (format!("https://127.0.0.1:{port}"), Some(tls))
         } else {
             (format!("http://127.0.0.1:{port}"), None)
         };
+        let ca_certificate = tls.as_ref().map(|t| t.ca_certificate.clone());
         if let Some(record) = &options.record {
             cmd.env("EVENTPIPE_AUTHZ_RECORD", record);
         }
         // Lambda workers reach the emulator through this, with the official SDKs.
-        cmd.env("AWS_ENDPOINT_URL", &endpoint)
+        cmd.env(
+            "AWS_ENDPOINT_URL",
+            options.workers_endpoint.as_deref().unwrap_or(&endpoint),
+        )
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().map_err(|e| Error::io(&log, e))?)
             .stderr(log_file)
@@ -203,6 +210,7 @@ impl Emulator {
             endpoint,
             log,
             ca_certificate,
+            tls,
             authorization: options.authorization,
         };
         emulator.wait_healthy(Duration::from_secs(30))?;
@@ -223,6 +231,7 @@ impl Emulator {
             log: PathBuf::new(),
             authorization: ca_certificate.is_some(),
             ca_certificate,
+            tls: None,
         };
         if !emulator.healthy() {
             return Err(Error::Emulator(format!(
@@ -389,11 +398,11 @@ fn tls_client_config(ca: &Path) -> std::io::Result<Arc<rustls::ClientConfig>> {
 
 /// The emulator's TLS material: a certificate authority of its own and a server certificate for
 /// 127.0.0.1 that it signed.
-#[derive(Debug)]
-struct TlsMaterial {
-    ca_certificate: PathBuf,
-    certificate: PathBuf,
-    key: PathBuf,
+#[derive(Debug, Clone)]
+pub struct TlsMaterial {
+    pub ca_certificate: PathBuf,
+    pub certificate: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Makes the TLS material in `dir` with the `openssl` command (ministack needs it for TLS too).

@@ -6,6 +6,7 @@
 pub mod authz;
 pub mod aws;
 pub mod emulator;
+pub mod faults;
 pub mod esm;
 pub mod provision;
 pub mod queue;

@@ -9,6 +9,7 @@ use pipeline_config::Environment;
 use crate::authz::{Access, Model, Policies, principal};
 use crate::aws::{SharedStats, run_mapping};
 use crate::emulator::{self, Emulator, Paths};
+use crate::faults::{self, FaultProxy};
 use crate::provision::{Stack, provision};
 use crate::reconcile::{Progress, progress};
 use crate::{Clients, Error, esm};
@@ -93,6 +94,8 @@ pub struct Options {
     pub record: Option<PathBuf>,
     /// Changes the rendered model before it is provisioned: tests of what a missing grant does.
     pub adjust: Option<fn(&mut Model)>,
+    /// Faults injected between the pipeline (functions and tools) and the emulator.
+    pub faults: Option<faults::Plan>,
 }
 
 impl Default for Options {
@@ -101,6 +104,7 @@ impl Default for Options {
             policies: Some(Policies::Dev),
             record: std::env::var_os(RECORD_ENV).map(PathBuf::from),
             adjust: None,
+            faults: None,
         }
     }
 }
@@ -129,19 +133,45 @@ impl Local {
         packages: &Path,
         options: &Options,
     ) -> Result<Local, Error> {
+        // With faults, the functions and the tools reach the emulator through the injector.
+        let proxy_port = match options.faults {
+            Some(_) if options.policies.is_none() => {
+                return Err(Error::Emulator(
+                    "fault injection needs the emulator's TLS: do not combine it with --no-authz"
+                        .into(),
+                ));
+            }
+            Some(_) => Some(emulator::free_port()?),
+            None => None,
+        };
         let emulator = Emulator::start(
             &Paths::for_workspace(root),
             &emulator::Options {
                 authorization: options.policies.is_some(),
                 record: options.record.clone(),
+                workers_endpoint: proxy_port.map(|p| format!("https://127.0.0.1:{p}")),
             },
         )?;
+        let proxy = match (options.faults, proxy_port, &emulator.tls) {
+            (Some(plan), Some(port), Some(tls)) => Some(
+                FaultProxy::start(
+                    port,
+                    &emulator.endpoint,
+                    &tls.certificate,
+                    &tls.key,
+                    &tls.ca_certificate,
+                    plan,
+                )
+                .await?,
+            ),
+            _ => None,
+        };
         let settings = esm::Settings::from(&env.event_source_mapping);
         let mut model = options.policies.map(|p| Model::load(root, p)).transpose()?;
         if let (Some(m), Some(adjust)) = (model.as_mut(), options.adjust) {
             adjust(m);
         }
-        Self::on(emulator, env, packages, settings, options.policies, model).await
+        Self::on(emulator, env, packages, settings, options.policies, model, proxy).await
     }
 
     /// Provisions and starts the mapping on a running emulator, with explicit mapping settings.
@@ -153,20 +183,30 @@ impl Local {
         settings: esm::Settings,
         policies: Option<Policies>,
         model: Option<Model>,
+        faults: Option<FaultProxy>,
     ) -> Result<Local, Error> {
-        let admin =
-            Clients::for_endpoint(&emulator.endpoint, emulator.ca_certificate.as_deref()).await?;
-        let (stack, roles) = provision(&admin, &env, packages, model.clone()).await?;
+        let ca = emulator.ca_certificate.as_deref();
+        let admin = Clients::for_endpoint(&emulator.endpoint, ca).await?;
+        let (mut stack, roles) = provision(&admin, &env, packages, model.clone()).await?;
         let access = Access {
             ca_certificate: emulator.ca_certificate.clone(),
             roles,
             policies,
         };
-        let clients = act_as(&admin, &access, principal::OPERATOR).await;
-        let producer = act_as(&admin, &access, principal::PRODUCER).await;
+        // The pipeline's principals reach the emulator through the fault injector, when there is
+        // one; provisioning and the faults tests inject on purpose do not.
+        let via = match &faults {
+            Some(proxy) => {
+                stack.endpoint = proxy.endpoint.clone();
+                Clients::for_endpoint(&proxy.endpoint, ca).await?
+            }
+            None => admin.clone(),
+        };
+        let clients = act_as(&via, &access, principal::OPERATOR).await;
+        let producer = act_as(&via, &access, principal::PRODUCER).await;
         // In AWS the mapping reads the stream and sends to its on-failure queue with the
         // function's execution role; its invocations are Lambda's own (root here).
-        let reader = act_as(&admin, &access, principal::STREAM_PROCESSOR).await;
+        let reader = act_as(&via, &access, principal::STREAM_PROCESSOR).await;
         let stats: SharedStats = Arc::new(Mutex::new(Vec::new()));
         let mapping = Mapping::start(&reader, &admin, &stack, settings, &stats);
         Ok(Local {
