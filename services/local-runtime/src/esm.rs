@@ -32,6 +32,7 @@ use pipeline_config::{EventSourceMapping, StartingPosition};
 use serde_json::{Value, json};
 
 use crate::Error;
+use crate::checkpoint::{Checkpoint, CheckpointStore, Lease, NoCheckpoints};
 
 /// The Lambda payload limit for a synchronous invocation.
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
@@ -48,6 +49,8 @@ pub struct Settings {
     /// -1 is infinite.
     pub maximum_record_age_seconds: i32,
     pub report_batch_item_failures: bool,
+    /// `ParallelizationFactor`, 1-10: concurrent batches per shard.
+    pub parallelization_factor: usize,
     pub retry_base: Duration,
     pub retry_cap: Duration,
 }
@@ -65,6 +68,7 @@ impl From<&EventSourceMapping> for Settings {
             maximum_retry_attempts: m.maximum_retry_attempts,
             maximum_record_age_seconds: m.maximum_record_age_seconds,
             report_batch_item_failures: true,
+            parallelization_factor: m.parallelization_factor as usize,
             retry_base: Duration::from_millis(50),
             retry_cap: Duration::from_secs(2),
         }
@@ -94,6 +98,10 @@ pub struct Invocation {
 pub trait ShardReader: Send {
     /// The next records after the reader's position (possibly none).
     fn read(&mut self) -> impl Future<Output = Result<Vec<Record>, Error>> + Send;
+    /// The shard is closed and the reader has read its last record (a null NextShardIterator).
+    fn at_shard_end(&self) -> bool {
+        false
+    }
 }
 
 /// Invokes the function synchronously.
@@ -245,13 +253,181 @@ pub struct Stats {
     pub destination_messages: u64,
     /// Sends to the on-failure destination that failed (and were retried).
     pub destination_failures: u64,
+    /// Checkpoint writes that failed (and were retried).
+    pub checkpoint_failures: u64,
     /// Age of the oldest record not yet checkpointed, in milliseconds.
     pub iterator_age_ms: i64,
 }
 
-/// One shard's mapping: a buffer of records read but not yet checkpointed.
+impl Stats {
+    /// Adds `other`'s counts (not its iterator age).
+    pub fn add(&mut self, other: &Stats) {
+        self.records_read += other.records_read;
+        self.records_delivered += other.records_delivered;
+        self.invocations += other.invocations;
+        self.function_errors += other.function_errors;
+        self.partial_failures += other.partial_failures;
+        self.bisections += other.bisections;
+        self.records_sent_to_destination += other.records_sent_to_destination;
+        self.destination_messages += other.destination_messages;
+        self.destination_failures += other.destination_failures;
+        self.checkpoint_failures += other.checkpoint_failures;
+    }
+}
+
+/// The lane of a partition key among `lanes` batch lanes of a shard: FNV-1a (64 bits) of its
+/// bytes, modulo `lanes`. Lambda hashes the partition key to pick the lane; the hash it uses is
+/// not documented, only that records with one key stay in order.
+pub fn lane(partition_key: &str, lanes: usize) -> usize {
+    let hash = partition_key
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    (hash % lanes.max(1) as u64) as usize
+}
+
+/// Which of a shard's records are done (acknowledged or dead-lettered), in shard order. The
+/// shard's checkpoint is the record before the first one not yet done, whatever lane it is in.
+#[derive(Debug, Clone, Default)]
+pub struct Frontier {
+    seqs: Vec<String>,
+    done: Vec<bool>,
+    index: std::collections::HashMap<String, usize>,
+    next: usize,
+}
+
+impl Frontier {
+    /// The records of a step, in shard order.
+    pub fn new(seqs: impl IntoIterator<Item = String>) -> Frontier {
+        let seqs: Vec<String> = seqs.into_iter().collect();
+        Frontier {
+            done: vec![false; seqs.len()],
+            index: seqs
+                .iter()
+                .cloned()
+                .enumerate()
+                .map(|(i, s)| (s, i))
+                .collect(),
+            seqs,
+            next: 0,
+        }
+    }
+
+    /// Marks records done.
+    pub fn done<'a>(&mut self, seqs: impl IntoIterator<Item = &'a str>) {
+        for s in seqs {
+            if let Some(&i) = self.index.get(s) {
+                self.done[i] = true;
+            }
+        }
+    }
+
+    /// Moves past the records done; the new checkpoint when it moved.
+    pub fn advance(&mut self) -> Option<String> {
+        let before = self.next;
+        while self.done.get(self.next) == Some(&true) {
+            self.next += 1;
+        }
+        (self.next > before).then(|| self.seqs[self.next - 1].clone())
+    }
+
+    /// Every record is done.
+    pub fn complete(&self) -> bool {
+        self.next == self.seqs.len()
+    }
+}
+
+/// Where a shard's reader starts, given its lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// After the checkpoint.
+    After(String),
+    /// No checkpoint: at the mapping's `StartingPosition`.
+    StartingPosition,
+    /// No checkpoint, and the shard is a child of a reshard: at its first record (TRIM_HORIZON),
+    /// since it starts only once its parents are done and nothing in it may be skipped.
+    TrimHorizon,
+    /// The shard is closed and done: nothing to read.
+    Done,
+}
+
+pub fn start(lease: &Lease, has_parents: bool) -> Start {
+    match &lease.checkpoint {
+        Some(Checkpoint::After(seq)) => Start::After(seq.clone()),
+        Some(Checkpoint::ShardEnd) => Start::Done,
+        None if has_parents => Start::TrimHorizon,
+        None => Start::StartingPosition,
+    }
+}
+
+/// A shard as ListShards describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInfo {
+    pub shard_id: String,
+    /// `ParentShardId` and `AdjacentParentShardId`, when the shard comes from a reshard.
+    pub parents: Vec<String>,
+}
+
+/// The shards to start now: not started yet, and every parent finished (checkpointed at
+/// `SHARD_END`) or no longer listed (past the stream's retention).
+pub fn ready(
+    shards: &[ShardInfo],
+    started: &std::collections::HashSet<String>,
+    finished: &std::collections::HashSet<String>,
+) -> Vec<String> {
+    let listed: std::collections::HashSet<&str> =
+        shards.iter().map(|s| s.shard_id.as_str()).collect();
+    shards
+        .iter()
+        .filter(|s| !started.contains(&s.shard_id))
+        .filter(|s| {
+            s.parents
+                .iter()
+                .all(|p| finished.contains(p) || !listed.contains(p.as_str()))
+        })
+        .map(|s| s.shard_id.clone())
+        .collect()
+}
+
+/// ListShards, page by page.
+pub trait ShardLister: Sync {
+    /// One page: the shards and the NextToken of the next page.
+    fn page(
+        &self,
+        next_token: Option<String>,
+    ) -> impl Future<Output = Result<(Vec<ShardInfo>, Option<String>), Error>> + Send;
+}
+
+/// Every shard of the stream, following NextToken.
+pub async fn list_shards(lister: &impl ShardLister) -> Result<Vec<ShardInfo>, Error> {
+    let mut shards = Vec::new();
+    let mut token = None;
+    loop {
+        let (page, next) = lister.page(token.take()).await?;
+        shards.extend(page);
+        match next {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => return Ok(shards),
+        }
+    }
+}
+
+/// What delivering a batch needs: the rules and the two ports.
+struct Target<'a, I, D> {
+    settings: &'a Settings,
+    invoker: &'a I,
+    destination: &'a D,
+    shard_id: &'a str,
+    stream_arn: &'a str,
+    function_arn: &'a str,
+    region: &'a str,
+}
+
+/// One shard's mapping: a buffer of records read but not yet checkpointed, split into up to
+/// `ParallelizationFactor` lanes by partition key, and the shard's lease when it checkpoints.
 #[derive(Debug)]
-pub struct ShardMapping<R, I, D> {
+pub struct ShardMapping<R, I, D, C = NoCheckpoints> {
     pub shard_id: String,
     pub stream_arn: String,
     pub function_arn: String,
@@ -260,11 +436,15 @@ pub struct ShardMapping<R, I, D> {
     reader: R,
     invoker: I,
     destination: D,
+    checkpoints: C,
+    lease: Option<Lease>,
+    finished: bool,
     buffer: VecDeque<Record>,
     pub stats: Stats,
 }
 
-impl<R: ShardReader, I: Invoker, D: FailureDestination> ShardMapping<R, I, D> {
+impl<R: ShardReader, I: Invoker, D: FailureDestination> ShardMapping<R, I, D, NoCheckpoints> {
+    /// A mapping that keeps no checkpoint.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         shard_id: String,
@@ -285,13 +465,54 @@ impl<R: ShardReader, I: Invoker, D: FailureDestination> ShardMapping<R, I, D> {
             reader,
             invoker,
             destination,
+            checkpoints: NoCheckpoints,
+            lease: None,
+            finished: false,
             buffer: VecDeque::new(),
             stats: Stats::default(),
         }
     }
 
+    /// The same mapping, checkpointing in `store` under `lease` (taken by the caller, which
+    /// started the reader after the lease's checkpoint: see [`start`]).
+    pub fn with_checkpoints<C: CheckpointStore>(
+        self,
+        store: C,
+        lease: Lease,
+    ) -> ShardMapping<R, I, D, C> {
+        ShardMapping {
+            shard_id: self.shard_id,
+            stream_arn: self.stream_arn,
+            function_arn: self.function_arn,
+            region: self.region,
+            settings: self.settings,
+            reader: self.reader,
+            invoker: self.invoker,
+            destination: self.destination,
+            checkpoints: store,
+            lease: Some(lease),
+            finished: false,
+            buffer: self.buffer,
+            stats: self.stats,
+        }
+    }
+}
+
+impl<R: ShardReader, I: Invoker, D: FailureDestination, C: CheckpointStore>
+    ShardMapping<R, I, D, C>
+{
     pub fn invoker(&self) -> &I {
         &self.invoker
+    }
+
+    /// The lease the mapping holds, as of its last checkpoint.
+    pub fn lease(&self) -> Option<&Lease> {
+        self.lease.as_ref()
+    }
+
+    /// The shard is closed, every record of it is done and checkpointed as such.
+    pub fn finished(&self) -> bool {
+        self.finished
     }
 
     /// Reads what is available; true when the buffer holds records.
@@ -302,9 +523,16 @@ impl<R: ShardReader, I: Invoker, D: FailureDestination> ShardMapping<R, I, D> {
         Ok(!self.buffer.is_empty())
     }
 
-    /// Waits for a batch (full, or the window elapsed since the first record), then processes it
-    /// to the end: success, checkpoint after giving up, or nothing to do. Returns records consumed.
+    /// Waits for a batch (full, or the window elapsed since the first record), then delivers
+    /// every record read, to the end: in up to `ParallelizationFactor` lanes at once, each lane a
+    /// partition-key hash's records in shard order, batch after batch, each batch acknowledged
+    /// or handed to the destination; the shard's checkpoint moves on after every batch, to the
+    /// record before the first one not yet done in any lane. A closed shard read to its end is
+    /// checkpointed at SHARD_END. Returns the records consumed.
     pub async fn step(&mut self, now: impl Fn() -> DateTime<Utc>) -> Result<usize, Error> {
+        if self.finished {
+            return Ok(0);
+        }
         let window_started = std::time::Instant::now();
         self.fill().await?;
         while self.buffer.len() < self.settings.batch_size
@@ -315,32 +543,88 @@ impl<R: ShardReader, I: Invoker, D: FailureDestination> ShardMapping<R, I, D> {
         }
         if self.buffer.is_empty() {
             self.stats.iterator_age_ms = 0;
+            if self.reader.at_shard_end() {
+                self.checkpoint(Checkpoint::ShardEnd).await?;
+                self.finished = true;
+            }
             return Ok(0);
         }
-        // Take a batch within the count and payload limits.
-        let mut size = 200;
-        let mut n = 0;
-        for r in self.buffer.iter().take(self.settings.batch_size) {
-            let add = record_payload_size(r);
-            if n > 0 && size + add > MAX_PAYLOAD_BYTES {
-                break;
-            }
-            size += add;
-            n += 1;
-        }
-        // The batch stays in the buffer until every record of it is acknowledged or handed to
+        // The records stay in the buffer until every one of them is acknowledged or handed to
         // the on-failure destination: an error on the way leaves the shard where it was.
-        let batch: Vec<Record> = self.buffer.iter().take(n).cloned().collect();
-        self.stats.iterator_age_ms = batch
+        let records: Vec<Record> = self.buffer.iter().cloned().collect();
+        self.stats.iterator_age_ms = records
             .first()
             .map_or(0, |r| (now() - r.arrival).num_milliseconds().max(0));
-        self.process(batch, &now).await?;
-        self.buffer.drain(..n);
-        self.stats.iterator_age_ms = self
-            .buffer
-            .front()
-            .map_or(0, |r| (now() - r.arrival).num_milliseconds().max(0));
-        Ok(n)
+        let n = self.settings.parallelization_factor.clamp(1, 10);
+        let mut lanes: Vec<Vec<Record>> = vec![Vec::new(); n];
+        for r in &records {
+            lanes[lane(&r.partition_key, n)].push(r.clone());
+        }
+        let progress = tokio::sync::Mutex::new((
+            Frontier::new(records.iter().map(|r| r.sequence_number.clone())),
+            self.lease.take(),
+        ));
+        let target = Target {
+            settings: &self.settings,
+            invoker: &self.invoker,
+            destination: &self.destination,
+            shard_id: &self.shard_id,
+            stream_arn: &self.stream_arn,
+            function_arn: &self.function_arn,
+            region: &self.region,
+        };
+        let store = &self.checkpoints;
+        let now = &now;
+        let results = futures_util::future::join_all(
+            lanes
+                .into_iter()
+                .filter(|l| !l.is_empty())
+                .map(|l| run_lane(&target, store, &progress, l, now)),
+        )
+        .await;
+        let (frontier, lease) = progress.into_inner();
+        self.lease = lease;
+        let mut failed = None;
+        for r in results {
+            match r {
+                Ok(stats) => self.stats.add(&stats),
+                Err((stats, e)) => {
+                    self.stats.add(&stats);
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        debug_assert!(frontier.complete());
+        self.buffer.clear();
+        self.stats.iterator_age_ms = 0;
+        Ok(records.len())
+    }
+
+    /// Writes a checkpoint under the lease, retried with capped backoff while the store fails;
+    /// only a lost lease ends it.
+    async fn checkpoint(&mut self, checkpoint: Checkpoint) -> Result<(), Error> {
+        if let Some(lease) = self.lease.take() {
+            let (next, failures) = save(
+                &self.checkpoints,
+                &self.settings,
+                &self.shard_id,
+                &lease,
+                checkpoint,
+            )
+            .await;
+            self.stats.checkpoint_failures += failures;
+            match next {
+                Ok(next) => self.lease = Some(next),
+                Err(e) => {
+                    self.lease = Some(lease);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Delivers one batch under the retry, bisection and age rules, until every record is either
@@ -350,125 +634,16 @@ impl<R: ShardReader, I: Invoker, D: FailureDestination> ShardMapping<R, I, D> {
         batch: Vec<Record>,
         now: &impl Fn() -> DateTime<Utc>,
     ) -> Result<(), Error> {
-        // Work items: (records, retries used, invocations so far).
-        let mut work: Vec<(Vec<Record>, u32, u32)> = vec![(batch, 0, 0)];
-        while let Some((mut records, retries, invokes)) = work.pop() {
-            // Records past the maximum age are not delivered again.
-            if self.settings.maximum_record_age_seconds >= 0 {
-                let limit =
-                    chrono::Duration::seconds(i64::from(self.settings.maximum_record_age_seconds));
-                let expired = records
-                    .iter()
-                    .take_while(|r| now() - r.arrival > limit)
-                    .count();
-                if expired > 0 {
-                    let old: Vec<Record> = records.drain(..expired).collect();
-                    self.give_up(&old, "RecordAgeExceeded", invokes, None, now())
-                        .await?;
-                }
-            }
-            if records.is_empty() {
-                continue;
-            }
-            let payload = event(&records, &self.shard_id, &self.stream_arn, &self.region);
-            let inv = match self.invoker.invoke(payload).await {
-                Ok(inv) => inv,
-                Err(e) => {
-                    // The function was not invoked (throttled, unreachable): retried until the
-                    // records expire, without using the retry quota, as Lambda does.
-                    tracing::warn!(shard_id = %self.shard_id, error = %e, "invoke failed; retrying");
-                    self.backoff(retries).await;
-                    work.push((records, retries, invokes));
-                    continue;
-                }
-            };
-            let invokes = invokes + 1;
-            self.stats.invocations += 1;
-            match verdict(&records, &inv, self.settings.report_batch_item_failures) {
-                Verdict::Success => self.stats.records_delivered += records.len() as u64,
-                Verdict::Partial(i) => {
-                    self.stats.partial_failures += 1;
-                    self.stats.records_delivered += i as u64;
-                    let rest: Vec<Record> = records.split_off(i);
-                    if self.out_of_retries(retries) {
-                        self.give_up(&rest, "RetryAttemptsExhausted", invokes, Some(&inv), now())
-                            .await?;
-                    } else {
-                        self.backoff(retries).await;
-                        work.push((rest, retries + 1, invokes));
-                    }
-                }
-                Verdict::Failure(_) => {
-                    self.stats.function_errors += 1;
-                    if self.settings.bisect_on_error && records.len() > 1 {
-                        // Splitting does not consume a retry.
-                        self.stats.bisections += 1;
-                        let second = records.split_off(records.len() / 2);
-                        work.push((second, retries, invokes));
-                        work.push((records, retries, invokes));
-                    } else if self.out_of_retries(retries) {
-                        self.give_up(
-                            &records,
-                            "RetryAttemptsExhausted",
-                            invokes,
-                            Some(&inv),
-                            now(),
-                        )
-                        .await?;
-                    } else {
-                        self.backoff(retries).await;
-                        work.push((records, retries + 1, invokes));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn out_of_retries(&self, retries: u32) -> bool {
-        self.settings.maximum_retry_attempts >= 0
-            && i64::from(retries) >= i64::from(self.settings.maximum_retry_attempts)
-    }
-
-    async fn backoff(&self, retries: u32) {
-        let delay = self
-            .settings
-            .retry_base
-            .saturating_mul(1 << retries.min(10))
-            .min(self.settings.retry_cap);
-        tokio::time::sleep(delay).await;
-    }
-
-    async fn give_up(
-        &mut self,
-        records: &[Record],
-        condition: &str,
-        invokes: u32,
-        last: Option<&Invocation>,
-        now: DateTime<Utc>,
-    ) -> Result<(), Error> {
-        let message = failure_message(
-            records,
-            condition,
-            invokes,
-            last,
-            &self.function_arn,
-            &self.shard_id,
-            &self.stream_arn,
-            now,
-        );
-        // A record is never passed over unless it is acknowledged or in the destination: a send
-        // that fails is retried, with the same capped backoff, until the destination takes it.
-        let mut attempt = 0;
-        while let Err(e) = self.destination.send(message.clone()).await {
-            self.stats.destination_failures += 1;
-            tracing::warn!(shard_id = %self.shard_id, error = %e, attempt, "sending to the on-failure destination failed; retrying");
-            self.backoff(attempt).await;
-            attempt = attempt.saturating_add(1);
-        }
-        self.stats.destination_messages += 1;
-        self.stats.records_sent_to_destination += records.len() as u64;
-        tracing::warn!(shard_id = %self.shard_id, condition, records = records.len(), "batch sent to the on-failure destination");
+        let target = Target {
+            settings: &self.settings,
+            invoker: &self.invoker,
+            destination: &self.destination,
+            shard_id: &self.shard_id,
+            stream_arn: &self.stream_arn,
+            function_arn: &self.function_arn,
+            region: &self.region,
+        };
+        deliver(&target, batch, now, &mut self.stats).await;
         Ok(())
     }
 
@@ -476,4 +651,216 @@ impl<R: ShardReader, I: Invoker, D: FailureDestination> ShardMapping<R, I, D> {
     pub fn pending(&self) -> usize {
         self.buffer.len()
     }
+}
+
+/// One lane of a step: its records, batch after batch, each checkpointed once done. On a lost
+/// lease, returns what it counted with the error.
+async fn run_lane<I: Invoker, D: FailureDestination, C: CheckpointStore>(
+    target: &Target<'_, I, D>,
+    store: &C,
+    progress: &tokio::sync::Mutex<(Frontier, Option<Lease>)>,
+    records: Vec<Record>,
+    now: &impl Fn() -> DateTime<Utc>,
+) -> Result<Stats, (Stats, Error)> {
+    let mut stats = Stats::default();
+    let mut rest = records.as_slice();
+    while !rest.is_empty() {
+        let n = batch_len(rest, target.settings.batch_size);
+        let (batch, after) = rest.split_at(n);
+        rest = after;
+        deliver(target, batch.to_vec(), now, &mut stats).await;
+        let mut p = progress.lock().await;
+        p.0.done(batch.iter().map(|r| r.sequence_number.as_str()));
+        if let (Some(seq), Some(lease)) = (p.0.advance(), p.1.clone()) {
+            let (next, failures) = save(
+                store,
+                target.settings,
+                target.shard_id,
+                &lease,
+                Checkpoint::After(seq),
+            )
+            .await;
+            stats.checkpoint_failures += failures;
+            match next {
+                Ok(next) => p.1 = Some(next),
+                Err(e) => return Err((stats, e)),
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// Saves a checkpoint, retrying with the mapping's capped backoff while the store fails for any
+/// reason but a lost lease; also the number of failed writes.
+async fn save<C: CheckpointStore>(
+    store: &C,
+    settings: &Settings,
+    shard_id: &str,
+    lease: &Lease,
+    checkpoint: Checkpoint,
+) -> (Result<Lease, Error>, u64) {
+    let mut failures = 0;
+    loop {
+        match store.save(lease, checkpoint.clone()).await {
+            Ok(next) => return (Ok(next), failures),
+            Err(e @ Error::Lease(_)) => return (Err(e), failures),
+            Err(e) => {
+                tracing::warn!(shard_id, error = %e, "writing the checkpoint failed; retrying");
+                backoff(settings, failures.min(u64::from(u32::MAX)) as u32).await;
+                failures += 1;
+            }
+        }
+    }
+}
+
+/// How many of `records` make the next batch: at most `batch_size` and 6 MB of payload.
+fn batch_len(records: &[Record], batch_size: usize) -> usize {
+    let mut size = 200;
+    let mut n = 0;
+    for r in records.iter().take(batch_size.max(1)) {
+        let add = record_payload_size(r);
+        if n > 0 && size + add > MAX_PAYLOAD_BYTES {
+            break;
+        }
+        size += add;
+        n += 1;
+    }
+    n
+}
+
+/// Delivers one batch under the retry, bisection and age rules, until every record is either
+/// acknowledged or handed to the on-failure destination.
+async fn deliver<I: Invoker, D: FailureDestination>(
+    t: &Target<'_, I, D>,
+    batch: Vec<Record>,
+    now: &impl Fn() -> DateTime<Utc>,
+    stats: &mut Stats,
+) {
+    // Work items: (records, retries used, invocations so far).
+    let mut work: Vec<(Vec<Record>, u32, u32)> = vec![(batch, 0, 0)];
+    while let Some((mut records, retries, invokes)) = work.pop() {
+        // Records past the maximum age are not delivered again.
+        if t.settings.maximum_record_age_seconds >= 0 {
+            let limit = chrono::Duration::seconds(i64::from(t.settings.maximum_record_age_seconds));
+            let expired = records
+                .iter()
+                .take_while(|r| now() - r.arrival > limit)
+                .count();
+            if expired > 0 {
+                let old: Vec<Record> = records.drain(..expired).collect();
+                give_up(t, &old, "RecordAgeExceeded", invokes, None, now(), stats).await;
+            }
+        }
+        if records.is_empty() {
+            continue;
+        }
+        let payload = event(&records, t.shard_id, t.stream_arn, t.region);
+        let inv = match t.invoker.invoke(payload).await {
+            Ok(inv) => inv,
+            Err(e) => {
+                // The function was not invoked (throttled, unreachable): retried until the
+                // records expire, without using the retry quota, as Lambda does.
+                tracing::warn!(shard_id = %t.shard_id, error = %e, "invoke failed; retrying");
+                backoff(t.settings, retries).await;
+                work.push((records, retries, invokes));
+                continue;
+            }
+        };
+        let invokes = invokes + 1;
+        stats.invocations += 1;
+        match verdict(&records, &inv, t.settings.report_batch_item_failures) {
+            Verdict::Success => stats.records_delivered += records.len() as u64,
+            Verdict::Partial(i) => {
+                stats.partial_failures += 1;
+                stats.records_delivered += i as u64;
+                let rest: Vec<Record> = records.split_off(i);
+                if out_of_retries(t.settings, retries) {
+                    give_up(
+                        t,
+                        &rest,
+                        "RetryAttemptsExhausted",
+                        invokes,
+                        Some(&inv),
+                        now(),
+                        stats,
+                    )
+                    .await;
+                } else {
+                    backoff(t.settings, retries).await;
+                    work.push((rest, retries + 1, invokes));
+                }
+            }
+            Verdict::Failure(_) => {
+                stats.function_errors += 1;
+                if t.settings.bisect_on_error && records.len() > 1 {
+                    // Splitting does not consume a retry.
+                    stats.bisections += 1;
+                    let second = records.split_off(records.len() / 2);
+                    work.push((second, retries, invokes));
+                    work.push((records, retries, invokes));
+                } else if out_of_retries(t.settings, retries) {
+                    give_up(
+                        t,
+                        &records,
+                        "RetryAttemptsExhausted",
+                        invokes,
+                        Some(&inv),
+                        now(),
+                        stats,
+                    )
+                    .await;
+                } else {
+                    backoff(t.settings, retries).await;
+                    work.push((records, retries + 1, invokes));
+                }
+            }
+        }
+    }
+}
+
+fn out_of_retries(settings: &Settings, retries: u32) -> bool {
+    settings.maximum_retry_attempts >= 0
+        && i64::from(retries) >= i64::from(settings.maximum_retry_attempts)
+}
+
+async fn backoff(settings: &Settings, retries: u32) {
+    let delay = settings
+        .retry_base
+        .saturating_mul(1 << retries.min(10))
+        .min(settings.retry_cap);
+    tokio::time::sleep(delay).await;
+}
+
+/// Hands records to the on-failure destination. A record is never passed over unless it is
+/// acknowledged or in the destination: a send that fails is retried, with the same capped
+/// backoff, until the destination takes it.
+async fn give_up<I, D: FailureDestination>(
+    t: &Target<'_, I, D>,
+    records: &[Record],
+    condition: &str,
+    invokes: u32,
+    last: Option<&Invocation>,
+    now: DateTime<Utc>,
+    stats: &mut Stats,
+) {
+    let message = failure_message(
+        records,
+        condition,
+        invokes,
+        last,
+        t.function_arn,
+        t.shard_id,
+        t.stream_arn,
+        now,
+    );
+    let mut attempt = 0;
+    while let Err(e) = t.destination.send(message.clone()).await {
+        stats.destination_failures += 1;
+        tracing::warn!(shard_id = %t.shard_id, error = %e, attempt, "sending to the on-failure destination failed; retrying");
+        backoff(t.settings, attempt).await;
+        attempt = attempt.saturating_add(1);
+    }
+    stats.destination_messages += 1;
+    stats.records_sent_to_destination += records.len() as u64;
+    tracing::warn!(shard_id = %t.shard_id, condition, records = records.len(), "batch sent to the on-failure destination");
 }

@@ -5,6 +5,7 @@
 
 pub mod authz;
 pub mod aws;
+pub mod checkpoint;
 pub mod emulator;
 pub mod faults;
 pub mod esm;
@@ -39,6 +40,8 @@ pub enum Error {
     },
     #[error("reconciliation: {0}")]
     Reconcile(String),
+    #[error("event-source mapping lease: {0}")]
+    Lease(String),
 }
 
 impl Error {

@@ -935,6 +935,68 @@ async fn alarm(
     Ok(())
 }
 
+/// The event-source mapping's checkpoint table of a stack: `<project>-<environment>-esm-checkpoints`.
+pub fn checkpoint_table_name(env: &Environment) -> String {
+    format!("{}-{}-esm-checkpoints", env.project, env.name)
+}
+
+/// The event-source mapping's lease and checkpoint table (see `checkpoint.rs`), idempotently:
+/// `stream_arn` (partition key) + `shard_id` (sort key), on demand. In AWS the checkpoint is the
+/// Lambda service's own state, so the table belongs to no role of the program: it is created
+/// and used with the account's root credentials. Returns its name.
+pub async fn checkpoint_table(clients: &Clients, env: &Environment) -> Result<String, Error> {
+    let name = checkpoint_table_name(env);
+    let key = |attribute: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(attribute)
+            .key_type(kind)
+            .build()
+            .map_err(|e| Error::Provision(e.to_string()))
+    };
+    let attr = |attribute: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(attribute)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| Error::Provision(e.to_string()))
+    };
+    let created = clients
+        .dynamodb
+        .create_table()
+        .table_name(&name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key("stream_arn", KeyType::Hash)?)
+        .key_schema(key("shard_id", KeyType::Range)?)
+        .attribute_definitions(attr("stream_arn")?)
+        .attribute_definitions(attr("shard_id")?)
+        .send()
+        .await;
+    if let Err(e) = created {
+        let e = e.into_service_error();
+        if !exists(&e) {
+            return Err(sdk("CreateTable (checkpoints)", e));
+        }
+    }
+    for _ in 0..100 {
+        let status = clients
+            .dynamodb
+            .describe_table()
+            .table_name(&name)
+            .send()
+            .await
+            .map_err(|e| sdk("DescribeTable (checkpoints)", e.into_service_error()))?
+            .table
+            .and_then(|t| t.table_status);
+        if status == Some(aws_sdk_dynamodb::types::TableStatus::Active) {
+            return Ok(name);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(Error::Provision(format!(
+        "table {name} did not become ACTIVE"
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

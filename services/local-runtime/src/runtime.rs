@@ -10,7 +10,7 @@ use crate::authz::{Access, Model, Policies, principal};
 use crate::aws::{SharedStats, run_mapping};
 use crate::emulator::{self, Emulator, Paths};
 use crate::faults::{self, FaultProxy};
-use crate::provision::{Stack, provision};
+use crate::provision::{Stack, checkpoint_table, provision};
 use crate::reconcile::{Progress, progress};
 use crate::{Clients, Error, esm};
 
@@ -34,6 +34,8 @@ pub struct Local {
     mapping: Mutex<Option<Mapping>>,
     /// What the mapping reads the stream and sends to its on-failure queue as.
     reader: Clients,
+    /// The mapping's lease and checkpoint table (root's: the checkpoint is Lambda's own state).
+    pub checkpoint_table: String,
 }
 
 /// A running event-source mapping.
@@ -50,6 +52,7 @@ impl Mapping {
         invoker: &Clients,
         stack: &Stack,
         settings: esm::Settings,
+        checkpoints: &str,
         stats: &SharedStats,
     ) -> Mapping {
         let (stop, rx) = tokio::sync::watch::channel(false);
@@ -59,8 +62,9 @@ impl Mapping {
             stack.clone(),
             stats.clone(),
         );
+        let checkpoints = checkpoints.to_owned();
         let task = tokio::spawn(async move {
-            run_mapping(&reader, &invoker, &stack, settings, stats, rx).await
+            run_mapping(&reader, &invoker, &stack, settings, &checkpoints, stats, rx).await
         });
         Mapping { stop, task }
     }
@@ -188,6 +192,7 @@ impl Local {
         let ca = emulator.ca_certificate.as_deref();
         let admin = Clients::for_endpoint(&emulator.endpoint, ca).await?;
         let (mut stack, roles) = provision(&admin, &env, packages, model.clone()).await?;
+        let checkpoint_table = checkpoint_table(&admin, &env).await?;
         let access = Access {
             ca_certificate: emulator.ca_certificate.clone(),
             roles,
@@ -208,7 +213,7 @@ impl Local {
         // function's execution role; its invocations are Lambda's own (root here).
         let reader = act_as(&via, &access, principal::STREAM_PROCESSOR).await;
         let stats: SharedStats = Arc::new(Mutex::new(Vec::new()));
-        let mapping = Mapping::start(&reader, &admin, &stack, settings, &stats);
+        let mapping = Mapping::start(&reader, &admin, &stack, settings, &checkpoint_table, &stats);
         Ok(Local {
             emulator,
             clients,
@@ -221,6 +226,7 @@ impl Local {
             stats,
             mapping: Mutex::new(Some(mapping)),
             reader,
+            checkpoint_table,
         })
     }
 
@@ -239,6 +245,7 @@ impl Local {
             &self.admin,
             &self.stack,
             settings,
+            &self.checkpoint_table,
             &self.stats,
         );
         let mut slot = self

@@ -8,9 +8,11 @@ use std::time::Duration;
 use base64::Engine;
 use chrono::{DateTime, TimeZone, Utc};
 use local_runtime::Error;
+use local_runtime::checkpoint::{Checkpoint, CheckpointStore, Lease, MemoryCheckpoints};
 use local_runtime::esm::{
-    FailureDestination, Invocation, Invoker, MAX_PAYLOAD_BYTES, Record, Settings, ShardMapping,
-    ShardReader, Verdict, verdict,
+    FailureDestination, Invocation, Invoker, MAX_PAYLOAD_BYTES, Record, Settings, ShardInfo,
+    ShardLister, ShardMapping, ShardReader, Start, Verdict, lane, list_shards, ready, start,
+    verdict,
 };
 use pipeline_config::StartingPosition;
 use serde_json::{Value, json};
@@ -134,6 +136,7 @@ fn settings(batch_size: usize, retries: i32, bisect: bool) -> Settings {
         maximum_retry_attempts: retries,
         maximum_record_age_seconds: -1,
         report_batch_item_failures: true,
+        parallelization_factor: 1,
         retry_base: Duration::from_millis(1),
         retry_cap: Duration::from_millis(2),
     }
@@ -517,4 +520,546 @@ fn a_failing_on_failure_destination_is_retried_and_the_shard_waits_for_it() {
         (3, 3)
     );
     assert_eq!(m.pending(), 0);
+}
+
+// Checkpoints (`checkpoint.rs`): a lease per shard, written after every batch, read at start.
+
+/// A shard read in chunks (one per read), closed after the last one when `closed`.
+struct Chunks {
+    chunks: std::collections::VecDeque<Vec<Record>>,
+    closed: bool,
+}
+
+impl Chunks {
+    /// The shard's records from where `start` says, `per_read` at a time.
+    fn from(recs: &[Record], start: &Start, per_read: usize, closed: bool) -> Chunks {
+        let from = match start {
+            Start::After(seq) => recs
+                .iter()
+                .position(|r| &r.sequence_number == seq)
+                .map_or(0, |i| i + 1),
+            Start::StartingPosition | Start::TrimHorizon => 0,
+            Start::Done => recs.len(),
+        };
+        Chunks {
+            chunks: recs[from..]
+                .chunks(per_read)
+                .map(<[Record]>::to_vec)
+                .collect(),
+            closed,
+        }
+    }
+}
+
+impl ShardReader for Chunks {
+    async fn read(&mut self) -> Result<Vec<Record>, Error> {
+        Ok(self.chunks.pop_front().unwrap_or_default())
+    }
+    fn at_shard_end(&self) -> bool {
+        self.closed && self.chunks.is_empty()
+    }
+}
+
+const SHARD: &str = "shardId-000000000000";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+/// A mapping of `SHARD` that checkpoints in `store` as `owner`, its reader started as the lease
+/// says.
+#[allow(clippy::too_many_arguments)]
+fn checkpointing<I: Invoker, D: FailureDestination, C: CheckpointStore>(
+    rt: &tokio::runtime::Runtime,
+    recs: &[Record],
+    per_read: usize,
+    closed: bool,
+    settings: Settings,
+    invoker: I,
+    dlq: D,
+    store: C,
+    owner: &str,
+) -> ShardMapping<Chunks, I, D, C> {
+    let lease = rt.block_on(store.take(SHARD, owner)).unwrap();
+    let reader = Chunks::from(recs, &start(&lease, false), per_read, closed);
+    ShardMapping::new(
+        SHARD.into(),
+        "arn:aws:kinesis:us-east-1:000000000000:stream/s".into(),
+        "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
+        "us-east-1".into(),
+        settings,
+        reader,
+        invoker,
+        dlq,
+    )
+    .with_checkpoints(store, lease)
+}
+
+#[test]
+fn the_checkpoint_moves_after_every_batch_and_a_new_mapping_resumes_after_it() {
+    let rt = runtime();
+    let store = MemoryCheckpoints::default();
+    let recs = records(10, 1);
+    let script = Script::new(|_, _| ok(json!({})));
+    // The first mapping reads 4 records, delivers them in two batches, and stops.
+    let mut first = checkpointing(
+        &rt,
+        &recs,
+        4,
+        false,
+        settings(2, 0, false),
+        script.clone(),
+        Dlq::default(),
+        store.clone(),
+        "first",
+    );
+    assert_eq!(rt.block_on(first.step(t0)).unwrap(), 4);
+    assert_eq!(
+        store.writes(),
+        [
+            (SHARD.to_owned(), Checkpoint::After(seq(1))),
+            (SHARD.to_owned(), Checkpoint::After(seq(3)))
+        ]
+    );
+    // A new mapping (a restart) takes the lease and resumes after the checkpoint.
+    let mut second = checkpointing(
+        &rt,
+        &recs,
+        4,
+        false,
+        settings(2, 0, false),
+        script.clone(),
+        Dlq::default(),
+        store.clone(),
+        "second",
+    );
+    rt.block_on(async { while second.step(t0).await.unwrap() > 0 {} });
+    let delivered: Vec<String> = script.calls().concat();
+    assert_eq!(
+        delivered,
+        (0..10).map(seq).collect::<Vec<_>>(),
+        "every record once"
+    );
+    let lease = store.lease(SHARD).unwrap();
+    assert_eq!(lease.owner, "second");
+    assert_eq!(lease.checkpoint, Some(Checkpoint::After(seq(9))));
+    assert_eq!(second.stats.records_read, 6);
+}
+
+#[test]
+fn a_mapping_whose_lease_was_taken_stops_at_its_next_checkpoint() {
+    let rt = runtime();
+    let store = MemoryCheckpoints::default();
+    let recs = records(4, 1);
+    let script = Script::new(|_, _| ok(json!({})));
+    let mut old = checkpointing(
+        &rt,
+        &recs,
+        4,
+        false,
+        settings(4, 0, false),
+        script.clone(),
+        Dlq::default(),
+        store.clone(),
+        "old",
+    );
+    rt.block_on(store.take(SHARD, "new")).unwrap();
+    let e = rt.block_on(old.step(t0)).unwrap_err();
+    assert!(matches!(e, Error::Lease(_)), "{e}");
+    assert!(store.writes().is_empty(), "the old owner wrote nothing");
+    assert_eq!(store.lease(SHARD).unwrap().owner, "new");
+}
+
+#[test]
+fn failed_checkpoint_writes_are_retried_until_they_succeed() {
+    let rt = runtime();
+    let store = MemoryCheckpoints::default();
+    store.fail_next_saves(SHARD, 3);
+    let mut m = checkpointing(
+        &rt,
+        &records(2, 1),
+        2,
+        false,
+        settings(2, 0, false),
+        Script::new(|_, _| ok(json!({}))),
+        Dlq::default(),
+        store.clone(),
+        "m",
+    );
+    assert_eq!(rt.block_on(m.step(t0)).unwrap(), 2);
+    assert_eq!(m.stats.checkpoint_failures, 3);
+    assert_eq!(
+        store.writes(),
+        [(SHARD.to_owned(), Checkpoint::After(seq(1)))]
+    );
+}
+
+#[test]
+fn a_dead_lettered_batch_moves_the_checkpoint_too() {
+    let rt = runtime();
+    let store = MemoryCheckpoints::default();
+    let dlq = Dlq::default();
+    let mut m = checkpointing(
+        &rt,
+        &records(2, 1),
+        2,
+        false,
+        settings(2, 0, false),
+        Script::new(|_, _| error()),
+        dlq.clone(),
+        store.clone(),
+        "m",
+    );
+    rt.block_on(m.step(t0)).unwrap();
+    assert_eq!(dlq.0.lock().unwrap().len(), 1);
+    assert_eq!(
+        store.writes(),
+        [(SHARD.to_owned(), Checkpoint::After(seq(1)))]
+    );
+}
+
+#[test]
+fn a_closed_shard_is_checkpointed_at_shard_end_and_only_then_its_children_start() {
+    let rt = runtime();
+    let store = MemoryCheckpoints::default();
+    let mut parent = checkpointing(
+        &rt,
+        &records(3, 1),
+        3,
+        true,
+        settings(10, 0, false),
+        Script::new(|_, _| ok(json!({}))),
+        Dlq::default(),
+        store.clone(),
+        "m",
+    );
+    let shards = [
+        ShardInfo {
+            shard_id: SHARD.into(),
+            parents: vec![],
+        },
+        ShardInfo {
+            shard_id: "shardId-000000000001".into(),
+            parents: vec![],
+        },
+        // A split of shard 0, and a merge of shards 0 and 1.
+        ShardInfo {
+            shard_id: "shardId-000000000002".into(),
+            parents: vec![SHARD.into()],
+        },
+        ShardInfo {
+            shard_id: "shardId-000000000003".into(),
+            parents: vec![SHARD.into(), "shardId-000000000001".into()],
+        },
+    ];
+    let started: std::collections::HashSet<String> =
+        [SHARD.to_owned(), "shardId-000000000001".to_owned()].into();
+    let mut finished = std::collections::HashSet::new();
+    assert!(
+        ready(&shards, &started, &finished).is_empty(),
+        "children wait for their parents"
+    );
+    assert_eq!(rt.block_on(parent.step(t0)).unwrap(), 3);
+    assert!(!parent.finished(), "the last records are delivered first");
+    assert_eq!(rt.block_on(parent.step(t0)).unwrap(), 0);
+    assert!(parent.finished());
+    assert_eq!(rt.block_on(parent.step(t0)).unwrap(), 0, "and it stays done");
+    assert_eq!(
+        store.writes().last().unwrap(),
+        &(SHARD.to_owned(), Checkpoint::ShardEnd)
+    );
+    if rt.block_on(store.checkpoint(SHARD)).unwrap() == Some(Checkpoint::ShardEnd) {
+        finished.insert(SHARD.to_owned());
+    }
+    assert_eq!(
+        ready(&shards, &started, &finished),
+        ["shardId-000000000002"],
+        "the merge also waits for shard 1"
+    );
+    finished.insert("shardId-000000000001".to_owned());
+    assert_eq!(
+        ready(&shards, &started, &finished),
+        ["shardId-000000000002", "shardId-000000000003"]
+    );
+    // A parent past retention is no longer listed: its children start.
+    assert_eq!(
+        ready(
+            &shards[2..],
+            &std::collections::HashSet::new(),
+            &Default::default()
+        ),
+        ["shardId-000000000002", "shardId-000000000003"]
+    );
+    // A child without a checkpoint reads from its first record; a finished shard reads nothing.
+    let lease = |checkpoint| Lease {
+        shard_id: "s".into(),
+        owner: "o".into(),
+        counter: 1,
+        checkpoint,
+    };
+    assert_eq!(start(&lease(None), true), Start::TrimHorizon);
+    assert_eq!(start(&lease(None), false), Start::StartingPosition);
+    assert_eq!(
+        start(&lease(Some(Checkpoint::ShardEnd)), false),
+        Start::Done
+    );
+}
+
+#[test]
+fn list_shards_follows_next_token() {
+    struct Pages;
+    impl ShardLister for Pages {
+        async fn page(
+            &self,
+            token: Option<String>,
+        ) -> Result<(Vec<ShardInfo>, Option<String>), Error> {
+            let page = token.as_deref().map_or(0, |t| t.parse::<usize>().unwrap());
+            let shards = (page * 2..page * 2 + 2)
+                .map(|i| ShardInfo {
+                    shard_id: format!("shardId-{i:012}"),
+                    parents: vec![],
+                })
+                .collect();
+            Ok((shards, (page < 2).then(|| (page + 1).to_string())))
+        }
+    }
+    let shards = runtime().block_on(list_shards(&Pages)).unwrap();
+    assert_eq!(shards.len(), 6);
+    assert_eq!(shards[5].shard_id, "shardId-000000000005");
+}
+
+// ParallelizationFactor: up to N concurrent batches per shard, one lane per partition-key hash.
+
+/// A function that takes `delay(batch)` to answer success, and notes what runs at once.
+#[derive(Clone)]
+struct Lanes {
+    delay: fn(&[(String, String)]) -> Duration,
+    in_flight: Arc<Mutex<Vec<Vec<String>>>>,
+    most_at_once: Arc<Mutex<usize>>,
+    key_in_two_batches_at_once: Arc<Mutex<bool>>,
+    /// "ack <seq>" and "checkpoint <seq>", in order.
+    log: Arc<Mutex<Vec<(String, String)>>>,
+    acked_by_key: Arc<Mutex<std::collections::BTreeMap<String, Vec<String>>>>,
+}
+
+impl Lanes {
+    fn new(delay: fn(&[(String, String)]) -> Duration) -> Lanes {
+        Lanes {
+            delay,
+            in_flight: Arc::default(),
+            most_at_once: Arc::default(),
+            key_in_two_batches_at_once: Arc::default(),
+            log: Arc::default(),
+            acked_by_key: Arc::default(),
+        }
+    }
+}
+
+impl Invoker for Lanes {
+    async fn invoke(&self, payload: Vec<u8>) -> Result<Invocation, Error> {
+        let event: Value = serde_json::from_slice(&payload).unwrap();
+        let batch: Vec<(String, String)> = event["Records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["kinesis"]["partitionKey"].as_str().unwrap().to_owned(),
+                    r["kinesis"]["sequenceNumber"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let keys: Vec<String> = batch.iter().map(|(k, _)| k.clone()).collect();
+        {
+            let mut in_flight = self.in_flight.lock().unwrap();
+            if in_flight.iter().flatten().any(|k| keys.contains(k)) {
+                *self.key_in_two_batches_at_once.lock().unwrap() = true;
+            }
+            in_flight.push(keys.clone());
+            let mut most = self.most_at_once.lock().unwrap();
+            *most = (*most).max(in_flight.len());
+        }
+        tokio::time::sleep((self.delay)(&batch)).await;
+        {
+            let mut in_flight = self.in_flight.lock().unwrap();
+            let i = in_flight.iter().position(|k| k == &keys).unwrap();
+            in_flight.remove(i);
+            let mut log = self.log.lock().unwrap();
+            let mut acked = self.acked_by_key.lock().unwrap();
+            for (k, s) in batch {
+                log.push(("ack".into(), s.clone()));
+                acked.entry(k).or_default().push(s);
+            }
+        }
+        ok(json!({}))
+    }
+}
+
+fn parallel(n: usize, batch_size: usize) -> Settings {
+    Settings {
+        parallelization_factor: n,
+        ..settings(batch_size, 0, false)
+    }
+}
+
+/// Records whose partition keys are `keys[i % keys.len()]`.
+fn keyed(n: usize, keys: &[String]) -> Vec<Record> {
+    let mut recs = records(n, 1);
+    for (i, r) in recs.iter_mut().enumerate() {
+        r.partition_key = keys[i % keys.len()].clone();
+    }
+    recs
+}
+
+fn drive_with<I: Invoker>(
+    recs: Vec<Record>,
+    settings: Settings,
+    invoker: I,
+) -> local_runtime::esm::Stats {
+    let mut m = ShardMapping::new(
+        SHARD.into(),
+        "arn:aws:kinesis:us-east-1:000000000000:stream/s".into(),
+        "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
+        "us-east-1".into(),
+        settings,
+        Shard(recs),
+        invoker,
+        Dlq::default(),
+    );
+    let rt = runtime();
+    rt.block_on(async { while m.step(t0).await.unwrap() > 0 {} });
+    m.stats.clone()
+}
+
+#[test]
+fn parallelization_factor_runs_up_to_n_batches_of_a_shard_at_once() {
+    let keys: Vec<String> = (0..40).map(|i| format!("key-{i}")).collect();
+    for n in [1, 4, 10] {
+        let f = Lanes::new(|_| Duration::from_millis(5));
+        let lanes_used: std::collections::HashSet<usize> =
+            keys.iter().map(|k| lane(k, n)).collect();
+        let stats = drive_with(keyed(200, &keys), parallel(n, 5), f.clone());
+        assert_eq!(stats.records_delivered, 200);
+        assert_eq!(
+            *f.most_at_once.lock().unwrap(),
+            lanes_used.len(),
+            "ParallelizationFactor {n}: one batch per lane at once"
+        );
+        assert!(lanes_used.len() <= n);
+    }
+}
+
+#[test]
+fn records_with_one_partition_key_stay_in_order_when_batches_run_at_once() {
+    let keys: Vec<String> = (0..7).map(|i| format!("user-{i}")).collect();
+    // Batches take different times, so lanes overtake each other.
+    let f = Lanes::new(|batch| {
+        Duration::from_millis(batch.first().map_or(0, |(k, _)| k.len() as u64 % 3 * 4 + 1))
+    });
+    let recs = keyed(140, &keys);
+    let stats = drive_with(recs.clone(), parallel(3, 4), f.clone());
+    assert_eq!(stats.records_delivered, 140);
+    assert!(
+        *f.most_at_once.lock().unwrap() > 1,
+        "batches ran at once: the test proves something"
+    );
+    assert!(
+        !*f.key_in_two_batches_at_once.lock().unwrap(),
+        "a partition key is never in two batches in flight"
+    );
+    for (key, acked) in f.acked_by_key.lock().unwrap().iter() {
+        let want: Vec<String> = recs
+            .iter()
+            .filter(|r| &r.partition_key == key)
+            .map(|r| r.sequence_number.clone())
+            .collect();
+        assert_eq!(acked, &want, "{key}: in shard order, each once");
+    }
+}
+
+/// A store that logs each checkpoint it writes beside the function's acknowledgements.
+#[derive(Clone)]
+struct Logged(MemoryCheckpoints, Arc<Mutex<Vec<(String, String)>>>);
+
+impl CheckpointStore for Logged {
+    async fn take(&self, shard_id: &str, owner: &str) -> Result<Lease, Error> {
+        self.0.take(shard_id, owner).await
+    }
+    async fn save(&self, lease: &Lease, checkpoint: Checkpoint) -> Result<Lease, Error> {
+        if let Checkpoint::After(s) = &checkpoint {
+            self.1
+                .lock()
+                .unwrap()
+                .push(("checkpoint".into(), s.clone()));
+        }
+        self.0.save(lease, checkpoint).await
+    }
+    async fn checkpoint(&self, shard_id: &str) -> Result<Option<Checkpoint>, Error> {
+        self.0.checkpoint(shard_id).await
+    }
+}
+
+#[test]
+fn the_checkpoint_is_the_lowest_sequence_number_not_done_in_any_lane() {
+    // Two keys in different lanes, alternating: one lane slow, the other fast.
+    let slow = (0..)
+        .map(|i| format!("slow-{i}"))
+        .find(|k| lane(k, 2) == 0)
+        .unwrap();
+    let fast = (0..)
+        .map(|i| format!("fast-{i}"))
+        .find(|k| lane(k, 2) == 1)
+        .unwrap();
+    let recs = keyed(12, &[slow, fast]);
+    let f = Lanes::new(|batch| {
+        if batch[0].0.starts_with("slow") {
+            Duration::from_millis(15)
+        } else {
+            Duration::from_millis(1)
+        }
+    });
+    let rt = runtime();
+    let store = Logged(MemoryCheckpoints::default(), f.log.clone());
+    let mut m = checkpointing(
+        &rt,
+        &recs,
+        12,
+        false,
+        parallel(2, 1),
+        f.clone(),
+        Dlq::default(),
+        store.clone(),
+        "m",
+    );
+    rt.block_on(m.step(t0)).unwrap();
+    let log = f.log.lock().unwrap().clone();
+    let mut acked = std::collections::HashSet::new();
+    let mut overtaken = false;
+    for (what, s) in &log {
+        if what == "ack" {
+            overtaken |= recs
+                .iter()
+                .any(|r| r.sequence_number < *s && !acked.contains(&r.sequence_number));
+            acked.insert(s.clone());
+        } else {
+            for r in recs.iter().filter(|r| r.sequence_number <= *s) {
+                assert!(
+                    acked.contains(&r.sequence_number),
+                    "checkpoint {s} written before {} was done: {log:?}",
+                    r.sequence_number
+                );
+            }
+        }
+    }
+    assert!(
+        overtaken,
+        "the fast lane ran ahead: the test proves something"
+    );
+    assert_eq!(
+        store.0.lease(SHARD).unwrap().checkpoint,
+        Some(Checkpoint::After(seq(11)))
+    );
 }
