@@ -886,3 +886,144 @@ fn the_permissions_boundary_caps_a_role_whose_own_policy_allows_everything() {
         });
     }
 }
+
+/// The mapping's settings from the environment file, changed by `adjust`.
+fn mapping_settings(local: &Local, adjust: impl FnOnce(&mut esm::Settings)) -> esm::Settings {
+    let mut settings = esm::Settings::from(&local.env.event_source_mapping);
+    adjust(&mut settings);
+    settings
+}
+
+fn clicks(prefix: &str, range: std::ops::Range<usize>) -> Vec<(String, Vec<u8>)> {
+    range
+        .map(|i| {
+            (
+                format!("{prefix}-{i}"),
+                event(&format!("{prefix}-{i}"), "click", json!({})),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn more_than_ten_stream_dlq_messages_are_all_reconciled_and_redriven() {
+    with_stack(async |local| {
+        // One record per batch and no retries: every failing record is a message of its own.
+        local
+            .restart_mapping(mapping_settings(local, |s| {
+                s.batch_size = 1;
+                s.maximum_retry_attempts = 0;
+            }))
+            .await
+            .unwrap();
+        local
+            .admin
+            .dynamodb
+            .delete_table()
+            .table_name(&local.stack.metadata_table)
+            .send()
+            .await
+            .unwrap();
+        let n = 15;
+        put(local, clicks("dlq", 0..n as usize)).await;
+        eventually(
+            "every record in the stream DLQ",
+            Duration::from_secs(90),
+            async || {
+                let depth = reconcile::queue_depth(&local.clients, &local.stack.stream_dlq_url)
+                    .await
+                    .unwrap();
+                (depth == n && local.mapping_idle()).then_some(())
+            },
+        )
+        .await;
+        local.reprovision(&packages()).await.unwrap();
+        let report = reconcile(&local.clients, &local.stack, n, n, 0)
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                report.stream_dlq_messages,
+                report.stream_dlq_records,
+                report.lost
+            ),
+            (n, n, 0),
+            "every DLQ message counted, no false loss"
+        );
+        let settings = esm::Settings::from(&local.env.event_source_mapping);
+        let dry = local_runtime::redrive::stream_dlq(
+            &local.clients,
+            &local.stack,
+            settings.clone(),
+            true,
+        )
+        .await
+        .unwrap();
+        assert_eq!((dry.messages, dry.records, dry.held), (n, n, 0), "{dry:?}");
+        let done =
+            local_runtime::redrive::stream_dlq(&local.clients, &local.stack, settings, false)
+                .await
+                .unwrap();
+        assert_eq!((done.messages, done.records), (n, n), "{done:?}");
+        let p = local
+            .wait_quiescent(n, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!((p.processed_rows, p.stream_dlq_messages), (n, 0), "{p:?}");
+    });
+}
+
+#[test]
+fn a_restarted_mapping_resumes_at_its_checkpoint_and_delivers_nothing_twice() {
+    with_stack(async |local| {
+        put(local, clicks("before", 0..300)).await;
+        eventually(
+            "the first 300 records delivered",
+            Duration::from_secs(90),
+            async || {
+                let s = local.mapping_stats();
+                (s.records_delivered == 300 && local.mapping_idle()).then_some(())
+            },
+        )
+        .await;
+        // As a restart of `local up` on the same stack: a new mapping, its counters at 0.
+        local
+            .restart_mapping(mapping_settings(local, |_| {}))
+            .await
+            .unwrap();
+        put(local, clicks("after", 0..200)).await;
+        let p = local
+            .wait_quiescent(500, Duration::from_secs(90))
+            .await
+            .unwrap();
+        let stats = local.mapping_stats();
+        assert_eq!(
+            (stats.records_read, stats.records_delivered),
+            (200, 200),
+            "the new mapping reads from the checkpoint, not from TRIM_HORIZON: {stats:?}"
+        );
+        assert_eq!((p.processed_rows, p.duplicates), (500, 0), "{p:?}");
+        let report = reconcile(&local.clients, &local.stack, 500, 500, 0)
+            .await
+            .unwrap();
+        assert_eq!((report.distinct_event_ids, report.lost), (500, 0));
+        // One lease per shard in the checkpoint table (the Lambda service's own: root's), taken
+        // by each mapping in turn and checkpointed by both.
+        let leases = local
+            .admin
+            .dynamodb
+            .scan()
+            .table_name(&local.checkpoint_table)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(leases.items().len(), 2, "{leases:?}");
+        for lease in leases.items() {
+            assert_eq!(lease["stream_arn"].as_s().unwrap(), &local.stack.stream_arn);
+            let counter: u64 = lease["lease_counter"].as_n().unwrap().parse().unwrap();
+            assert!(counter > 3, "{lease:?}");
+            let checkpoint = lease["checkpoint"].as_s().unwrap();
+            assert!(checkpoint.bytes().all(|b| b.is_ascii_digit()), "{lease:?}");
+        }
+    });
+}
