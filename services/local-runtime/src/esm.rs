@@ -2,9 +2,16 @@
 //! settings the Pulumi stack gives AWS, invoking the function through the Lambda Invoke API.
 //!
 //! Rules (each has a named test in `esm_conformance.rs`):
-//! - batches of at most `BatchSize` records and at most 6 MB of payload, from one shard, one batch
-//!   in flight per shard, waiting up to `MaximumBatchingWindowInSeconds` to fill a batch;
-//! - `StartingPosition` TRIM_HORIZON, LATEST or AT_TIMESTAMP;
+//! - batches of at most `BatchSize` records and at most 6 MB of payload, from one shard, waiting up
+//!   to `MaximumBatchingWindowInSeconds` to fill a batch;
+//! - `ParallelizationFactor` 1-10: up to that many batches of one shard in flight at once, one per
+//!   lane; a record's lane is its partition key's hash, so the records of one key stay in order;
+//! - the shard's checkpoint, after every batch acknowledged or dead-lettered, is the record before
+//!   the lowest one not yet done in any lane; it is written, under the shard's lease, to the
+//!   checkpoint table (`checkpoint.rs`), and a new mapping resumes after it;
+//! - a closed shard read to its end is checkpointed at SHARD_END; a child shard of a reshard
+//!   starts (at its first record) only once every parent is checkpointed at SHARD_END;
+//! - `StartingPosition` TRIM_HORIZON, LATEST or AT_TIMESTAMP, for a shard without a checkpoint;
 //! - with `ReportBatchItemFailures`: an empty or null response, or an empty or null
 //!   `batchItemFailures`, is success; otherwise the mapping checkpoints before the **lowest**
 //!   reported sequence number and redelivers from there; an item whose identifier is empty, null,
@@ -18,9 +25,10 @@
 //!   destination: a send to the destination that fails is retried with capped exponential backoff
 //!   and the batch stays in place until the destination takes it.
 //!
-//! Differences from AWS in wall-clock terms: retries wait 50 ms doubling to 2 s (AWS backs off for
-//! longer), polling is every 200 ms when a shard is idle (AWS: about once a second), and
-//! `ParallelizationFactor` is 1 (see docs/local.md).
+//! Differences from AWS (see docs/local.md): retries wait 50 ms doubling to 2 s (AWS backs off for
+//! longer), polling is every 200 ms when a shard is idle (AWS: about once a second), the lane hash
+//! is FNV-1a (AWS does not document its own), and the lanes of a shard work through the records
+//! of one read each at its own pace, but the next read waits for the slowest lane.
 
 use std::collections::VecDeque;
 use std::future::Future;
