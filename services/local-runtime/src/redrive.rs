@@ -6,7 +6,8 @@
 //!   rules as the event-source mapping, except the maximum record age (a redriven record is old
 //!   by design). The message is deleted only when every record of its range was redriven or is
 //!   accounted as expired (past the stream's retention); otherwise it stays, with the reason
-//!   printed (`plan`).
+//!   printed (`plan`). With a `ParallelizationFactor` above 1, only the batch's lane of the range
+//!   is redriven (assuming the factor has not changed since the message was written).
 //! - Transform DLQ: each message carries the original S3 event (`requestPayload`); the transformer
 //!   is invoked with it again; the message is deleted on success.
 //!
@@ -213,7 +214,22 @@ pub enum Plan {
 }
 
 /// A message is deleted only when every record of its range is redriven or accounted as expired.
-pub fn plan(info: &BatchInfo, range: Range) -> Plan {
+/// With `lanes` > 1 (the mapping's `ParallelizationFactor`), a batch held one lane's records
+/// while its range also holds the other lanes': only the lane of the range's first record (or,
+/// when retention has trimmed that, its last) is the batch's.
+pub fn plan(info: &BatchInfo, mut range: Range, lanes: usize) -> Plan {
+    if lanes > 1 {
+        let lane_of = |r: &Record| crate::esm::lane(&r.partition_key, lanes);
+        let batch_lane = range
+            .records
+            .iter()
+            .find(|r| r.sequence_number == info.start)
+            .or_else(|| range.records.iter().find(|r| r.sequence_number == info.end))
+            .map(lane_of);
+        if let Some(l) = batch_lane {
+            range.records.retain(|r| lane_of(r) == l);
+        }
+    }
     let found = range.records.len() as u64;
     let want = info.batch_size;
     let why = match range.stop {
@@ -377,7 +393,7 @@ pub async fn stream_dlq(
         let (shard, start, end) = (&info.shard_id, &info.start, &info.end);
         let mut pages = KinesisPages::new(clients, &stack.stream_arn, shard);
         let range = read_range(&mut pages, start, end, MAX_PAGES).await?;
-        let (records, expired) = match plan(&info, range) {
+        let (records, expired) = match plan(&info, range, settings.parallelization_factor) {
             Plan::Keep(why) => {
                 println!(
                     "cannot redrive {shard} {start}..{end}: {why}; the message stays in the queue"
@@ -568,7 +584,7 @@ mod tests {
         assert_eq!(seqs(&range.records), (0..4).map(seq).collect::<Vec<_>>());
         assert_eq!((range.trimmed, &range.stop), (false, &Stop::End));
         assert!(matches!(
-            plan(&info(0, 3, 4), range),
+            plan(&info(0, 3, 4), range, 1),
             Plan::Redrive { expired: 0, .. }
         ));
     }
@@ -597,7 +613,7 @@ mod tests {
         ]);
         let range = read(&mut shard, 0, 5);
         assert_eq!((range.records.len(), &range.stop), (3, &Stop::ShardEnd));
-        assert!(matches!(plan(&info(0, 5, 6), range), Plan::Keep(_)));
+        assert!(matches!(plan(&info(0, 5, 6), range, 1), Plan::Keep(_)));
     }
 
     #[test]
@@ -630,7 +646,7 @@ mod tests {
         let range = read(&mut shard, 0, 3);
         assert!(range.trimmed);
         assert_eq!(seqs(&range.records), [seq(2), seq(3)]);
-        let Plan::Redrive { records, expired } = plan(&info(0, 3, 4), range) else {
+        let Plan::Redrive { records, expired } = plan(&info(0, 3, 4), range, 1) else {
             panic!("the rest of the range is redriven")
         };
         assert_eq!((records.len(), expired), (2, 2));
@@ -638,7 +654,7 @@ mod tests {
         let mut shard = Scripted::new(vec![page(7..9, 0)]);
         let range = read(&mut shard, 0, 3);
         assert!(range.trimmed && range.records.is_empty());
-        assert_eq!(plan(&info(0, 3, 4), range), Plan::Expired { records: 4 });
+        assert_eq!(plan(&info(0, 3, 4), range, 1), Plan::Expired { records: 4 });
     }
 
     #[test]
@@ -646,7 +662,7 @@ mod tests {
         let mut shard = Scripted::new(vec![page(0..2, 0)]);
         let range = read(&mut shard, 0, 5);
         assert_eq!((range.records.len(), &range.stop), (2, &Stop::Tip));
-        assert!(matches!(plan(&info(0, 5, 6), range), Plan::Keep(_)));
+        assert!(matches!(plan(&info(0, 5, 6), range, 1), Plan::Keep(_)));
     }
 
     #[test]
@@ -654,14 +670,60 @@ mod tests {
         let mut shard = Scripted::new((0..200).map(|_| page(0..0, 1_000)).collect());
         let range = read(&mut shard, 0, 5);
         assert_eq!(range.stop, Stop::PageLimit(100));
-        assert!(matches!(plan(&info(0, 5, 6), range), Plan::Keep(_)));
+        assert!(matches!(plan(&info(0, 5, 6), range, 1), Plan::Keep(_)));
+    }
+
+    #[test]
+    fn with_a_parallelization_factor_only_the_batchs_lane_is_redriven() {
+        // A batch is one lane's records; its range also holds the other lanes' records.
+        let lanes = 3;
+        let all: Vec<Record> = (0..12).map(rec).collect();
+        let lane_of = |r: &Record| crate::esm::lane(&r.partition_key, lanes);
+        let batch: Vec<String> = all
+            .iter()
+            .filter(|r| lane_of(r) == lane_of(&all[0]))
+            .map(|r| r.sequence_number.clone())
+            .collect();
+        assert!(batch.len() > 1 && batch.len() < all.len(), "{batch:?}");
+        let end = all
+            .iter()
+            .position(|r| Some(&r.sequence_number) == batch.last())
+            .unwrap();
+        let range = Range {
+            records: all[..=end].to_vec(),
+            trimmed: false,
+            stop: Stop::End,
+        };
+        let Plan::Redrive { records, expired } =
+            plan(&info(0, end, batch.len() as u64), range.clone(), lanes)
+        else {
+            panic!("the lane's records are redriven")
+        };
+        assert_eq!((seqs(&records), expired), (batch.clone(), 0));
+        // Read as if there were one lane, the range holds more than the batch: kept.
+        assert!(matches!(
+            plan(&info(0, end, batch.len() as u64), range.clone(), 1),
+            Plan::Keep(_)
+        ));
+        // The range's first record trimmed: the lane is the last record's.
+        let trimmed = Range {
+            records: all[1..=end].to_vec(),
+            trimmed: true,
+            stop: Stop::End,
+        };
+        let Plan::Redrive { records, expired } =
+            plan(&info(0, end, batch.len() as u64), trimmed, lanes)
+        else {
+            panic!("the rest of the lane's records are redriven")
+        };
+        assert_eq!((seqs(&records), expired), (batch[1..].to_vec(), 1));
     }
 
     #[test]
     fn a_range_that_does_not_hold_the_messages_records_keeps_the_message() {
         let mut shard = Scripted::new(vec![page(0..4, 0)]);
         let range = read(&mut shard, 0, 3);
-        assert!(matches!(plan(&info(0, 3, 5), range), Plan::Keep(_)));
+        assert!(matches!(plan(&info(0, 3, 5), range, 1), Plan::Keep(_)));
     }
 
     #[test]

@@ -766,7 +766,11 @@ fn a_closed_shard_is_checkpointed_at_shard_end_and_only_then_its_children_start(
     assert!(!parent.finished(), "the last records are delivered first");
     assert_eq!(rt.block_on(parent.step(t0)).unwrap(), 0);
     assert!(parent.finished());
-    assert_eq!(rt.block_on(parent.step(t0)).unwrap(), 0, "and it stays done");
+    assert_eq!(
+        rt.block_on(parent.step(t0)).unwrap(),
+        0,
+        "and it stays done"
+    );
     assert_eq!(
         store.writes().last().unwrap(),
         &(SHARD.to_owned(), Checkpoint::ShardEnd)
@@ -1062,4 +1066,22 @@ fn the_checkpoint_is_the_lowest_sequence_number_not_done_in_any_lane() {
         store.0.lease(SHARD).unwrap().checkpoint,
         Some(Checkpoint::After(seq(11)))
     );
+}
+
+#[test]
+fn the_environment_files_parallelization_factor_reaches_the_mapping() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for name in ["local", "dev", "prod"] {
+        let file = root.join(format!("environments/{name}.toml"));
+        let text = std::fs::read_to_string(&file).unwrap();
+        let env = pipeline_config::Environment::from_toml(&format!("{name}.toml"), &text).unwrap();
+        let mut m = env.event_source_mapping.clone();
+        assert_eq!(
+            Settings::from(&m).parallelization_factor,
+            m.parallelization_factor as usize,
+            "{name}"
+        );
+        m.parallelization_factor = 7;
+        assert_eq!(Settings::from(&m).parallelization_factor, 7);
+    }
 }
