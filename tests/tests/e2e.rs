@@ -1027,3 +1027,37 @@ fn a_restarted_mapping_resumes_at_its_checkpoint_and_delivers_nothing_twice() {
         }
     });
 }
+
+#[test]
+fn with_a_parallelization_factor_every_record_is_delivered_once() {
+    with_stack(async |local| {
+        local
+            .restart_mapping(mapping_settings(local, |s| {
+                s.parallelization_factor = 4;
+                s.batch_size = 10;
+            }))
+            .await
+            .unwrap();
+        let records: Vec<(String, Vec<u8>)> = (0..400)
+            .map(|i| {
+                (
+                    format!("user-{}", i % 40),
+                    event(&format!("lanes-{i}"), "click", json!({})),
+                )
+            })
+            .collect();
+        put(local, records).await;
+        let p = local
+            .wait_quiescent(400, Duration::from_secs(120))
+            .await
+            .unwrap();
+        assert_eq!((p.processed_rows, p.duplicates), (400, 0), "{p:?}");
+        let stats = local.mapping_stats();
+        assert_eq!(stats.records_delivered, 400, "{stats:?}");
+        assert!(stats.invocations >= 40, "batches of at most 10: {stats:?}");
+        let report = reconcile(&local.clients, &local.stack, 400, 400, 0)
+            .await
+            .unwrap();
+        assert_eq!((report.distinct_event_ids, report.lost), (400, 0));
+    });
+}
