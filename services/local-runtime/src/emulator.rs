@@ -196,11 +196,11 @@ impl Emulator {
             "AWS_ENDPOINT_URL",
             options.workers_endpoint.as_deref().unwrap_or(&endpoint),
         )
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().map_err(|e| Error::io(&log, e))?)
-            .stderr(log_file)
-            // Its own process group, so that stopping it stops its Lambda workers too.
-            .process_group(0);
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().map_err(|e| Error::io(&log, e))?)
+        .stderr(log_file)
+        // Its own process group, so that stopping it stops its Lambda workers too.
+        .process_group(0);
         let child = cmd
             .spawn()
             .map_err(|e| Error::Emulator(format!("starting ministack: {e}")))?;

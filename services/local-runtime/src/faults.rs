@@ -190,7 +190,9 @@ impl FaultProxy {
         plan: Plan,
     ) -> Result<FaultProxy, Error> {
         use rustls_pki_types::pem::PemObject;
-        let e = |what: &str, e: &dyn std::fmt::Display| Error::Emulator(format!("fault injector: {what}: {e}"));
+        let e = |what: &str, e: &dyn std::fmt::Display| {
+            Error::Emulator(format!("fault injector: {what}: {e}"))
+        };
         let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(certificate)
             .map_err(|x| e("reading its certificate", &x))?
             .collect::<Result<_, _>>()
@@ -207,7 +209,9 @@ impl FaultProxy {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
 
         let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).map_err(|x| e("reading the CA", &x))? {
+        for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca)
+            .map_err(|x| e("reading the CA", &x))?
+        {
             roots
                 .add(cert.map_err(|x| e("reading the CA", &x))?)
                 .map_err(|x| e("trusting the CA", &x))?;
@@ -268,10 +272,7 @@ impl FaultProxy {
     }
 }
 
-async fn handle(
-    shared: &Shared,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Cut> {
+async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Cut> {
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -304,13 +305,23 @@ async fn handle(
     if let Ok(mut stats) = shared.stats.lock() {
         stats.requests += 1;
         if let (Some(f), Some(s)) = (fault, &service) {
-            *stats.faults.entry(s.clone()).or_default().entry(f).or_default() += 1;
+            *stats
+                .faults
+                .entry(s.clone())
+                .or_default()
+                .entry(f)
+                .or_default() += 1;
         }
     }
     let service = service.unwrap_or_default();
     match fault {
         Some(Fault::ConnectionReset) => return Err(Cut("connection reset (injected)")),
-        Some(f @ (Fault::SlowDown | Fault::InternalError | Fault::ProvisionedThroughputExceeded | Fault::Throttling)) => {
+        Some(
+            f @ (Fault::SlowDown
+            | Fault::InternalError
+            | Fault::ProvisionedThroughputExceeded
+            | Fault::Throttling),
+        ) => {
             return Ok(fault_response(f, &service));
         }
         _ => {}
@@ -361,8 +372,14 @@ mod tests {
 
     #[test]
     fn reads_are_never_lost_after_the_write_and_each_service_gets_its_own_faults() {
-        assert!(!is_write(&http::Method::POST, Some("DynamoDB_20120810.GetItem")));
-        assert!(is_write(&http::Method::POST, Some("DynamoDB_20120810.UpdateItem")));
+        assert!(!is_write(
+            &http::Method::POST,
+            Some("DynamoDB_20120810.GetItem")
+        ));
+        assert!(is_write(
+            &http::Method::POST,
+            Some("DynamoDB_20120810.UpdateItem")
+        ));
         assert!(!is_write(&http::Method::GET, None));
         assert!(is_write(&http::Method::PUT, None));
         assert!(!faults_for("s3", false).contains(&Fault::LostResponseAfterWrite));

@@ -175,7 +175,16 @@ impl Local {
         if let (Some(m), Some(adjust)) = (model.as_mut(), options.adjust) {
             adjust(m);
         }
-        Self::on(emulator, env, packages, settings, options.policies, model, proxy).await
+        Self::on(
+            emulator,
+            env,
+            packages,
+            settings,
+            options.policies,
+            model,
+            proxy,
+        )
+        .await
     }
 
     /// Provisions and starts the mapping on a running emulator, with explicit mapping settings.
