@@ -1029,6 +1029,76 @@ fn a_restarted_mapping_resumes_at_its_checkpoint_and_delivers_nothing_twice() {
 }
 
 #[test]
+fn a_tenth_of_all_calls_faulted_loses_and_duplicates_nothing() {
+    let options = runtime::Options {
+        faults: Some(local_runtime::faults::Plan {
+            rate: 0.1,
+            seed: 11,
+        }),
+        ..runtime::Options::default()
+    };
+    with_stack_using(&options, async |local| {
+        // Ten rounds, each processed before the next is sent: many raw objects, many calls.
+        let (rounds, per_round) = (10u64, 60u64);
+        let n = rounds * per_round;
+        for round in 0..rounds {
+            put(
+                local,
+                (0..per_round)
+                    .map(|i| {
+                        let id = round * per_round + i;
+                        let ty = ["click", "purchase"][id as usize % 2];
+                        (format!("pk-{id}"), event(&format!("f-{id}"), ty, json!({})))
+                    })
+                    .collect(),
+            )
+            .await;
+            local
+                .wait_quiescent((round + 1) * per_round, Duration::from_secs(120))
+                .await
+                .unwrap();
+        }
+        let p = local
+            .wait_quiescent(n, Duration::from_secs(240))
+            .await
+            .unwrap();
+        let stats = local.faults.as_ref().unwrap().stats();
+        assert!(stats.injected() >= 10, "faults were injected: {stats:?}");
+        for service in ["s3", "dynamodb", "kinesis"] {
+            assert!(
+                stats.faults.contains_key(service),
+                "no {service} fault: {stats:?}"
+            );
+        }
+        let report = reconcile(&local.clients, &local.stack, n, n, 0)
+            .await
+            .unwrap();
+        assert_eq!(report.lost, 0, "{p:?} {stats:?}");
+        // Every Kinesis record at most once in processed, and every event there.
+        let rows = rows(local).await;
+        let mut units: Vec<(String, String, i64)> = rows
+            .iter()
+            .map(|(_, r)| {
+                (
+                    r.kinesis_shard.clone(),
+                    r.kinesis_seq.clone(),
+                    r.kinesis_subseq,
+                )
+            })
+            .collect();
+        units.sort();
+        let total = units.len();
+        units.dedup();
+        assert_eq!(total, units.len(), "a record is in processed twice");
+        assert_eq!(
+            (report.processed_rows, report.pending_objects),
+            (n, 0),
+            "{p:?} {stats:?}"
+        );
+    });
+}
+
+#[test]
 fn with_a_parallelization_factor_every_record_is_delivered_once() {
     with_stack(async |local| {
         local

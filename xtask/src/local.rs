@@ -28,16 +28,21 @@ pub struct DemoOptions {
     pub stack: StackOptions,
 }
 
-/// How to run the local stack: whose policies the emulator enforces, or none (`--no-authz`).
+/// How to run the local stack: whose policies the emulator enforces, or none (`--no-authz`), and
+/// the share of the pipeline's calls the fault injector fails.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
     pub policies: Option<Policies>,
+    pub faults: Option<f64>,
 }
 
 impl StackOptions {
     fn runtime(&self) -> runtime::Options {
         runtime::Options {
             policies: self.policies,
+            faults: self
+                .faults
+                .map(|rate| local_runtime::faults::Plan { rate, seed: 42 }),
             ..runtime::Options::default()
         }
     }
@@ -280,6 +285,22 @@ async fn demo_on(local: &Local, o: &DemoOptions, producer: &Path, out: &Path) ->
             function.trim_start_matches("eventpipe-local-")
         );
     }
+    if let Some(proxy) = &local.faults {
+        let stats = proxy.stats();
+        println!(
+            "{:<28} {} of {} calls faulted",
+            "faults injected",
+            stats.injected(),
+            stats.requests
+        );
+        for (service, faults) in &stats.faults {
+            let kinds: Vec<String> = faults
+                .iter()
+                .map(|(f, n)| format!("{} {n}", f.as_str()))
+                .collect();
+            println!("{:<28} {}", format!("  {service}"), kinds.join(", "));
+        }
+    }
     println!("{:<28} {}", "report", out.join("report.html").display());
     if report.lost != 0
         || report.stream_dlq_messages > 0
@@ -356,6 +377,9 @@ pub fn up(detach: bool, options: &StackOptions) -> Result<()> {
                 Some(p) => cmd.args(["--policies", p.as_str()]),
                 None => cmd.arg("--no-authz"),
             };
+            if let Some(rate) = options.faults {
+                cmd.args(["--faults", &rate.to_string()]);
+            }
             cmd.stdin(std::process::Stdio::null())
                 .stdout(std::fs::File::create(&log)?)
                 .stderr(std::fs::File::create(log.with_extension("err.log"))?)

@@ -216,16 +216,26 @@ struct StackArgs {
     /// Turn authorisation off (plain HTTP, every request as the account's root): debugging only.
     #[arg(long)]
     no_authz: bool,
+    /// Fail this share of the functions' and tools' AWS calls (0–1): throttling, server errors,
+    /// connection resets and responses lost after the write took effect.
+    #[arg(long)]
+    faults: Option<f64>,
 }
 
 impl StackArgs {
     fn options(&self) -> Result<local::StackOptions> {
+        if let Some(rate) = self.faults
+            && !(0.0..=1.0).contains(&rate)
+        {
+            anyhow::bail!("--faults {rate}: give a share between 0 and 1, e.g. 0.1");
+        }
         Ok(local::StackOptions {
             policies: if self.no_authz {
                 None
             } else {
                 Some(self.policies.parse().map_err(anyhow::Error::msg)?)
             },
+            faults: self.faults,
         })
     }
 }

@@ -36,6 +36,8 @@ pub struct Local {
     reader: Clients,
     /// The mapping's lease and checkpoint table (root's: the checkpoint is Lambda's own state).
     pub checkpoint_table: String,
+    /// The fault injector in front of the emulator, when faults are on (it stops when dropped).
+    pub faults: Option<FaultProxy>,
 }
 
 /// A running event-source mapping.
@@ -236,6 +238,7 @@ impl Local {
             mapping: Mutex::new(Some(mapping)),
             reader,
             checkpoint_table,
+            faults,
         })
     }
 
