@@ -1073,7 +1073,7 @@ fn a_tenth_of_all_calls_faulted_loses_and_duplicates_nothing() {
         let report = reconcile(&local.clients, &local.stack, n, n, 0)
             .await
             .unwrap();
-        assert_eq!(report.lost, 0, "{p:?} {stats:?}");
+        assert_eq!((report.lost, report.duplicated), (0, 0), "{p:?} {stats:?}");
         // Every Kinesis record at most once in processed, and every event there.
         let rows = rows(local).await;
         let mut units: Vec<(String, String, i64)> = rows

@@ -303,13 +303,15 @@ async fn demo_on(local: &Local, o: &DemoOptions, producer: &Path, out: &Path) ->
     }
     println!("{:<28} {}", "report", out.join("report.html").display());
     if report.lost != 0
+        || report.duplicated != 0
         || report.stream_dlq_messages > 0
         || report.transform_dlq_messages > 0
         || report.pending_objects > 0
     {
         bail!(
-            "reconciliation failed: lost = {}, DLQ messages = {}, pending raw objects = {}",
+            "reconciliation failed: lost = {}, duplicated = {}, DLQ messages = {}, pending raw objects = {}",
             report.lost,
+            report.duplicated,
             report.stream_dlq_messages + report.transform_dlq_messages,
             report.pending_objects
         );

@@ -115,6 +115,9 @@ pub struct Report {
     pub processed_objects: u64,
     pub processed_rows: u64,
     pub distinct_event_ids: u64,
+    /// Processed rows whose Kinesis record (shard, sequence number, sub-sequence number) is in
+    /// processed already: each is a record delivered twice that did not heal.
+    pub duplicated: u64,
     pub duplicates_dropped: u64,
     pub quarantined: BTreeMap<String, u64>,
     pub quarantined_total: u64,
@@ -161,6 +164,7 @@ pub async fn reconcile(
     let processed_at = processed_times(clients, stack).await?;
 
     let mut ids = std::collections::HashSet::new();
+    let mut units = std::collections::HashSet::new();
     let mut latencies = Vec::new();
     let mut arrived_per_s: BTreeMap<i64, u64> = BTreeMap::new();
     let mut processed_per_s: BTreeMap<i64, u64> = BTreeMap::new();
@@ -170,6 +174,13 @@ pub async fn reconcile(
         let rows = read_rows(body).map_err(|e| Error::Reconcile(format!("{key}: {e}")))?;
         for r in rows {
             report.processed_rows += 1;
+            if !units.insert((
+                r.kinesis_shard.clone(),
+                r.kinesis_seq.clone(),
+                r.kinesis_subseq,
+            )) {
+                report.duplicated += 1;
+            }
             ids.insert(r.event_id.clone());
             let arrival_ms = r.arrival_time_us / 1000;
             first_arrival = first_arrival.min(arrival_ms);
@@ -197,7 +208,8 @@ pub async fn reconcile(
     }
     report.stream_dlq_records =
         dlq_records(&SqsQueue::new(clients, &stack.stream_dlq_url), SETTLE).await?;
-    let accounted = report.processed_rows
+    // A record in processed twice counts once: a duplicate must not hide a loss.
+    let accounted = report.processed_rows - report.duplicated
         + report.duplicates_dropped
         + report.quarantined_total
         + report.stream_dlq_records;
@@ -389,6 +401,13 @@ impl Report {
             format!(
                 "{} in {} objects, {} distinct event ids",
                 self.processed_rows, self.processed_objects, self.distinct_event_ids
+            ),
+        );
+        line(
+            "duplicated (same record)",
+            format!(
+                "{} (by shard, sequence and sub-sequence number)",
+                self.duplicated
             ),
         );
         line("duplicates dropped", self.duplicates_dropped.to_string());
