@@ -253,11 +253,13 @@ async fn demo_on(local: &Local, o: &DemoOptions, producer: &Path, out: &Path) ->
         "\nproducer: {sent} events sent at {:.0} events/s; waiting for the pipeline to quiesce",
         summary["events_per_second"].as_f64().unwrap_or(0.0)
     );
+    // Every unit the stream holds, the copies of retried producer calls included.
+    let units = local_runtime::reconcile::stream_units(&local.clients, &local.stack).await?;
     let waited = Instant::now();
     loop {
-        let p = local.wait_quiescent(sent, Duration::from_secs(2)).await?;
+        let p = local.wait_quiescent(units, Duration::from_secs(2)).await?;
         status_line(local).await;
-        if (p.accounted() >= sent && p.pending_objects == 0 && local.mapping_idle())
+        if (p.accounted() >= units && p.pending_objects == 0 && local.mapping_idle())
             || waited.elapsed() > o.timeout
         {
             break;

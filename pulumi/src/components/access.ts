@@ -92,10 +92,11 @@ export class Access extends pulumi.ComponentResource {
             { Sid: "PutCanaries", Effect: "Allow", Action: "kinesis:PutRecord", Resource: ingest.stream.arn },
             encryptEvents,
             {
-                // Redrive re-reads the sequence range a stream dead letter names.
+                // Redrive re-reads the sequence range a stream dead letter names; reconciliation
+                // counts every unit the stream holds.
                 Sid: "ReadStream",
                 Effect: "Allow",
-                Action: ["kinesis:GetShardIterator", "kinesis:GetRecords"],
+                Action: ["kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords"],
                 Resource: ingest.stream.arn,
             },
             {

@@ -87,6 +87,9 @@ impl Clients {
     ) -> Result<Clients, Error> {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(endpoint)
+            // The tools ride out throttling and resets (and the fault injector) as a careful
+            // operator's client would: more attempts than the SDK's default three.
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(10))
             .region(aws_config::Region::new(REGION))
             .credentials_provider(aws_sdk_s3::config::Credentials::new(
                 ROOT_ACCESS_KEY,

@@ -110,6 +110,12 @@ pub struct Report {
     pub events_sent: u64,
     pub events_sent_valid: u64,
     pub events_sent_invalid: u64,
+    /// Input units the stream holds (records, each sub-record of a KPL aggregate counted): what
+    /// the pipeline must account for. More than `events_sent` when a producer retried a call that
+    /// had taken effect (it counts those as possibly twice).
+    pub stream_units: u64,
+    /// `stream_units - events_sent`: copies the producer's retries put in the stream.
+    pub stream_duplicates: i64,
     pub raw_objects: u64,
     pub raw_records: u64,
     pub processed_objects: u64,
@@ -136,6 +142,76 @@ pub struct Report {
     pub latency_histogram: Vec<(f64, u64)>,
     /// Per second since the first arrival: (second, arrived, processed).
     pub timeline: Vec<(i64, u64, u64)>,
+}
+
+/// The input units in the stream (every shard from its trim horizon to its newest record): a
+/// record is one unit, a KPL aggregate one per sub-record (or one if it cannot be decoded, as the
+/// stream processor quarantines it).
+pub async fn stream_units(clients: &Clients, stack: &Stack) -> Result<u64, Error> {
+    use aws_sdk_kinesis::types::ShardIteratorType;
+    let mut shards = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut req = clients.kinesis.list_shards();
+        req = match &token {
+            Some(t) => req.next_token(t),
+            None => req.stream_arn(&stack.stream_arn),
+        };
+        let page = req
+            .send()
+            .await
+            .map_err(|e| Error::aws("kinesis ListShards", DisplayErrorContext(e)))?;
+        shards.extend(page.shards().iter().map(|s| s.shard_id().to_owned()));
+        token = page.next_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    let mut units = 0;
+    for shard in shards {
+        let mut iterator = clients
+            .kinesis
+            .get_shard_iterator()
+            .stream_arn(&stack.stream_arn)
+            .shard_id(&shard)
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .map_err(|e| Error::aws("kinesis GetShardIterator", DisplayErrorContext(e)))?
+            .shard_iterator;
+        // An emulator may not report how far behind a page is: three empty pages in a row end too.
+        let mut empty = 0;
+        while let Some(it) = iterator.take() {
+            let page = clients
+                .kinesis
+                .get_records()
+                .stream_arn(&stack.stream_arn)
+                .shard_iterator(it)
+                .limit(10_000)
+                .send()
+                .await
+                .map_err(|e| Error::aws("kinesis GetRecords", DisplayErrorContext(e)))?;
+            for r in page.records() {
+                let data = r.data().as_ref();
+                units += if pipeline_core::kpl::is_aggregated(data) {
+                    pipeline_core::kpl::deaggregate(data).map_or(1, |s| s.len() as u64)
+                } else {
+                    1
+                };
+            }
+            // Caught up: an empty page at the shard's newest record (or a closed shard's end).
+            empty = if page.records().is_empty() {
+                empty + 1
+            } else {
+                0
+            };
+            let caught_up = empty > 0 && (page.millis_behind_latest() == Some(0) || empty >= 3);
+            if !caught_up {
+                iterator = page.next_shard_iterator().map(str::to_owned);
+            }
+        }
+    }
+    Ok(units)
 }
 
 /// Reads back everything the stack holds and accounts for `sent` events.
@@ -213,7 +289,12 @@ pub async fn reconcile(
         + report.duplicates_dropped
         + report.quarantined_total
         + report.stream_dlq_records;
-    report.lost = sent as i64 - accounted as i64;
+    report.stream_units = stream_units(clients, stack).await?;
+    report.stream_duplicates = report.stream_units as i64 - sent as i64;
+    // Every unit the stream holds ends processed, quarantined or in the DLQ; and no event sent
+    // is missing from the stream.
+    report.lost =
+        (report.stream_units as i64 - accounted as i64) + (-report.stream_duplicates).max(0);
 
     latencies.sort_by(f64::total_cmp);
     let pct = |p: f64| {
@@ -390,6 +471,13 @@ impl Report {
             format!(
                 "{} ({} valid, {} invalid by design)",
                 self.events_sent, self.events_sent_valid, self.events_sent_invalid
+            ),
+        );
+        line(
+            "stream",
+            format!(
+                "{} units ({} copies from retried producer calls)",
+                self.stream_units, self.stream_duplicates
             ),
         );
         line(

@@ -10,14 +10,24 @@ use crate::{Entry, EntryOutcome, RecordSink, SinkError};
 
 #[derive(Debug, Clone)]
 pub struct KinesisSink {
+    /// For ListShards, with the SDK's retries.
     client: aws_sdk_kinesis::Client,
+    /// For PutRecords, without them: [`crate::send_batch`] retries itself, so that it knows when
+    /// a retried call may have put its records already (the SDK would retry such a call unseen).
+    put_client: aws_sdk_kinesis::Client,
     stream: String,
 }
 
 impl KinesisSink {
     pub fn new(config: &aws_config::SdkConfig, stream: impl Into<String>) -> Self {
+        let put_client = aws_sdk_kinesis::Client::from_conf(
+            aws_sdk_kinesis::config::Builder::from(config)
+                .retry_config(aws_config::retry::RetryConfig::disabled())
+                .build(),
+        );
         KinesisSink {
             client: aws_sdk_kinesis::Client::new(config),
+            put_client,
             stream: stream.into(),
         }
     }
@@ -33,14 +43,22 @@ const RETRYABLE: &[&str] = &[
 ];
 
 /// An SDK error as a [`SinkError`]: retryable for throttling, server errors, timeouts and lost
-/// responses; ambiguous when the call may have taken effect (a timeout or a lost response).
+/// responses; ambiguous when the call may have taken effect (a timeout, a lost response, a
+/// connection that broke — which may also have broken before the request was sent: counted as
+/// possible, never as certain).
 fn sink_error<E, R>(e: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> SinkError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
     use aws_smithy_runtime_api::client::result::SdkError;
-    let ambiguous = matches!(e, SdkError::TimeoutError(_) | SdkError::ResponseError(_));
+    // A connection that broke after the request was written may have been applied too: only a
+    // failure to connect at all is certainly not.
+    let ambiguous = match &e {
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        SdkError::DispatchFailure(d) => d.is_io() || d.is_timeout() || d.is_other(),
+        _ => false,
+    };
     let retryable = match &e {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             true
@@ -106,7 +124,7 @@ impl RecordSink for KinesisSink {
                 message: e.to_string(),
             })?;
         let out = self
-            .client
+            .put_client
             .put_records()
             .stream_name(&self.stream)
             .set_records(Some(records))
