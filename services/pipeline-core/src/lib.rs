@@ -4,6 +4,7 @@
 //! arguments (a record's arrival time), keys and outputs are pure functions of the input, and every
 //! per-record problem is a value ([`Rejection`]) rather than a panic or an early return.
 
+pub mod audit;
 pub mod event;
 pub mod ingest;
 pub mod keys;
