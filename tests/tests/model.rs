@@ -8,7 +8,10 @@
 //! redrive). After quiescence:
 //! - every valid unit is in exactly one processed row (event ids are unique here);
 //! - every invalid unit is in exactly one quarantine line, with the expected reason;
-//! - every metadata item is `PROCESSED` and lists exactly the processed objects of its raw key.
+//! - every metadata item is `PROCESSED` and its output set lists exactly the processed objects of
+//!   its raw key.
+//!
+//! The in-memory table refuses items over DynamoDB's 400 KB limit, as DynamoDB does.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,6 +21,7 @@ use aws_lambda_events::event::kinesis::KinesisEvent;
 use base64::Engine;
 use chrono::{DateTime, TimeZone, Utc};
 use pipeline_aws::memory::{Faults, MemoryMetadataStore, MemoryObjectStore, PutNotice};
+use pipeline_aws::read_output_set;
 use pipeline_aws::store::STATUS_PROCESSED;
 use pipeline_core::ingest::{QuarantineLine, gunzip};
 use pipeline_core::kpl::{self, SubRecord};
@@ -567,7 +571,16 @@ fn check(records: Vec<Rec>, shards: usize, p: Platform) -> Result<(), TestCaseEr
             "{} not processed",
             item.raw_key
         );
-        listed.extend(item.outputs);
+        prop_assert!(item.legacy_outputs.is_empty());
+        let set = item
+            .outputs
+            .expect("a processed item refers to its output set");
+        let keys = model
+            .rt
+            .block_on(read_output_set(&model.metadata, &item.raw_key, &set))
+            .unwrap();
+        prop_assert_eq!(keys.len() as u64, set.count);
+        listed.extend(keys);
     }
     prop_assert_eq!(listed, processed_keys.into_iter().collect::<BTreeSet<_>>());
     Ok(())

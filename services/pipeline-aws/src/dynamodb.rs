@@ -1,23 +1,40 @@
 //! [`MetadataStore`] over the official DynamoDB client.
 //!
-//! Table layout (one item per raw object), documented in `docs/operations.md`:
-//! hash key `raw_key`; `status` (`RAW_WRITTEN` / `PROCESSED`); `raw_sha256` (the content the item
-//! describes); `processed_sha256`; `outputs`; counts and sequence range; `expires_at` (TTL); and the
-//! sparse attribute `pending` = `PENDING` with `raw_written_at`, indexed by `pending-by-age`, present
-//! only until the object is processed.
+//! Table layout, documented in `docs/data-contract.md` (metadata table) and `docs/operations.md`;
+//! names and shapes from [`pipeline_core::metadata`]:
+//! - one item per raw object, hash key `raw_key`: `status` (`RAW_WRITTEN` / `PROCESSED`),
+//!   `raw_sha256` (the content the item describes), `processed_sha256`, counts and sequence
+//!   range, `expires_at` (TTL), the lease (`lease_owner`, `lease_until`), the output set it refers
+//!   to (`output_generation`, `output_pages`, `output_count`), and the sparse attribute
+//!   `pending` = `PENDING#<bucket>` with `raw_written_at`, indexed by `pending-by-age` (keys only),
+//!   present only until the object is processed;
+//! - one item per page of an output set, hash key `<raw key>#outputs/<generation>/<index>`:
+//!   `page_of` (the raw key), `output_keys` (a list of output keys), `expires_at`.
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-
-use crate::error::from_sdk;
-use crate::store::{PENDING, STATUS_PROCESSED, STATUS_RAW_WRITTEN};
-use crate::{
-    Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, ProcessedUpdate, RawItem,
-    RecordOutcome, StoreError,
+use pipeline_core::metadata::{
+    self, HASH_KEY, OUTPUT_KEYS_ATTRIBUTE, PENDING_ATTRIBUTE, PENDING_BUCKETS,
+    WRITTEN_AT_ATTRIBUTE, output_page_item, output_page_key, pending_value, pending_value_of,
 };
 
-pub const PENDING_INDEX: &str = "pending-by-age";
+use crate::error::from_sdk;
+use crate::store::{STATUS_PROCESSED, STATUS_RAW_WRITTEN};
+use crate::{
+    Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, OutputPage, OutputSet,
+    OutputsOutcome, PendingObject, ProcessedUpdate, RawItem, RecordOutcome, StoreError,
+};
+
+pub use pipeline_core::metadata::PENDING_INDEX;
+
+/// The output set attributes of a raw object's item.
+const OUTPUT_GENERATION: &str = "output_generation";
+const OUTPUT_PAGES: &str = "output_pages";
+const OUTPUT_COUNT: &str = "output_count";
+/// Attributes of items written before output pages: the output keys, in the item itself.
+const LEGACY_OUTPUTS: &str = "outputs";
+const LEGACY_WRITTEN_OUTPUTS: &str = "written_outputs";
 
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
@@ -40,6 +57,35 @@ fn s(v: impl Into<String>) -> AttributeValue {
 
 fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
+}
+
+/// The SDK's value for one of the core's.
+fn sdk_value(v: &metadata::AttributeValue<'_>) -> AttributeValue {
+    use metadata::AttributeValue as V;
+    match v {
+        V::S(x) => s(*x),
+        V::N(x) => AttributeValue::N(x.clone()),
+        V::B(x) => AttributeValue::B(x.to_vec().into()),
+        V::Bool(x) => AttributeValue::Bool(*x),
+        V::Null => AttributeValue::Null(true),
+        V::Ss(x) => AttributeValue::Ss(x.iter().map(|e| (*e).to_owned()).collect()),
+        V::Ns(x) => AttributeValue::Ns(x.clone()),
+        V::Bs(x) => AttributeValue::Bs(x.iter().map(|e| e.to_vec().into()).collect()),
+        V::L(x) => AttributeValue::L(x.iter().map(sdk_value).collect()),
+        V::M(x) => AttributeValue::M(
+            x.iter()
+                .map(|(k, e)| ((*k).to_owned(), sdk_value(e)))
+                .collect(),
+        ),
+    }
+}
+
+/// The condition that the item still refers to the output set of generation `previous`.
+fn refers_to(previous: Option<u64>) -> &'static str {
+    match previous {
+        Some(_) => "output_generation = :previous",
+        None => "attribute_not_exists(output_generation)",
+    }
 }
 
 impl MetadataStore for DynamoStore {
@@ -65,7 +111,7 @@ impl MetadataStore for DynamoStore {
         ];
         let mut values: HashMap<String, AttributeValue> = [
             (":raw_written", s(STATUS_RAW_WRITTEN)),
-            (":pending", s(PENDING)),
+            (":pending", s(pending_value_of(&item.raw_key))),
             (":written_at", s(&item.written_at)),
             (":sha", s(&item.raw_sha256)),
             (":shard", s(&item.shard_id)),
@@ -134,19 +180,27 @@ impl MetadataStore for DynamoStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .key("raw_key", s(&u.raw_key))
+            .key(HASH_KEY, s(&u.raw_key))
             .update_expression(
-                "SET #status = :processed, processed_sha256 = :sha, outputs = :outputs, processed_rows = :rows, \
+                "SET #status = :processed, processed_sha256 = :sha, output_generation = :generation, \
+                 output_pages = :pages, output_count = :count, processed_rows = :rows, \
                  duplicates = :dups, processed_at = :at, processed_correlation_id = :correlation, \
-                 processed_sequencer = :sequencer REMOVE #pending, lease_owner, lease_until, written_outputs",
+                 processed_sequencer = :sequencer \
+                 REMOVE #pending, lease_owner, lease_until, #outputs, written_outputs",
             )
-            .condition_expression("raw_sha256 = :sha AND lease_owner = :owner")
+            .condition_expression(format!(
+                "raw_sha256 = :sha AND lease_owner = :owner AND {}",
+                refers_to(u.previous_generation)
+            ))
             .expression_attribute_values(":owner", s(&u.lease_owner))
             .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#pending", "pending")
+            .expression_attribute_names("#pending", PENDING_ATTRIBUTE)
+            .expression_attribute_names("#outputs", LEGACY_OUTPUTS)
             .expression_attribute_values(":processed", s(STATUS_PROCESSED))
             .expression_attribute_values(":sha", s(&u.raw_sha256))
-            .expression_attribute_values(":outputs", AttributeValue::L(u.outputs.iter().map(s).collect()))
+            .expression_attribute_values(":generation", n(u.outputs.generation))
+            .expression_attribute_values(":pages", n(u.outputs.pages))
+            .expression_attribute_values(":count", n(u.outputs.count))
             .expression_attribute_values(":rows", n(u.rows))
             .expression_attribute_values(":dups", n(u.duplicates))
             .expression_attribute_values(":at", s(&u.processed_at))
@@ -155,6 +209,9 @@ impl MetadataStore for DynamoStore {
             ":sequencer",
             u.sequencer.as_ref().map_or(AttributeValue::Null(true), s),
         );
+        if let Some(previous) = u.previous_generation {
+            req = req.expression_attribute_values(":previous", n(previous));
+        }
         match req.send().await {
             Ok(_) => Ok(MarkOutcome::Marked),
             Err(e)
@@ -171,19 +228,124 @@ impl MetadataStore for DynamoStore {
         }
     }
 
-    async fn acquire_lease(&self, lease: &Lease) -> Result<LeaseOutcome, StoreError> {
-        let mut update = "SET lease_owner = :owner, lease_until = :until, expires_at = if_not_exists(expires_at, :expires)".to_owned();
-        let mut req = self.client.update_item();
-        if !lease.outputs.is_empty() {
-            // A string set cannot be empty: only add when there is something to add.
-            update.push_str(" ADD written_outputs :outputs");
-            req = req
-                .expression_attribute_values(":outputs", AttributeValue::Ss(lease.outputs.clone()));
-        }
-        let result = req
+    async fn record_outputs(
+        &self,
+        raw_key: &str,
+        owner: &str,
+        previous: Option<u64>,
+        set: &OutputSet,
+    ) -> Result<OutputsOutcome, StoreError> {
+        let mut req = self
+            .client
+            .update_item()
             .table_name(&self.table)
-            .key("raw_key", s(&lease.raw_key))
-            .update_expression(update)
+            .key(HASH_KEY, s(raw_key))
+            .update_expression(
+                "SET output_generation = :generation, output_pages = :pages, output_count = :count \
+                 REMOVE #outputs, written_outputs",
+            )
+            .condition_expression(format!("lease_owner = :owner AND {}", refers_to(previous)))
+            .expression_attribute_names("#outputs", LEGACY_OUTPUTS)
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":generation", n(set.generation))
+            .expression_attribute_values(":pages", n(set.pages))
+            .expression_attribute_values(":count", n(set.count));
+        if let Some(previous) = previous {
+            req = req.expression_attribute_values(":previous", n(previous));
+        }
+        match req.send().await {
+            Ok(_) => Ok(OutputsOutcome::Recorded),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(OutputsOutcome::Superseded)
+            }
+            Err(e) => Err(from_sdk(
+                "UpdateItem",
+                &format!("{}/{raw_key} (outputs)", self.table),
+                e,
+            )),
+        }
+    }
+
+    async fn put_output_page(&self, page: &OutputPage) -> Result<(), StoreError> {
+        let key = output_page_key(&page.raw_key, page.generation, page.index);
+        let attributes = output_page_item(&key, &page.raw_key, &page.keys, page.expires_at);
+        // Every attribute but the key, SET: the page item as `output_page_item` shapes it.
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(HASH_KEY, s(&key));
+        let mut set = Vec::new();
+        for (i, (name, value)) in attributes
+            .iter()
+            .filter(|(n, _)| *n != HASH_KEY)
+            .enumerate()
+        {
+            set.push(format!("#a{i} = :v{i}"));
+            req = req
+                .expression_attribute_names(format!("#a{i}"), *name)
+                .expression_attribute_values(format!(":v{i}"), sdk_value(value));
+        }
+        req.update_expression(format!("SET {}", set.join(", ")))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| from_sdk("UpdateItem", &format!("{}/{key}", self.table), e))
+    }
+
+    async fn output_page(
+        &self,
+        raw_key: &str,
+        generation: u64,
+        index: u32,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let key = output_page_key(raw_key, generation, index);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(HASH_KEY, s(&key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| from_sdk("GetItem", &format!("{}/{key}", self.table), e))?;
+        Ok(out.item.map(|item| {
+            item.get(OUTPUT_KEYS_ATTRIBUTE)
+                .and_then(|v| v.as_l().ok())
+                .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
+                .unwrap_or_default()
+        }))
+    }
+
+    async fn delete_output_page(
+        &self,
+        raw_key: &str,
+        generation: u64,
+        index: u32,
+    ) -> Result<(), StoreError> {
+        let key = output_page_key(raw_key, generation, index);
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key(HASH_KEY, s(&key))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| from_sdk("DeleteItem", &format!("{}/{key}", self.table), e))
+    }
+
+    async fn acquire_lease(&self, lease: &Lease) -> Result<LeaseOutcome, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(HASH_KEY, s(&lease.raw_key))
+            .update_expression(
+                "SET lease_owner = :owner, lease_until = :until, expires_at = if_not_exists(expires_at, :expires)",
+            )
             .condition_expression(
                 "attribute_not_exists(lease_until) OR lease_until < :now OR lease_owner = :owner",
             )
@@ -236,58 +398,83 @@ impl MetadataStore for DynamoStore {
         }
     }
 
-    async fn pending_before(&self, written_before: &str) -> Result<Vec<MetadataItem>, StoreError> {
-        let mut items = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(PENDING_INDEX)
-                .key_condition_expression("#pending = :pending AND raw_written_at < :before")
-                .expression_attribute_names("#pending", "pending")
-                .expression_attribute_values(":pending", s(PENDING))
-                .expression_attribute_values(":before", s(written_before))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| from_sdk("Query", &format!("{}/{PENDING_INDEX}", self.table), e))?;
-            items.extend(out.items().iter().map(to_item));
-            match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(items),
+    async fn pending_before(&self, written_before: &str) -> Result<Vec<PendingObject>, StoreError> {
+        let mut objects = Vec::new();
+        // One query per bucket; the index projects its keys only, which is all this returns.
+        for bucket in 0..PENDING_BUCKETS {
+            let mut start: Option<HashMap<String, AttributeValue>> = None;
+            loop {
+                let out = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(PENDING_INDEX)
+                    .key_condition_expression("#pending = :pending AND #written_at < :before")
+                    .expression_attribute_names("#pending", PENDING_ATTRIBUTE)
+                    .expression_attribute_names("#written_at", WRITTEN_AT_ATTRIBUTE)
+                    .expression_attribute_values(":pending", s(pending_value(bucket)))
+                    .expression_attribute_values(":before", s(written_before))
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        from_sdk("Query", &format!("{}/{PENDING_INDEX}", self.table), e)
+                    })?;
+                objects.extend(out.items().iter().map(|m| PendingObject {
+                    raw_key: string_of(m, HASH_KEY).unwrap_or_default(),
+                    written_at: string_of(m, WRITTEN_AT_ATTRIBUTE).unwrap_or_default(),
+                }));
+                match out.last_evaluated_key {
+                    Some(k) if !k.is_empty() => start = Some(k),
+                    _ => break,
+                }
             }
         }
+        objects.sort_by(|a, b| (&a.written_at, &a.raw_key).cmp(&(&b.written_at, &b.raw_key)));
+        Ok(objects)
     }
 }
 
+fn string_of(m: &HashMap<String, AttributeValue>, k: &str) -> Option<String> {
+    m.get(k).and_then(|v| v.as_s().ok()).cloned()
+}
+
 fn to_item(m: &HashMap<String, AttributeValue>) -> MetadataItem {
-    let str_of = |k: &str| m.get(k).and_then(|v| v.as_s().ok()).cloned();
+    let str_of = |k: &str| string_of(m, k);
     let num_of = |k: &str| {
         m.get(k)
             .and_then(|v| v.as_n().ok())
             .and_then(|v| v.parse::<u64>().ok())
     };
-    MetadataItem {
-        raw_key: str_of("raw_key").unwrap_or_default(),
-        status: str_of("status").unwrap_or_default(),
-        raw_sha256: str_of("raw_sha256"),
-        processed_sha256: str_of("processed_sha256"),
-        outputs: m
-            .get("outputs")
-            .and_then(|v| v.as_l().ok())
-            .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
-            .unwrap_or_default(),
-        written_outputs: m
-            .get("written_outputs")
+    let outputs = num_of(OUTPUT_GENERATION).map(|generation| OutputSet {
+        generation,
+        pages: num_of(OUTPUT_PAGES).unwrap_or(0) as u32,
+        count: num_of(OUTPUT_COUNT).unwrap_or(0),
+    });
+    let mut legacy_outputs: Vec<String> = m
+        .get(LEGACY_OUTPUTS)
+        .and_then(|v| v.as_l().ok())
+        .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
+        .unwrap_or_default();
+    legacy_outputs.extend(
+        m.get(LEGACY_WRITTEN_OUTPUTS)
             .and_then(|v| v.as_ss().ok())
             .cloned()
             .unwrap_or_default(),
+    );
+    legacy_outputs.sort();
+    legacy_outputs.dedup();
+    MetadataItem {
+        raw_key: str_of(HASH_KEY).unwrap_or_default(),
+        status: str_of("status").unwrap_or_default(),
+        raw_sha256: str_of("raw_sha256"),
+        processed_sha256: str_of("processed_sha256"),
+        outputs,
+        legacy_outputs,
         valid_records: num_of("valid_records").unwrap_or(0),
         processed_rows: num_of("processed_rows"),
         duplicates: num_of("duplicates"),
-        written_at: str_of("raw_written_at"),
+        written_at: str_of(WRITTEN_AT_ATTRIBUTE),
         processed_at: str_of("processed_at"),
         correlation_id: str_of("correlation_id"),
     }

@@ -13,8 +13,9 @@ pub mod store;
 
 pub use error::StoreError;
 pub use store::{
-    Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, ObjectStore, ProcessedUpdate,
-    RawItem, RecordOutcome, StoredObject,
+    Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, ObjectStore, OutputPage,
+    OutputSet, OutputsOutcome, PendingObject, ProcessedUpdate, RawItem, RecordOutcome,
+    StoredObject, delete_output_set, read_output_set, write_output_set,
 };
 
 /// Loads the AWS configuration once: the standard credential chain and region, and

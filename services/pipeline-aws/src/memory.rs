@@ -9,12 +9,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use pipeline_core::metadata::{AttributeValue, MAX_ITEM_SIZE, item_size};
+use pipeline_core::metadata::{
+    AttributeValue, MAX_ITEM_SIZE, PENDING_BUCKETS, item_size, output_page_item, output_page_key,
+    pending_bucket, pending_value_of,
+};
 
 use crate::store::{STATUS_PROCESSED, STATUS_RAW_WRITTEN};
 use crate::{
-    Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, ObjectStore, ProcessedUpdate,
-    RawItem, RecordOutcome, StoreError, StoredObject,
+    Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, ObjectStore, OutputPage,
+    OutputSet, OutputsOutcome, PendingObject, ProcessedUpdate, RawItem, RecordOutcome, StoreError,
+    StoredObject,
 };
 
 /// When calls fail. Deterministic for a seed.
@@ -216,7 +220,6 @@ struct Item {
     /// `expires_at` set by a lease on an item the stream processor has not written.
     lease_expires_at: Option<i64>,
     processed_sha256: Option<String>,
-    outputs: Vec<String>,
     rows: Option<u64>,
     duplicates: Option<u64>,
     processed_at: Option<String>,
@@ -224,19 +227,25 @@ struct Item {
     /// `processed_sequencer`: a string, or DynamoDB's NULL.
     processed_sequencer: Option<Option<String>>,
     lease: Option<(String, i64)>,
-    written_outputs: std::collections::BTreeSet<String>,
+    outputs: Option<OutputSet>,
+    /// The `outputs` list of an item written before output pages ([`MemoryMetadataStore::seed_legacy_outputs`]).
+    legacy_outputs: Vec<String>,
 }
 
 impl Item {
     /// The item's attributes as [`crate::dynamodb`] writes them, names and types included.
-    fn attributes<'a>(&'a self, key: &'a str) -> Vec<(&'static str, AttributeValue<'a>)> {
+    fn attributes<'a>(
+        &'a self,
+        key: &'a str,
+        pending: &'a str,
+    ) -> Vec<(&'static str, AttributeValue<'a>)> {
         use AttributeValue as V;
         let mut a: Vec<(&'static str, V<'a>)> = vec![("raw_key", V::S(key))];
         if !self.status.is_empty() {
             a.push(("status", V::S(&self.status)));
         }
         if self.pending {
-            a.push(("pending", V::S(crate::store::PENDING)));
+            a.push(("pending", V::S(pending)));
         }
         if let Some(r) = &self.raw {
             a.extend([
@@ -269,9 +278,16 @@ impl Item {
         }
         if let Some(s) = &self.processed_sha256 {
             a.push(("processed_sha256", V::S(s)));
+        }
+        if let Some(o) = &self.outputs {
+            a.push(("output_generation", V::number(o.generation)));
+            a.push(("output_pages", V::number(o.pages)));
+            a.push(("output_count", V::number(o.count)));
+        }
+        if !self.legacy_outputs.is_empty() {
             a.push((
                 "outputs",
-                V::L(self.outputs.iter().map(|k| V::S(k)).collect()),
+                V::L(self.legacy_outputs.iter().map(|k| V::S(k)).collect()),
             ));
         }
         if let Some(n) = self.rows {
@@ -293,13 +309,38 @@ impl Item {
             a.push(("lease_owner", V::S(owner)));
             a.push(("lease_until", V::number(until)));
         }
-        if !self.written_outputs.is_empty() {
-            a.push((
-                "written_outputs",
-                V::Ss(self.written_outputs.iter().map(String::as_str).collect()),
-            ));
-        }
         a
+    }
+
+    fn size(&self, key: &str) -> usize {
+        item_size(&self.attributes(key, &pending_value_of(key)))
+    }
+
+    fn refers_to(&self, generation: Option<u64>) -> bool {
+        self.outputs.map(|o| o.generation) == generation
+    }
+
+    fn leased_by(&self, owner: &str) -> bool {
+        self.lease.as_ref().is_some_and(|(o, _)| o == owner)
+    }
+}
+
+/// One page of an output set, an item of its own.
+#[derive(Debug, Clone)]
+struct Page {
+    raw_key: String,
+    keys: Vec<String>,
+    expires_at: i64,
+}
+
+impl Page {
+    fn size(&self, key: &str) -> usize {
+        item_size(&output_page_item(
+            key,
+            &self.raw_key,
+            &self.keys,
+            self.expires_at,
+        ))
     }
 }
 
@@ -322,7 +363,7 @@ fn update_checked<T>(
 ) -> Result<T, StoreError> {
     let mut next = items.get(key).cloned().unwrap_or_default();
     let out = update(&mut next);
-    let size = item_size(&next.attributes(key));
+    let size = next.size(key);
     if size > MAX_ITEM_SIZE {
         return Err(too_large(key, size));
     }
@@ -330,10 +371,17 @@ fn update_checked<T>(
     Ok(out)
 }
 
+/// The table: raw objects' items and output pages, which share it in DynamoDB.
+#[derive(Debug, Default)]
+struct Table {
+    items: HashMap<String, Item>,
+    pages: HashMap<String, Page>,
+}
+
 /// The metadata table in memory, with the same conditional writes as [`crate::dynamodb`].
 #[derive(Debug, Clone)]
 pub struct MemoryMetadataStore {
-    items: Arc<Mutex<HashMap<String, Item>>>,
+    table: Arc<Mutex<Table>>,
     faults: Arc<Mutex<Faults>>,
 }
 
@@ -346,7 +394,7 @@ impl Default for MemoryMetadataStore {
 impl MemoryMetadataStore {
     pub fn new(faults: Faults) -> Self {
         MemoryMetadataStore {
-            items: Arc::default(),
+            table: Arc::default(),
             faults: Arc::new(Mutex::new(faults)),
         }
     }
@@ -355,22 +403,61 @@ impl MemoryMetadataStore {
         *lock(&self.faults) = faults;
     }
 
+    /// Every raw object's item, by key (output pages are not raw objects' items).
     pub fn all(&self) -> Vec<MetadataItem> {
-        let items = lock(&self.items);
-        let mut v: Vec<MetadataItem> = items.iter().map(|(k, i)| to_item(k, i)).collect();
+        let table = lock(&self.table);
+        let mut v: Vec<MetadataItem> = table.items.iter().map(|(k, i)| to_item(k, i)).collect();
         v.sort_by(|a, b| a.raw_key.cmp(&b.raw_key));
         v
+    }
+
+    /// The keys of every output page item, sorted.
+    pub fn page_keys(&self) -> Vec<String> {
+        let mut v: Vec<String> = lock(&self.table).pages.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// The size DynamoDB would give the item (a raw object's, or an output page's) of `key`.
+    pub fn item_size(&self, key: &str) -> Option<usize> {
+        let table = lock(&self.table);
+        table
+            .items
+            .get(key)
+            .map(|i| i.size(key))
+            .or_else(|| table.pages.get(key).map(|p| p.size(key)))
+    }
+
+    /// Gives the item of `raw_key` the `outputs` list an item written before output pages had,
+    /// as the table holds such items after an upgrade.
+    pub fn seed_legacy_outputs(&self, raw_key: &str, keys: Vec<String>) -> Result<(), StoreError> {
+        update_checked(&mut lock(&self.table).items, raw_key, |item| {
+            item.legacy_outputs = keys;
+            item.outputs = None;
+        })
     }
 
     fn roll(&self) -> Fault {
         lock(&self.faults).roll()
     }
 
-    /// The size DynamoDB would give the item of `raw_key`, if it exists.
-    pub fn item_size(&self, raw_key: &str) -> Option<usize> {
-        lock(&self.items)
-            .get(raw_key)
-            .map(|i| item_size(&i.attributes(raw_key)))
+    /// Runs `f` under the fault model: a failure before it has no effect, one after it takes effect.
+    fn faulty<T>(
+        &self,
+        operation: &'static str,
+        target: &str,
+        f: impl FnOnce(&mut Table) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let fault = self.roll();
+        if fault == Fault::Before {
+            return Err(injected(operation, target));
+        }
+        let out = f(&mut lock(&self.table))?;
+        if fault == Fault::After {
+            Err(injected(operation, target))
+        } else {
+            Ok(out)
+        }
     }
 }
 
@@ -380,8 +467,8 @@ fn to_item(key: &str, i: &Item) -> MetadataItem {
         status: i.status.clone(),
         raw_sha256: i.raw.as_ref().map(|r| r.raw_sha256.clone()),
         processed_sha256: i.processed_sha256.clone(),
-        outputs: i.outputs.clone(),
-        written_outputs: i.written_outputs.iter().cloned().collect(),
+        outputs: i.outputs,
+        legacy_outputs: i.legacy_outputs.clone(),
         valid_records: i.raw.as_ref().map_or(0, |r| r.valid_records),
         processed_rows: i.rows,
         duplicates: i.duplicates,
@@ -393,145 +480,185 @@ fn to_item(key: &str, i: &Item) -> MetadataItem {
 
 impl MetadataStore for MemoryMetadataStore {
     async fn record_raw(&self, raw: &RawItem) -> Result<RecordOutcome, StoreError> {
-        let fault = self.roll();
-        if fault == Fault::Before {
-            return Err(injected("UpdateItem", &raw.raw_key));
-        }
-        let outcome = {
-            let mut items = lock(&self.items);
-            if items
+        self.faulty("UpdateItem", &raw.raw_key, |t| {
+            if t.items
                 .get(&raw.raw_key)
                 .and_then(|i| i.raw.as_ref())
                 .is_some_and(|r| r.raw_sha256 == raw.raw_sha256)
             {
-                RecordOutcome::AlreadyRecorded
-            } else {
-                update_checked(&mut items, &raw.raw_key, |item| {
-                    item.status = STATUS_RAW_WRITTEN.to_owned();
-                    item.pending = true;
-                    item.created_at
-                        .get_or_insert_with(|| raw.written_at.clone());
-                    item.raw = Some(raw.clone());
-                })?;
-                RecordOutcome::Recorded
+                return Ok(RecordOutcome::AlreadyRecorded);
             }
-        };
-        if fault == Fault::After {
-            Err(injected("UpdateItem", &raw.raw_key))
-        } else {
-            Ok(outcome)
-        }
+            update_checked(&mut t.items, &raw.raw_key, |item| {
+                item.status = STATUS_RAW_WRITTEN.to_owned();
+                item.pending = true;
+                item.created_at
+                    .get_or_insert_with(|| raw.written_at.clone());
+                item.raw = Some(raw.clone());
+            })?;
+            Ok(RecordOutcome::Recorded)
+        })
     }
 
     async fn get(&self, raw_key: &str) -> Result<Option<MetadataItem>, StoreError> {
         if self.roll() != Fault::None {
             return Err(injected("GetItem", raw_key));
         }
-        Ok(lock(&self.items).get(raw_key).map(|i| to_item(raw_key, i)))
+        Ok(lock(&self.table)
+            .items
+            .get(raw_key)
+            .map(|i| to_item(raw_key, i)))
     }
 
     async fn mark_processed(&self, u: &ProcessedUpdate) -> Result<MarkOutcome, StoreError> {
-        let fault = self.roll();
-        if fault == Fault::Before {
-            return Err(injected("UpdateItem", &u.raw_key));
-        }
-        let outcome = {
-            let mut items = lock(&self.items);
-            match items.get(&u.raw_key) {
-                Some(item)
-                    if item
-                        .raw
-                        .as_ref()
-                        .is_some_and(|r| r.raw_sha256 == u.raw_sha256)
-                        && item
-                            .lease
-                            .as_ref()
-                            .is_some_and(|(owner, _)| *owner == u.lease_owner) =>
-                {
-                    update_checked(&mut items, &u.raw_key, |item| {
-                        item.lease = None;
-                        item.written_outputs.clear();
-                        item.status = STATUS_PROCESSED.to_owned();
-                        item.pending = false;
-                        item.processed_sha256 = Some(u.raw_sha256.clone());
-                        item.outputs = u.outputs.clone();
-                        item.rows = Some(u.rows);
-                        item.duplicates = Some(u.duplicates);
-                        item.processed_at = Some(u.processed_at.clone());
-                        item.processed_correlation_id = Some(u.correlation_id.clone());
-                        item.processed_sequencer = Some(u.sequencer.clone());
-                    })?;
-                    MarkOutcome::Marked
-                }
-                _ => MarkOutcome::Superseded,
+        self.faulty("UpdateItem", &u.raw_key, |t| {
+            let applies = t.items.get(&u.raw_key).is_some_and(|item| {
+                item.raw
+                    .as_ref()
+                    .is_some_and(|r| r.raw_sha256 == u.raw_sha256)
+                    && item.leased_by(&u.lease_owner)
+                    && item.refers_to(u.previous_generation)
+            });
+            if !applies {
+                return Ok(MarkOutcome::Superseded);
             }
-        };
-        if fault == Fault::After {
-            Err(injected("UpdateItem", &u.raw_key))
-        } else {
-            Ok(outcome)
+            update_checked(&mut t.items, &u.raw_key, |item| {
+                item.lease = None;
+                item.status = STATUS_PROCESSED.to_owned();
+                item.pending = false;
+                item.processed_sha256 = Some(u.raw_sha256.clone());
+                item.outputs = Some(u.outputs);
+                item.legacy_outputs.clear();
+                item.rows = Some(u.rows);
+                item.duplicates = Some(u.duplicates);
+                item.processed_at = Some(u.processed_at.clone());
+                item.processed_correlation_id = Some(u.correlation_id.clone());
+                item.processed_sequencer = Some(u.sequencer.clone());
+            })?;
+            Ok(MarkOutcome::Marked)
+        })
+    }
+
+    async fn record_outputs(
+        &self,
+        raw_key: &str,
+        owner: &str,
+        previous: Option<u64>,
+        set: &OutputSet,
+    ) -> Result<OutputsOutcome, StoreError> {
+        self.faulty("UpdateItem", raw_key, |t| {
+            let applies = t
+                .items
+                .get(raw_key)
+                .is_some_and(|item| item.leased_by(owner) && item.refers_to(previous));
+            if !applies {
+                return Ok(OutputsOutcome::Superseded);
+            }
+            update_checked(&mut t.items, raw_key, |item| {
+                item.outputs = Some(*set);
+                item.legacy_outputs.clear();
+            })?;
+            Ok(OutputsOutcome::Recorded)
+        })
+    }
+
+    async fn put_output_page(&self, page: &OutputPage) -> Result<(), StoreError> {
+        let key = output_page_key(&page.raw_key, page.generation, page.index);
+        self.faulty("UpdateItem", &key, |t| {
+            let item = Page {
+                raw_key: page.raw_key.clone(),
+                keys: page.keys.clone(),
+                expires_at: page.expires_at,
+            };
+            let size = item.size(&key);
+            if size > MAX_ITEM_SIZE {
+                return Err(too_large(&key, size));
+            }
+            t.pages.insert(key.clone(), item);
+            Ok(())
+        })
+    }
+
+    async fn output_page(
+        &self,
+        raw_key: &str,
+        generation: u64,
+        index: u32,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let key = output_page_key(raw_key, generation, index);
+        if self.roll() != Fault::None {
+            return Err(injected("GetItem", &key));
         }
+        Ok(lock(&self.table).pages.get(&key).map(|p| p.keys.clone()))
+    }
+
+    async fn delete_output_page(
+        &self,
+        raw_key: &str,
+        generation: u64,
+        index: u32,
+    ) -> Result<(), StoreError> {
+        let key = output_page_key(raw_key, generation, index);
+        self.faulty("DeleteItem", &key, |t| {
+            t.pages.remove(&key);
+            Ok(())
+        })
     }
 
     async fn acquire_lease(&self, lease: &Lease) -> Result<LeaseOutcome, StoreError> {
-        let fault = self.roll();
-        if fault == Fault::Before {
-            return Err(injected("UpdateItem", &lease.raw_key));
-        }
-        let outcome = {
-            let mut items = lock(&self.items);
-            match items.get(&lease.raw_key).and_then(|i| i.lease.as_ref()) {
-                Some((owner, until)) if *until >= lease.now_ms && *owner != lease.owner => {
-                    LeaseOutcome::HeldByAnother
-                }
-                _ => {
-                    update_checked(&mut items, &lease.raw_key, |item| {
-                        item.lease = Some((lease.owner.clone(), lease.until_ms));
-                        if item.raw.is_none() {
-                            item.lease_expires_at.get_or_insert(lease.expires_at);
-                        }
-                        item.written_outputs.extend(lease.outputs.iter().cloned());
-                    })?;
-                    LeaseOutcome::Acquired
-                }
+        self.faulty("UpdateItem", &lease.raw_key, |t| {
+            if let Some((owner, until)) = t.items.get(&lease.raw_key).and_then(|i| i.lease.as_ref())
+                && *until >= lease.now_ms
+                && *owner != lease.owner
+            {
+                return Ok(LeaseOutcome::HeldByAnother);
             }
-        };
-        if fault == Fault::After {
-            Err(injected("UpdateItem", &lease.raw_key))
-        } else {
-            Ok(outcome)
-        }
+            update_checked(&mut t.items, &lease.raw_key, |item| {
+                item.lease = Some((lease.owner.clone(), lease.until_ms));
+                if item.raw.is_none() {
+                    item.lease_expires_at.get_or_insert(lease.expires_at);
+                }
+            })?;
+            Ok(LeaseOutcome::Acquired)
+        })
     }
 
     async fn release_lease(&self, raw_key: &str, owner: &str) -> Result<(), StoreError> {
         if self.roll() == Fault::Before {
             return Err(injected("UpdateItem", raw_key));
         }
-        if let Some(item) = lock(&self.items).get_mut(raw_key)
-            && item.lease.as_ref().is_some_and(|(o, _)| o == owner)
+        if let Some(item) = lock(&self.table).items.get_mut(raw_key)
+            && item.leased_by(owner)
         {
             item.lease = None;
         }
         Ok(())
     }
 
-    async fn pending_before(&self, written_before: &str) -> Result<Vec<MetadataItem>, StoreError> {
-        if self.roll() != Fault::None {
-            return Err(injected("Query", "pending index"));
+    async fn pending_before(&self, written_before: &str) -> Result<Vec<PendingObject>, StoreError> {
+        let mut objects = Vec::new();
+        // One query per bucket, as on the index.
+        for bucket in 0..PENDING_BUCKETS {
+            if self.roll() != Fault::None {
+                return Err(injected("Query", "pending index"));
+            }
+            let table = lock(&self.table);
+            let mut found: Vec<PendingObject> = table
+                .items
+                .iter()
+                .filter(|(k, i)| i.pending && pending_bucket(k) == bucket)
+                .filter_map(|(k, i)| {
+                    let written_at = &i.raw.as_ref()?.written_at;
+                    (written_at.as_str() < written_before).then(|| PendingObject {
+                        raw_key: k.clone(),
+                        written_at: written_at.clone(),
+                    })
+                })
+                .collect();
+            found.sort_by(|a, b| a.written_at.cmp(&b.written_at));
+            objects.extend(found);
         }
-        let items = lock(&self.items);
-        let mut v: Vec<MetadataItem> = items
-            .iter()
-            .filter(|(_, i)| {
-                i.pending
-                    && i.raw
-                        .as_ref()
-                        .is_some_and(|r| r.written_at.as_str() < written_before)
-            })
-            .map(|(k, i)| to_item(k, i))
-            .collect();
-        v.sort_by(|a, b| a.written_at.cmp(&b.written_at));
-        Ok(v)
+        objects.sort_by(|a, b| (&a.written_at, &a.raw_key).cmp(&(&b.written_at, &b.raw_key)));
+        Ok(objects)
     }
 }
 
@@ -577,7 +704,7 @@ mod tests {
         let by_hand: usize = [
             ("raw_key", "raw/k".len()),
             ("status", STATUS_RAW_WRITTEN.len()),
-            ("pending", crate::store::PENDING.len()),
+            ("pending", "PENDING#00".len()),
             ("raw_written_at", AT.len()),
             ("raw_sha256", 64),
             ("shard_id", 1),
@@ -624,5 +751,88 @@ mod tests {
         assert_eq!(store.item_size("raw/k"), Some(MAX_ITEM_SIZE));
         let item = block_on(store.get("raw/k")).unwrap().unwrap();
         assert_eq!(item.raw_sha256, Some("b".repeat(64)));
+    }
+
+    #[test]
+    fn an_output_page_over_400_kb_is_refused_too() {
+        let store = MemoryMetadataStore::default();
+        let page = |n: usize| OutputPage {
+            raw_key: "raw/k".into(),
+            generation: 1,
+            index: 0,
+            keys: vec!["k".repeat(n)],
+            expires_at: 0,
+        };
+        let key = output_page_key("raw/k", 1, 0);
+        block_on(store.put_output_page(&page(1))).unwrap();
+        let base = store.item_size(&key).unwrap();
+        block_on(store.put_output_page(&page(1 + MAX_ITEM_SIZE - base))).unwrap();
+        assert_eq!(store.item_size(&key), Some(MAX_ITEM_SIZE));
+        let err = block_on(store.put_output_page(&page(2 + MAX_ITEM_SIZE - base))).unwrap_err();
+        assert!(!err.retryable);
+        assert!(err.message.starts_with("ValidationException: "), "{err}");
+        assert_eq!(store.item_size(&key), Some(MAX_ITEM_SIZE));
+    }
+
+    #[test]
+    fn outputs_are_recorded_only_under_the_lease_and_over_the_expected_set() {
+        let store = MemoryMetadataStore::default();
+        let lease = Lease {
+            raw_key: "raw/k".into(),
+            owner: "me".into(),
+            now_ms: 0,
+            until_ms: 1_000,
+            expires_at: 0,
+        };
+        let set = |generation| OutputSet {
+            generation,
+            pages: 0,
+            count: 0,
+        };
+        let record = |owner: &str, previous, s: OutputSet| {
+            block_on(store.record_outputs("raw/k", owner, previous, &s)).unwrap()
+        };
+        assert_eq!(
+            record("me", None, set(1)),
+            OutputsOutcome::Superseded,
+            "no lease"
+        );
+        block_on(store.acquire_lease(&lease)).unwrap();
+        assert_eq!(record("other", None, set(1)), OutputsOutcome::Superseded);
+        assert_eq!(record("me", None, set(1)), OutputsOutcome::Recorded);
+        assert_eq!(
+            record("me", None, set(2)),
+            OutputsOutcome::Superseded,
+            "not the set it refers to"
+        );
+        assert_eq!(record("me", Some(1), set(2)), OutputsOutcome::Recorded);
+        let item = block_on(store.get("raw/k")).unwrap().unwrap();
+        assert_eq!(item.outputs, Some(set(2)));
+    }
+
+    #[test]
+    fn pending_objects_are_found_bucket_by_bucket_oldest_first() {
+        let store = MemoryMetadataStore::default();
+        let mut keys = Vec::new();
+        for i in 0..40 {
+            let mut r = raw('a', "x".into());
+            r.raw_key = format!("raw/dt=2026-11-25/hour=10/shard=s/{i}.jsonl.gz");
+            r.written_at = format!("2026-11-25T10:00:{:02}.000000Z", 59 - i);
+            block_on(store.record_raw(&r)).unwrap();
+            keys.push(r.raw_key);
+        }
+        let found = block_on(store.pending_before("2026-11-25T10:00:30.000000Z")).unwrap();
+        // Written at :20 … :29 (i = 30 … 39), oldest first, whatever their bucket.
+        let want: Vec<String> = keys[30..].iter().rev().cloned().collect();
+        assert_eq!(
+            found.iter().map(|p| p.raw_key.clone()).collect::<Vec<_>>(),
+            want
+        );
+        let buckets: std::collections::BTreeSet<u32> =
+            keys.iter().map(|k| pending_bucket(k)).collect();
+        assert!(
+            buckets.len() > 8,
+            "the keys spread over the buckets: {buckets:?}"
+        );
     }
 }

@@ -70,6 +70,44 @@ pub enum RecordOutcome {
     AlreadyRecorded,
 }
 
+/// A set of output keys, held in page items of the metadata table
+/// ([`pipeline_core::metadata::output_page_key`]) rather than in the raw object's item, so that
+/// the item's size does not depend on how many outputs the object has. The item refers to one
+/// set by its generation; a new set always gets a new generation, so a set the item refers to is
+/// never overwritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputSet {
+    pub generation: u64,
+    pub pages: u32,
+    pub count: u64,
+}
+
+impl OutputSet {
+    /// The generation of the set that replaces the one an item refers to (`None`: none yet).
+    pub fn next_generation(current: Option<&OutputSet>) -> u64 {
+        current.map_or(1, |s| s.generation + 1)
+    }
+}
+
+/// One page of an output set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputPage {
+    pub raw_key: String,
+    pub generation: u64,
+    pub index: u32,
+    pub keys: Vec<String>,
+    /// Unix seconds: the table's TTL attribute, never earlier than the raw object's item's.
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputsOutcome {
+    /// The item now refers to the new output set.
+    Recorded,
+    /// The lease was lost, or the item refers to another set than the one expected: process again.
+    Superseded,
+}
+
 /// What the transformer records after writing a raw object's outputs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessedUpdate {
@@ -78,7 +116,11 @@ pub struct ProcessedUpdate {
     pub lease_owner: String,
     /// The content that was processed: the update only applies if the item still describes it.
     pub raw_sha256: String,
-    pub outputs: Vec<String>,
+    /// Exactly the outputs of that content, already written.
+    pub outputs: OutputSet,
+    /// The generation of the set the item refers to now (`None`: none): the update only applies
+    /// if it still does, and replaces it with `outputs`.
+    pub previous_generation: Option<u64>,
     pub rows: u64,
     pub duplicates: u64,
     pub sequencer: Option<String>,
@@ -106,10 +148,6 @@ pub struct Lease {
     pub until_ms: i64,
     /// Unix seconds: TTL of an item created by the lease alone.
     pub expires_at: i64,
-    /// The output keys the holder is about to write, added to `written_outputs` with the lease,
-    /// so that an output is always recorded before it exists and can be cleaned up later even if
-    /// the run dies before marking the item.
-    pub outputs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,9 +163,13 @@ pub struct MetadataItem {
     pub status: String,
     pub raw_sha256: Option<String>,
     pub processed_sha256: Option<String>,
-    pub outputs: Vec<String>,
-    /// Every output key written since the item was last marked (a superset of `outputs`).
-    pub written_outputs: Vec<String>,
+    /// The output set the item refers to: every output key of the raw object that may exist.
+    /// Exactly the outputs of `processed_sha256` once processed; a superset while a run is under
+    /// way or after one died.
+    pub outputs: Option<OutputSet>,
+    /// Output keys an item written before output pages existed lists in its own `outputs` and
+    /// `written_outputs` attributes: outputs that may exist too, until the item is next recorded.
+    pub legacy_outputs: Vec<String>,
     pub valid_records: u64,
     pub processed_rows: Option<u64>,
     pub duplicates: Option<u64>,
@@ -136,10 +178,15 @@ pub struct MetadataItem {
     pub correlation_id: Option<String>,
 }
 
+/// A raw object not processed yet, as the pending index holds it (keys only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingObject {
+    pub raw_key: String,
+    pub written_at: String,
+}
+
 pub const STATUS_RAW_WRITTEN: &str = "RAW_WRITTEN";
 pub const STATUS_PROCESSED: &str = "PROCESSED";
-/// The value of the sparse `pending` attribute while a raw object waits for the transformer.
-pub const PENDING: &str = "PENDING";
 
 pub trait MetadataStore: Send + Sync {
     /// Records a raw object: status `RAW_WRITTEN`, unless the item already describes this content.
@@ -153,8 +200,7 @@ pub trait MetadataStore: Send + Sync {
         raw_key: &str,
     ) -> impl Future<Output = Result<Option<MetadataItem>, StoreError>> + Send;
 
-    /// Takes the lease of a raw object (or renews one this owner holds) and records the outputs
-    /// about to be written.
+    /// Takes the lease of a raw object (or renews one this owner holds).
     fn acquire_lease(
         &self,
         lease: &Lease,
@@ -167,17 +213,120 @@ pub trait MetadataStore: Send + Sync {
         owner: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Writes one page of an output set (its own item), replacing a page of the same key.
+    fn put_output_page(
+        &self,
+        page: &OutputPage,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Reads one page of an output set, strongly consistent; `Ok(None)` when it does not exist.
+    fn output_page(
+        &self,
+        raw_key: &str,
+        generation: u64,
+        index: u32,
+    ) -> impl Future<Output = Result<Option<Vec<String>>, StoreError>> + Send;
+
+    /// Deletes one page of an output set; deleting a missing page succeeds.
+    fn delete_output_page(
+        &self,
+        raw_key: &str,
+        generation: u64,
+        index: u32,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Makes the item refer to `set` instead of the set of generation `previous` (`None`: none),
+    /// conditional on the lease still being `owner`'s and the item still referring to `previous`.
+    /// Also drops the legacy output attributes, which `set` must cover.
+    fn record_outputs(
+        &self,
+        raw_key: &str,
+        owner: &str,
+        previous: Option<u64>,
+        set: &OutputSet,
+    ) -> impl Future<Output = Result<OutputsOutcome, StoreError>> + Send;
+
     /// `RAW_WRITTEN → PROCESSED` and lease released, conditional on the item still describing
-    /// `raw_sha256` and the lease still being the updater's.
+    /// `raw_sha256`, the lease still being the updater's and the item still referring to the
+    /// output set of `previous_generation`.
     fn mark_processed(
         &self,
         update: &ProcessedUpdate,
     ) -> impl Future<Output = Result<MarkOutcome, StoreError>> + Send;
 
-    /// Raw objects written before `written_before` (RFC 3339) and not processed yet: one query on
-    /// the sparse pending index.
+    /// Raw objects written before `written_before` (RFC 3339) and not processed yet: one query
+    /// per pending bucket on the sparse pending index, each a range condition on
+    /// `raw_written_at`; oldest first.
     fn pending_before(
         &self,
         written_before: &str,
-    ) -> impl Future<Output = Result<Vec<MetadataItem>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<PendingObject>, StoreError>> + Send;
+}
+
+/// Writes `keys` as the output set of generation `generation`, page by page
+/// ([`pipeline_core::metadata::paginate`]).
+pub async fn write_output_set<M: MetadataStore>(
+    store: &M,
+    raw_key: &str,
+    generation: u64,
+    keys: &[String],
+    expires_at: i64,
+) -> Result<OutputSet, StoreError> {
+    let pages = pipeline_core::metadata::paginate(raw_key, keys);
+    for (index, page) in pages.iter().enumerate() {
+        store
+            .put_output_page(&OutputPage {
+                raw_key: raw_key.to_owned(),
+                generation,
+                index: index as u32,
+                keys: page.to_vec(),
+                expires_at,
+            })
+            .await?;
+    }
+    Ok(OutputSet {
+        generation,
+        pages: pages.len() as u32,
+        count: keys.len() as u64,
+    })
+}
+
+/// Reads every key of an output set. A page the set counts that does not exist is an error no
+/// retry can fix: the outputs it listed could no longer be found.
+pub async fn read_output_set<M: MetadataStore>(
+    store: &M,
+    raw_key: &str,
+    set: &OutputSet,
+) -> Result<Vec<String>, StoreError> {
+    let mut keys = Vec::new();
+    for index in 0..set.pages {
+        match store.output_page(raw_key, set.generation, index).await? {
+            Some(page) => keys.extend(page),
+            None => {
+                return Err(StoreError::new(
+                    "GetItem",
+                    pipeline_core::metadata::output_page_key(raw_key, set.generation, index),
+                    false,
+                    "the output page the metadata item refers to is missing (deleted or expired \
+                     out of band), so the outputs it listed cannot be cleaned up; see \
+                     docs/operations.md, missing output pages",
+                ));
+            }
+        }
+    }
+    Ok(keys)
+}
+
+/// Deletes every page of an output set the item no longer refers to.
+pub async fn delete_output_set<M: MetadataStore>(
+    store: &M,
+    raw_key: &str,
+    set: &OutputSet,
+) -> Result<(), StoreError> {
+    for index in 0..set.pages {
+        store
+            .delete_output_page(raw_key, set.generation, index)
+            .await?;
+    }
+    Ok(())
 }

@@ -2,10 +2,12 @@
 //! the processed bucket, and the metadata item moved to `PROCESSED`.
 //!
 //! **Invariant:** after a successful run, the processed objects of a raw key are exactly the
-//! outputs of the raw object's current content, and the metadata item lists them. Duplicate and
-//! out-of-order notifications are harmless: the object's current content is always what is
-//! processed, a per-key lease keeps concurrent runs apart, and a content hash tells a duplicate
-//! from a rewrite.
+//! outputs of the raw object's current content, and the metadata item refers to an output set
+//! (page items beside it, see `pipeline_core::metadata`) that lists exactly them. An output is
+//! always in the set the item refers to before it is written, so a run that dies leaves no
+//! output nobody knows about. Duplicate and out-of-order notifications are harmless: the object's
+//! current content is always what is processed, a per-key lease keeps concurrent runs apart, and
+//! a content hash tells a duplicate from a rewrite.
 
 mod events;
 
@@ -17,8 +19,9 @@ use chrono::Utc;
 use futures_util::future::try_join_all;
 use pipeline_aws::emf::{Metrics, Unit};
 use pipeline_aws::{
-    Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, ObjectStore, ProcessedUpdate,
-    StoreError,
+    Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, ObjectStore, OutputSet,
+    OutputsOutcome, ProcessedUpdate, StoreError, delete_output_set, read_output_set,
+    write_output_set,
 };
 use pipeline_core::event::fmt_time;
 use pipeline_core::keys::{RAW_PREFIX, decode_s3_key};
@@ -214,10 +217,12 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
 
     /// Processes the current content of one raw object.
     ///
-    /// Each pass: read the object, wait for its metadata item, transform in memory, then take the
-    /// lease while recording the outputs about to be written, re-read the item under the lease,
-    /// write the outputs, delete stale ones, and mark the item. A rewrite of the raw object during
-    /// the pass makes the mark fail, and the next pass processes the new content.
+    /// Each pass: read the object, wait for its metadata item, transform in memory, take the
+    /// lease, re-read the item under the lease, make sure the output set it refers to holds every
+    /// key about to be written (writing a new set and switching the item to it if not), write the
+    /// outputs, delete stale ones, and mark the item with a set of exactly the outputs. A rewrite
+    /// of the raw object during the pass makes the mark fail, and the next pass processes the new
+    /// content.
     pub async fn process(
         &self,
         bucket: &str,
@@ -233,7 +238,7 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
         result
     }
 
-    fn lease(&self, key: &str, owner: &str, outputs: Vec<String>) -> Lease {
+    fn lease(&self, key: &str, owner: &str) -> Lease {
         let now = Utc::now();
         Lease {
             raw_key: key.to_owned(),
@@ -241,7 +246,6 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
             now_ms: now.timestamp_millis(),
             until_ms: now.timestamp_millis() + self.settings.lease.as_millis() as i64,
             expires_at: now.timestamp() + i64::from(self.settings.metadata_ttl_days) * 86_400,
-            outputs,
         }
     }
 
@@ -277,12 +281,8 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
             let encoded = transform::encode(&output).map_err(transform_error)?;
             let new_keys: BTreeSet<String> = encoded.iter().map(|(k, _)| k.clone()).collect();
 
-            if self
-                .metadata
-                .acquire_lease(&self.lease(key, owner, new_keys.iter().cloned().collect()))
-                .await?
-                == LeaseOutcome::HeldByAnother
-            {
+            let lease = self.lease(key, owner);
+            if self.metadata.acquire_lease(&lease).await? == LeaseOutcome::HeldByAnother {
                 return Err(Error::Leased {
                     key: key.to_owned(),
                 });
@@ -292,12 +292,43 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
             if item.raw_sha256.as_deref() != Some(sha.as_str()) {
                 continue;
             }
+            // Every output of this raw key that may exist.
+            let mut known: BTreeSet<String> = item.legacy_outputs.iter().cloned().collect();
+            if let Some(set) = &item.outputs {
+                known.extend(read_output_set(&self.metadata, key, set).await?);
+            }
+            // Recorded before written: the item must refer to a set holding every key to write.
+            let mut current = item.outputs;
+            let mut exact = false;
+            if !new_keys.is_subset(&known) {
+                let all: Vec<String> = known.union(&new_keys).cloned().collect();
+                let set = write_output_set(
+                    &self.metadata,
+                    key,
+                    OutputSet::next_generation(current.as_ref()),
+                    &all,
+                    lease.expires_at,
+                )
+                .await?;
+                let previous = current.map(|s| s.generation);
+                if self
+                    .metadata
+                    .record_outputs(key, owner, previous, &set)
+                    .await?
+                    == OutputsOutcome::Superseded
+                {
+                    continue;
+                }
+                if let Some(old) = &current {
+                    delete_output_set(&self.metadata, key, old).await?;
+                }
+                exact = all.len() == new_keys.len();
+                current = Some(set);
+            }
             self.put_outputs(encoded, key, &sha, owner).await?;
             written.extend(new_keys.iter().cloned());
-            let stale: Vec<String> = item
-                .outputs
+            let stale: Vec<String> = known
                 .iter()
-                .chain(&item.written_outputs)
                 .chain(&written)
                 .filter(|k| !new_keys.contains(*k))
                 .cloned()
@@ -309,11 +340,28 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                     .delete(&self.settings.processed_bucket, k)
                     .await?;
             }
+            let new_keys: Vec<String> = new_keys.into_iter().collect();
+            // The set the processed item refers to: exactly the outputs, written in this pass
+            // (so that its pages expire no earlier than the item).
+            let outputs = match current {
+                Some(set) if exact => set,
+                _ => {
+                    write_output_set(
+                        &self.metadata,
+                        key,
+                        OutputSet::next_generation(current.as_ref()),
+                        &new_keys,
+                        lease.expires_at,
+                    )
+                    .await?
+                }
+            };
             let update = ProcessedUpdate {
                 raw_key: key.to_owned(),
                 lease_owner: owner.to_owned(),
                 raw_sha256: sha,
-                outputs: new_keys.into_iter().collect(),
+                outputs,
+                previous_generation: current.map(|s| s.generation),
                 rows: output.rows,
                 duplicates: output.duplicates,
                 sequencer: sequencer.map(str::to_owned),
@@ -322,17 +370,22 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
             };
             match self.metadata.mark_processed(&update).await? {
                 MarkOutcome::Marked => {
+                    if let Some(old) = current.filter(|c| *c != outputs) {
+                        delete_output_set(&self.metadata, key, &old).await?;
+                    }
                     return Ok(Outcome::Processed {
                         key: key.to_owned(),
                         rows: output.rows,
                         duplicates: output.duplicates,
-                        outputs: update.outputs,
+                        outputs: new_keys,
                         deleted: stale,
                         max_ingest_lag_ms: output.max_ingest_lag_ms,
                         upstream_correlation_id: object.metadata.get("correlation-id").cloned(),
                     });
                 }
-                // Rewritten while we worked, or the lease ran out: process the new content.
+                // Rewritten while we worked, or the lease ran out: process the new content. A set
+                // written for the mark is referred to by nothing; the next one written replaces
+                // its pages, and the TTL removes any left over.
                 MarkOutcome::Superseded => {}
             }
         }

@@ -1,9 +1,12 @@
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
+use pipeline_aws::StoredObject;
 use pipeline_aws::memory::{Faults, MemoryMetadataStore, MemoryObjectStore, PutNotice};
-use pipeline_aws::store::STATUS_PROCESSED;
+use pipeline_aws::store::{STATUS_PROCESSED, STATUS_RAW_WRITTEN};
 use pipeline_core::parquet_io::read_rows;
 use stream_processor::StreamProcessor;
 
@@ -101,6 +104,12 @@ fn ingest_fixture(w: &World, name: &str) -> (KinesisEvent, Vec<PutNotice>) {
     let (response, _) = block_on(w.sp.handle(&event, "sp-req", now));
     assert!(response.batch_item_failures.is_empty());
     (event, raw_notices(w))
+}
+
+/// The output keys the item's output set lists.
+fn listed(w: &World, item: &MetadataItem) -> Vec<String> {
+    let set = item.outputs.expect("the item refers to an output set");
+    block_on(read_output_set(&w.metadata, &item.raw_key, &set)).unwrap()
 }
 
 fn processed_ids(w: &World) -> Vec<String> {
@@ -222,7 +231,7 @@ fn processes_a_raw_object_into_partitioned_parquet() {
     );
     let items = w.metadata.all();
     assert_eq!(items[0].status, STATUS_PROCESSED);
-    assert_eq!(&items[0].outputs, outputs);
+    assert_eq!(&listed(&w, &items[0]), outputs);
     assert_eq!(items[0].processed_rows, Some(5));
 
     // A duplicate notification, even a stale (older sequencer) one, changes nothing.
@@ -281,6 +290,144 @@ fn a_rewritten_raw_object_replaces_its_outputs_and_deletes_stale_ones() {
     assert!(matches!(report.outcomes[0], Outcome::Duplicate { .. }));
 }
 
+/// A batch of one shard from `(event_id, event_type)` pairs, sequence numbers from 100.
+fn small_batch(events: &[(&str, &str)]) -> KinesisEvent {
+    use base64::Engine;
+    let records: Vec<Value> = events
+        .iter()
+        .enumerate()
+        .map(|(i, (id, ty))| {
+            let e = format!(
+                r#"{{"event_id":"{id}","event_type":"{ty}","occurred_at":"2026-11-25T09:59:00Z","source":"s"}}"#
+            );
+            serde_json::json!({
+                "kinesis": {"partitionKey": "p", "sequenceNumber": format!("{}", 100 + i), "approximateArrivalTimestamp": 1_795_600_800.0,
+                            "data": base64::engine::general_purpose::STANDARD.encode(e), "kinesisSchemaVersion": "1.0"},
+                "eventID": format!("shardId-000000000000:{}", 100 + i), "eventSource": "aws:kinesis"
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
+}
+
+/// An object store whose second put takes effect and then fails: a run that dies after writing
+/// two outputs.
+struct DiesAfterPuts(MemoryObjectStore, AtomicUsize);
+
+impl ObjectStore for DiesAfterPuts {
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        self.0
+            .put(bucket, key, body, content_type, metadata)
+            .await?;
+        if self.1.fetch_add(1, Ordering::SeqCst) == 1 {
+            return Err(StoreError::new("PutObject", key, true, "the run died"));
+        }
+        Ok(())
+    }
+
+    async fn get(&self, bucket: &str, key: &str) -> Result<Option<StoredObject>, StoreError> {
+        self.0.get(bucket, key).await
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        self.0.delete(bucket, key).await
+    }
+}
+
+#[test]
+fn outputs_of_a_run_that_died_are_known_and_deleted_by_the_next_run() {
+    let w = world();
+    block_on(w.sp.handle(
+        &small_batch(&[("a", "click"), ("b", "purchase")]),
+        "r1",
+        "2026-11-25T10:00:01Z".parse().unwrap(),
+    ));
+    let n1 = raw_notices(&w);
+    // Every output lands, then the run dies before it marks the item.
+    let dying = Transformer::new(
+        DiesAfterPuts(w.objects.clone(), Default::default()),
+        w.metadata.clone(),
+        pii(),
+        settings(),
+    );
+    assert!(block_on(dying.handle(&notification(&n1[0]), "t1")).is_err());
+    assert_eq!(w.objects.keys(PROCESSED, "").len(), 2);
+    let item = &w.metadata.all()[0];
+    assert_eq!(item.status, STATUS_RAW_WRITTEN);
+    assert_eq!(
+        listed(&w, item),
+        w.objects.keys(PROCESSED, ""),
+        "recorded before written"
+    );
+
+    // The raw object is rewritten without the purchase; the next run deletes the dead run's output.
+    block_on(w.sp.handle(
+        &small_batch(&[("a", "click")]),
+        "r2",
+        "2026-11-25T10:00:09Z".parse().unwrap(),
+    ));
+    let n2 = raw_notices(&w);
+    let report = block_on(w.tf.handle(&notification(&n2[0]), "t2")).unwrap();
+    let Outcome::Processed {
+        outputs, deleted, ..
+    } = &report.outcomes[0]
+    else {
+        panic!("{report:?}")
+    };
+    assert_eq!(deleted.len(), 1);
+    assert!(deleted[0].contains("event_type=purchase"));
+    assert_eq!(&w.objects.keys(PROCESSED, ""), outputs);
+    assert_eq!(processed_ids(&w), ["a"]);
+    let item = &w.metadata.all()[0];
+    assert_eq!(&listed(&w, item), outputs);
+    assert_eq!(
+        w.metadata.page_keys().len(),
+        1,
+        "the sets it replaced are deleted"
+    );
+}
+
+#[test]
+fn an_item_written_before_output_pages_has_its_listed_outputs_cleaned_up() {
+    let w = world();
+    block_on(w.sp.handle(
+        &small_batch(&[("a", "click")]),
+        "r1",
+        "2026-11-25T10:00:01Z".parse().unwrap(),
+    ));
+    let n1 = raw_notices(&w);
+    // As an earlier version left it: an output of an earlier content listed in the item itself.
+    let old =
+        "processed/event_type=purchase/dt=2026-11-25/hour=09/shardId-000000000000-100.parquet";
+    block_on(
+        w.objects
+            .put(PROCESSED, old, b"x".to_vec(), "x", &Default::default()),
+    )
+    .unwrap();
+    w.metadata
+        .seed_legacy_outputs(&n1[0].key, vec![old.to_owned()])
+        .unwrap();
+    let report = block_on(w.tf.handle(&notification(&n1[0]), "t1")).unwrap();
+    let Outcome::Processed {
+        outputs, deleted, ..
+    } = &report.outcomes[0]
+    else {
+        panic!("{report:?}")
+    };
+    assert_eq!(deleted, &[old.to_owned()]);
+    assert_eq!(&w.objects.keys(PROCESSED, ""), outputs);
+    let item = &w.metadata.all()[0];
+    assert!(item.legacy_outputs.is_empty());
+    assert_eq!(&listed(&w, item), outputs);
+}
+
 #[test]
 fn a_notification_that_overtakes_the_metadata_item_fails_retryably() {
     let w = world();
@@ -305,7 +452,7 @@ fn a_notification_that_overtakes_the_metadata_item_fails_retryably() {
 fn a_held_lease_defers_the_run() {
     let w = world();
     let (_, notices) = ingest_fixture(&w, "kinesis-event.json");
-    let lease = w.tf.lease(&notices[0].key, "someone-else", vec![]);
+    let lease = w.tf.lease(&notices[0].key, "someone-else");
     assert_eq!(
         block_on(w.metadata.acquire_lease(&lease)).unwrap(),
         LeaseOutcome::Acquired
@@ -338,4 +485,93 @@ fn settings_errors_are_actionable() {
         "environment variable PROCESSED_BUCKET is not set: the deployment must set it (see docs/deployment.md)"
     );
     assert!(!err.is_retryable());
+}
+
+/// One Kinesis batch of `records` events that span `types` event types × `hours` event-time hours,
+/// all inside the contract's 7-day window: one raw object with `types × hours` partitions (and
+/// more than one event in a partition when `records` exceeds that).
+fn wide_batch(types: usize, hours: usize, records: usize) -> KinesisEvent {
+    use base64::Engine;
+    let arrival = 1_795_600_800i64; // 2026-11-25T10:00:00Z
+    let records: Vec<Value> = (0..records)
+        .map(|i| {
+            let (ty, hour) = (i % types, (i / types) % hours);
+            let occurred = chrono::DateTime::from_timestamp(arrival - 60 - hour as i64 * 3600, 0)
+                .unwrap()
+                .format("%Y-%m-%dT%H:%M:%SZ");
+            let data = format!(
+                r#"{{"event_id":"wide-{i}","event_type":"checkout.step_{ty:02}_completed","occurred_at":"{occurred}","source":"web"}}"#
+            );
+            let seq = format!("4959033827149025660855969253836157109592157598913658{i:04}");
+            serde_json::json!({
+                "kinesis": {"partitionKey": format!("u-{i}"), "sequenceNumber": seq, "approximateArrivalTimestamp": arrival as f64,
+                            "data": base64::engine::general_purpose::STANDARD.encode(data), "kinesisSchemaVersion": "1.0"},
+                "eventID": format!("shardId-000000000000:{seq}"), "eventSource": "aws:kinesis"
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
+}
+
+#[test]
+fn a_raw_object_spanning_2000_partitions_is_processed_completely_and_again_when_rewritten() {
+    let w = world();
+    let ingest = |batch: KinesisEvent, at: &str| {
+        let (response, _) = block_on(w.sp.handle(&batch, "sp-wide", at.parse().unwrap()));
+        assert!(response.batch_item_failures.is_empty());
+        let notices = raw_notices(&w);
+        assert_eq!(notices.len(), 1, "one batch, one shard: one raw object");
+        notices.into_iter().next().unwrap()
+    };
+    let process = |notice: &PutNotice, owner: &str, rows: u64| {
+        let report = block_on(w.tf.handle(&notification(notice), owner)).unwrap();
+        let Outcome::Processed {
+            rows: got, outputs, ..
+        } = &report.outcomes[0]
+        else {
+            panic!("{report:?}")
+        };
+        assert_eq!(*got, rows);
+        assert_eq!(outputs.len(), 2000, "one output per partition");
+        assert_eq!(w.objects.keys(PROCESSED, "processed/"), *outputs);
+        assert_eq!(processed_ids(&w).len() as u64, rows);
+        let items = w.metadata.all();
+        assert_eq!(items[0].status, STATUS_PROCESSED);
+        assert_eq!(&listed(&w, &items[0]), outputs);
+        assert_eq!(items.len(), 1);
+        // No output page but those of the set the item refers to.
+        let set = items[0].outputs.unwrap();
+        assert_eq!(w.metadata.page_keys().len(), set.pages as usize);
+        // The raw object's item does not grow with its outputs; each page stays in its budget.
+        let item_size = w.metadata.item_size(&items[0].raw_key).unwrap();
+        assert!(item_size < 1024, "{item_size} bytes");
+        for page in w.metadata.page_keys() {
+            let size = w.metadata.item_size(&page).unwrap();
+            assert!(
+                size <= pipeline_core::metadata::OUTPUT_PAGE_BUDGET,
+                "{page}: {size}"
+            );
+        }
+        eprintln!(
+            "raw object item: {item_size} bytes; {} output pages of {:?} bytes",
+            set.pages,
+            w.metadata
+                .page_keys()
+                .iter()
+                .map(|k| w.metadata.item_size(k).unwrap())
+                .collect::<Vec<_>>()
+        );
+        set
+    };
+    // 2,000 partitions: 20 event types × 100 event-time hours, plus a second event in one.
+    let first = ingest(wide_batch(20, 100, 2001), "2026-11-25T10:00:01Z");
+    process(&first, "tf-wide-1", 2001);
+    // Redelivered smaller (a bisected retry): same first record, same key, new content, the same
+    // 2,000 partitions.
+    let second = ingest(wide_batch(20, 100, 2000), "2026-11-25T10:00:09Z");
+    assert_eq!(second.key, first.key);
+    process(&second, "tf-wide-2", 2000);
+    // A duplicate notification finds it done.
+    let report = block_on(w.tf.handle(&notification(&second), "tf-wide-3")).unwrap();
+    assert!(matches!(report.outcomes[0], Outcome::Duplicate { .. }));
 }
