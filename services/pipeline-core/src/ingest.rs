@@ -250,7 +250,11 @@ impl LineWriter {
         b.extend_from_slice(b",\"seq\":");
         push_json_str(b, unit.record.sequence_number);
         b.extend_from_slice(b",\"subseq\":");
-        b.extend_from_slice(unit.subseq.to_string().as_bytes());
+        if unit.subseq < 10 {
+            b.push(b'0' + unit.subseq as u8);
+        } else {
+            b.extend_from_slice(unit.subseq.to_string().as_bytes());
+        }
         b.extend_from_slice(b",\"arrival\":");
         push_json_str(b, unit.arrival);
         b.extend_from_slice(b",\"partition_key\":");
@@ -258,11 +262,13 @@ impl LineWriter {
         b.extend_from_slice(b",\"event\":");
         // The event is valid JSON: line breaks can only be insignificant whitespace between tokens.
         let event = unit.data.trim_ascii();
-        b.extend(
-            event
-                .iter()
-                .map(|&c| if c == b'\n' || c == b'\r' { b' ' } else { c }),
-        );
+        let start = b.len();
+        b.extend_from_slice(event);
+        for c in &mut b[start..] {
+            if *c == b'\n' || *c == b'\r' {
+                *c = b' ';
+            }
+        }
         b.extend_from_slice(b"}\n");
         self.lines += 1;
     }

@@ -8,12 +8,12 @@
 //! - dedupe by `event_id` inside one raw object: the first occurrence wins, the rest are counted;
 //! - lineage: `kinesis_shard`, `kinesis_seq`, `kinesis_subseq`, `raw_key`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, Timelike, Utc};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
-use serde_json::value::RawValue;
 use sha2::Sha256;
 
 use crate::event;
@@ -72,8 +72,8 @@ impl Pseudonymizer {
 
     /// The attributes as stored: the input text with the values of PII keys replaced by their
     /// hashes. One pass over the text, no tree: everything else stays byte for byte.
-    pub fn attributes_json(&self, attributes: &RawValue) -> String {
-        let text = attributes.get();
+    pub fn attributes_json(&self, attributes: &str) -> String {
+        let text = attributes;
         if !might_hold_pii(text) {
             return text.to_owned();
         }
@@ -179,12 +179,12 @@ fn value_end(b: &[u8], start: usize) -> usize {
 }
 
 /// The content of a JSON string literal (with its quotes).
-fn decode_string(literal: &str) -> std::borrow::Cow<'_, str> {
+fn decode_string(literal: &str) -> Cow<'_, str> {
     let inner = &literal[1..literal.len().saturating_sub(1).max(1)];
     if inner.contains('\\') {
-        std::borrow::Cow::Owned(serde_json::from_str::<String>(literal).unwrap_or_default())
+        Cow::Owned(serde_json::from_str::<String>(literal).unwrap_or_default())
     } else {
-        std::borrow::Cow::Borrowed(inner)
+        Cow::Borrowed(inner)
     }
 }
 
@@ -236,40 +236,79 @@ pub fn transform(
     body: &[u8],
     pii: &Pseudonymizer,
 ) -> Result<TransformOutput, TransformError> {
+    transform_with(raw_key, body, pii, true)
+}
+
+/// [`transform`] reading every line with `serde_json`: the reference the fast line reader is
+/// tested against.
+#[doc(hidden)]
+pub fn transform_reference(
+    raw_key: &str,
+    body: &[u8],
+    pii: &Pseudonymizer,
+) -> Result<TransformOutput, TransformError> {
+    transform_with(raw_key, body, pii, false)
+}
+
+fn transform_with(
+    raw_key: &str,
+    body: &[u8],
+    pii: &Pseudonymizer,
+    fast_lines: bool,
+) -> Result<TransformOutput, TransformError> {
     let parsed_key = keys::parse_raw_key(raw_key)
         .ok_or_else(|| TransformError::NotARawKey(raw_key.to_owned()))?;
     let text = gunzip(body).map_err(TransformError::NotGzip)?;
     let text = std::str::from_utf8(&text).map_err(|_| TransformError::NotUtf8)?;
 
-    let mut seen: HashSet<std::borrow::Cow<'_, str>> = HashSet::new();
+    let mut seen: HashSet<Cow<'_, str>> = HashSet::new();
+    // Users recur within a batch: hash each distinct user id once.
+    let mut user_hashes: HashMap<Cow<'_, str>, String> = HashMap::new();
     let mut groups: BTreeMap<(String, NaiveDate, u32), Vec<Row>> = BTreeMap::new();
     let (mut lines, mut rows, mut duplicates, mut max_lag) = (0u64, 0u64, 0u64, None::<i64>);
-    let mut last_arrival: (String, DateTime<Utc>) = (String::new(), DateTime::<Utc>::MIN_UTC);
+    let mut arrivals = Arrivals::default();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
         let n = i + 1;
         lines += 1;
-        let raw: RawLine<'_> = serde_json::from_str(line).map_err(|e| TransformError::BadLine {
-            line: n,
-            message: e.to_string(),
-        })?;
-        // Lines of a batch share arrival times: parse each distinct one once.
-        if last_arrival.0 != raw.arrival {
-            let t = DateTime::parse_from_rfc3339(&raw.arrival)
-                .map_err(|e| TransformError::BadLine {
-                    line: n,
-                    message: format!("arrival: {e}"),
-                })?
-                .with_timezone(&Utc);
-            last_arrival = (raw.arrival.to_string(), t);
-        }
-        let arrival = last_arrival.1;
-        let ev = event::parse(raw.event.get().as_bytes())
-            .map_err(|rejection| TransformError::InvalidEvent { line: n, rejection })?;
+        let fast = fast_line(line)
+            .filter(|_| fast_lines)
+            .and_then(|(lineage, event)| Some((lineage, event::parse(event.as_bytes()).ok()?)));
+        let (lineage, ev, arrival) = match fast {
+            // The line is exactly what `serde_json` would read, and its event is valid: only
+            // the arrival time can still be wrong, as on the reference path.
+            Some((lineage, ev)) => {
+                let arrival = arrivals.parse(&lineage.arrival, n)?;
+                (lineage, ev, arrival)
+            }
+            None => {
+                let raw: RawLine<'_> =
+                    serde_json::from_str(line).map_err(|e| TransformError::BadLine {
+                        line: n,
+                        message: e.to_string(),
+                    })?;
+                let arrival = arrivals.parse(&raw.arrival, n)?;
+                let ev = event::parse(raw.event.get().as_bytes())
+                    .map_err(|rejection| TransformError::InvalidEvent { line: n, rejection })?;
+                let lineage = Lineage {
+                    shard: raw.shard,
+                    seq: raw.seq,
+                    subseq: raw.subseq,
+                    arrival: raw.arrival,
+                };
+                (lineage, ev, arrival)
+            }
+        };
         if !seen.insert(ev.event_id.clone()) {
             duplicates += 1;
             continue;
         }
-        let row = enrich(&ev, arrival, &raw, raw_key, pii);
+        let user_id_hash = ev.user_id.as_ref().map(|u| {
+            user_hashes
+                .entry(u.clone())
+                .or_insert_with(|| pii.hash(u))
+                .clone()
+        });
+        let row = enrich(&ev, arrival, &lineage, raw_key, user_id_hash, pii);
         max_lag = Some(max_lag.map_or(row.ingest_lag_ms, |m: i64| m.max(row.ingest_lag_ms)));
         rows += 1;
         let date = ev.occurred_at.date_naive();
@@ -303,11 +342,86 @@ pub fn transform(
     })
 }
 
+/// The lineage of a raw line.
+struct Lineage<'a> {
+    shard: Cow<'a, str>,
+    seq: Cow<'a, str>,
+    subseq: u64,
+    arrival: Cow<'a, str>,
+}
+
+/// Lines of a batch share arrival times: parse each distinct one once.
+#[derive(Default)]
+struct Arrivals {
+    last: Option<(String, DateTime<Utc>)>,
+}
+
+impl Arrivals {
+    fn parse(&mut self, text: &str, line: usize) -> Result<DateTime<Utc>, TransformError> {
+        if let Some((last, t)) = &self.last
+            && last == text
+        {
+            return Ok(*t);
+        }
+        let t = DateTime::parse_from_rfc3339(text)
+            .map_err(|e| TransformError::BadLine {
+                line,
+                message: format!("arrival: {e}"),
+            })?
+            .with_timezone(&Utc);
+        self.last = Some((text.to_owned(), t));
+        Ok(t)
+    }
+}
+
+/// Reads a line in exactly the shape the stream processor writes it
+/// (`{"shard":"…","seq":"…","subseq":N,"arrival":"…","partition_key":"…","event":{…}}`, strings
+/// without escapes): its lineage and its event's text. `None` for any other line, which is then
+/// read by `serde_json`; when this reads a line, `serde_json` reads the same values from it.
+fn fast_line(line: &str) -> Option<(Lineage<'_>, &str)> {
+    fn plain<'a>(rest: &mut &'a str, prefix: &str) -> Option<&'a str> {
+        let r = rest.strip_prefix(prefix)?;
+        let end = r
+            .bytes()
+            .position(|c| c == b'"' || c == b'\\' || c < 0x20)?;
+        if r.as_bytes()[end] != b'"' {
+            return None;
+        }
+        *rest = &r[end + 1..];
+        Some(&r[..end])
+    }
+    let mut rest = line;
+    let shard = plain(&mut rest, "{\"shard\":\"")?;
+    let seq = plain(&mut rest, ",\"seq\":\"")?;
+    let r = rest.strip_prefix(",\"subseq\":")?;
+    let digits = r.bytes().take_while(u8::is_ascii_digit).count();
+    let subseq_text = &r[..digits];
+    if subseq_text.is_empty() || (subseq_text.len() > 1 && subseq_text.starts_with('0')) {
+        return None;
+    }
+    let subseq: u64 = subseq_text.parse().ok()?;
+    rest = &r[digits..];
+    let arrival = plain(&mut rest, ",\"arrival\":\"")?;
+    plain(&mut rest, ",\"partition_key\":\"")?;
+    let event = rest.strip_prefix(",\"event\":")?.strip_suffix('}')?;
+    if !(event.starts_with('{') && event.ends_with('}')) {
+        return None;
+    }
+    let lineage = Lineage {
+        shard: Cow::Borrowed(shard),
+        seq: Cow::Borrowed(seq),
+        subseq,
+        arrival: Cow::Borrowed(arrival),
+    };
+    Some((lineage, event))
+}
+
 fn enrich(
     ev: &event::Event<'_>,
     arrival: DateTime<Utc>,
-    raw: &RawLine<'_>,
+    raw: &Lineage<'_>,
     raw_key: &str,
+    user_id_hash: Option<String>,
     pii: &Pseudonymizer,
 ) -> Row {
     let extra_json = (!ev.extra.is_empty()).then(|| {
@@ -316,9 +430,17 @@ fn enrich(
             if i > 0 {
                 s.push(',');
             }
-            s.push_str(&serde_json::to_string(k.as_ref()).unwrap_or_default());
+            if k.bytes()
+                .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+            {
+                s.push('"');
+                s.push_str(k);
+                s.push('"');
+            } else {
+                s.push_str(&serde_json::to_string(k.as_ref()).unwrap_or_default());
+            }
             s.push(':');
-            s.push_str(v.get());
+            s.push_str(v);
         }
         s.push('}');
         s
@@ -328,7 +450,7 @@ fn enrich(
         event_type: ev.event_type.to_string(),
         occurred_at_us: ev.occurred_at.timestamp_micros(),
         source: ev.source.to_string(),
-        user_id_hash: ev.user_id.as_deref().map(|u| pii.hash(u)),
+        user_id_hash,
         session_id: ev.session_id.as_deref().map(str::to_owned),
         schema_version: ev.schema_version as i32,
         attributes_json: ev.attributes.map(|a| pii.attributes_json(a)),
@@ -437,19 +559,16 @@ mod tests {
 
     #[test]
     fn pii_values_of_any_type_are_hashed() {
-        let raw = RawValue::from_string(
-            r#"{"phone": 5551234, "list": [{"IP": [ "a" ]}], "email": null, "n": {"ip": "x\"y"}}"#
-                .to_owned(),
-        )
-        .unwrap();
-        let v: Value = serde_json::from_str(&pii().attributes_json(&raw)).unwrap();
+        let raw =
+            r#"{"phone": 5551234, "list": [{"IP": [ "a" ]}], "email": null, "n": {"ip": "x\"y"}}"#;
+        let v: Value = serde_json::from_str(&pii().attributes_json(raw)).unwrap();
         assert_eq!(v["n"]["ip"], Value::String(pii().hash("x\"y")));
         assert_eq!(v["phone"], Value::String(pii().hash("5551234")));
         assert_eq!(v["list"][0]["IP"], Value::String(pii().hash("[\"a\"]")));
         assert_eq!(v["email"], Value::Null);
         // An escaped key is still found.
-        let raw = RawValue::from_string(r#"{"em\u0061il":"x"}"#.to_owned()).unwrap();
-        assert!(!pii().attributes_json(&raw).contains("\"x\""));
+        let raw = r#"{"em\u0061il":"x"}"#;
+        assert!(!pii().attributes_json(raw).contains("\"x\""));
     }
 
     #[test]
