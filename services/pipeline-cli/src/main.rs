@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use aws_lambda_events::event::kinesis::KinesisEvent;
 use clap::{Parser, Subcommand};
 use pipeline_core::ingest::ingest;
 use pipeline_core::parquet_io::read_rows;
@@ -134,13 +133,15 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Ingest { kinesis_event, out } => {
-            let text = std::fs::read_to_string(&kinesis_event).map_err(io(&kinesis_event))?;
-            let event: KinesisEvent =
-                serde_json::from_str(&text).map_err(|source| Error::Event {
+            // The handler's own path: the event read in one pass, straight from the file's bytes.
+            let bytes = std::fs::read(&kinesis_event).map_err(io(&kinesis_event))?;
+            let batch: stream_processor::KinesisBatch =
+                serde_json::from_slice(&bytes).map_err(|source| Error::Event {
                     path: kinesis_event.display().to_string(),
                     source,
                 })?;
-            for shard in ingest(&stream_processor::records(&event)) {
+            drop(bytes);
+            for shard in ingest(&batch.records()) {
                 let raw = write(&out, &shard.raw.key, &shard.raw.body)?;
                 print_line(
                     json!({"object": raw, "lines": shard.raw.lines, "bytes": shard.raw.body.len(), "sha256": shard.raw.sha256}),

@@ -304,6 +304,94 @@ fn push_json_str(buf: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// Appends the standard base64 (with canonical padding) decoding of `text` to `out`: exactly what
+/// `base64`'s `STANDARD` engine decodes, and the same errors (it decides anything unusual).
+pub fn decode_base64_into(text: &[u8], out: &mut Vec<u8>) -> Result<(), base64::DecodeError> {
+    let start = out.len();
+    if fast_base64(text, out).is_none() {
+        out.truncate(start);
+        base64::engine::general_purpose::STANDARD.decode_vec(text, out)?;
+    }
+    Ok(())
+}
+
+const INVALID: u8 = 0xFF;
+
+/// The value of each base64 character; [`INVALID`] for everything else.
+static BASE64_VALUES: [u8; 256] = {
+    let mut t = [INVALID; 256];
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut i = 0;
+    while i < 64 {
+        t[alphabet[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Canonical standard base64 only; `None` leaves the text to the `base64` crate.
+fn fast_base64(text: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    if text.is_empty() {
+        return Some(());
+    }
+    if !text.len().is_multiple_of(4) {
+        return None;
+    }
+    let (body, last) = text.split_at(text.len() - 4);
+    out.reserve(text.len() / 4 * 3);
+    let v = |c: u8| u32::from(BASE64_VALUES[usize::from(c)]);
+    let mut quads = body.chunks_exact(8);
+    for q in &mut quads {
+        let (a, b, c, d) = (v(q[0]), v(q[1]), v(q[2]), v(q[3]));
+        let (e, f, g, h) = (v(q[4]), v(q[5]), v(q[6]), v(q[7]));
+        if (a | b | c | d | e | f | g | h) > 63 {
+            return None;
+        }
+        let x = (a << 18) | (b << 12) | (c << 6) | d;
+        let y = (e << 18) | (f << 12) | (g << 6) | h;
+        let (x, y) = (x.to_be_bytes(), y.to_be_bytes());
+        out.extend_from_slice(&[x[1], x[2], x[3], y[1], y[2], y[3]]);
+    }
+    for q in quads.remainder().chunks_exact(4) {
+        let (a, b, c, d) = (v(q[0]), v(q[1]), v(q[2]), v(q[3]));
+        if (a | b | c | d) > 63 {
+            return None;
+        }
+        let x = ((a << 18) | (b << 12) | (c << 6) | d).to_be_bytes();
+        out.extend_from_slice(&x[1..]);
+    }
+    let (a, b) = (v(last[0]), v(last[1]));
+    if (a | b) > 63 {
+        return None;
+    }
+    match (last[2], last[3]) {
+        (b'=', b'=') => {
+            // One byte; the unused low bits must be zero.
+            if b & 0x0F != 0 {
+                return None;
+            }
+            out.push(((a << 2) | (b >> 4)) as u8);
+        }
+        (c, b'=') => {
+            let c = v(c);
+            if c > 63 || c & 0x03 != 0 {
+                return None;
+            }
+            let x = ((a << 18) | (b << 12) | (c << 6)).to_be_bytes();
+            out.extend_from_slice(&x[1..3]);
+        }
+        (c, d) => {
+            let (c, d) = (v(c), v(d));
+            if (c | d) > 63 {
+                return None;
+            }
+            let x = ((a << 18) | (b << 12) | (c << 6) | d).to_be_bytes();
+            out.extend_from_slice(&x[1..]);
+        }
+    }
+    Some(())
+}
+
 /// Deterministic gzip (no file name, mtime 0).
 pub fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = GzEncoder::new(
@@ -429,6 +517,25 @@ mod tests {
         let s1 = &out[1];
         assert_eq!((s1.units, s1.valid), (2, 1));
         assert_eq!(s1.quarantined[&Reason::MissingField], 1);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn base64_decodes_as_the_base64_crate_decodes(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            edit in proptest::option::of((proptest::prelude::any::<proptest::sample::Index>(),
+                proptest::sample::select(b"A/+=_-\n a".to_vec()))),
+        ) {
+            let mut text = base64::engine::general_purpose::STANDARD.encode(&data).into_bytes();
+            if let (Some((at, byte)), false) = (edit, text.is_empty()) {
+                let i = at.index(text.len());
+                text[i] = byte;
+            }
+            let mut out = b"prefix".to_vec();
+            let got = decode_base64_into(&text, &mut out).map(|()| out[6..].to_vec());
+            let want = base64::engine::general_purpose::STANDARD.decode(&text);
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! reports the shard's first sequence number, so the platform redelivers the whole group and the
 //! same keys are overwritten with the same content.
 
+mod batch;
 mod events;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use pipeline_aws::{MetadataStore, ObjectStore, RawItem, StoreError};
 use pipeline_core::event::fmt_time;
 use pipeline_core::{KinesisRecord, ShardOutput};
 
+pub use batch::KinesisBatch;
 pub use events::ShardFailed;
 
 /// Settings read from the function's environment.
@@ -96,16 +98,36 @@ impl<O: ObjectStore, M: MetadataStore> StreamProcessor<O, M> {
     }
 
     /// Handles one batch. `now` stamps the metadata item; `correlation_id` is the request id.
-    pub async fn handle(
-        &self,
+    /// The records are validated and encoded before the returned future first runs.
+    pub fn handle<'a>(
+        &'a self,
         event: &KinesisEvent,
+        correlation_id: &'a str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = (KinesisEventResponse, Report)> + Send + 'a {
+        self.write_outputs(pipeline_core::ingest(&records(event)), correlation_id, now)
+    }
+
+    /// [`Self::handle`] for a batch read by [`KinesisBatch`], the Lambda function's fast path.
+    pub fn handle_batch<'a>(
+        &'a self,
+        batch: &KinesisBatch,
+        correlation_id: &'a str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = (KinesisEventResponse, Report)> + Send + 'a {
+        self.write_outputs(pipeline_core::ingest(&batch.records()), correlation_id, now)
+    }
+
+    async fn write_outputs(
+        &self,
+        outputs: Vec<ShardOutput>,
         correlation_id: &str,
         now: DateTime<Utc>,
     ) -> (KinesisEventResponse, Report) {
-        let outputs = pipeline_core::ingest(&records(event));
         let mut response = KinesisEventResponse::default();
         let mut report = Report::default();
-        for shard in &outputs {
+        for mut shard in outputs {
+            let shard = &mut shard;
             report.kinesis_records += shard.kinesis_records;
             report.units += shard.units;
             match self.write_shard(shard, correlation_id, now).await {
@@ -141,10 +163,12 @@ impl<O: ObjectStore, M: MetadataStore> StreamProcessor<O, M> {
         (response, report)
     }
 
-    /// Puts one encoded object; returns the bytes written.
+    /// Puts one encoded object, handing its body to the store without a copy (the body is not
+    /// needed afterwards: a failed shard is redelivered and encoded again); returns the bytes
+    /// written.
     async fn put_object(
         &self,
-        object: &pipeline_core::EncodedObject,
+        object: &mut pipeline_core::EncodedObject,
         correlation_id: &str,
     ) -> Result<u64, StoreError> {
         let meta = BTreeMap::from([
@@ -152,16 +176,18 @@ impl<O: ObjectStore, M: MetadataStore> StreamProcessor<O, M> {
             ("records".to_owned(), object.lines.to_string()),
             ("sha256".to_owned(), object.sha256.clone()),
         ]);
+        let body = std::mem::take(&mut object.body);
+        let bytes = body.len() as u64;
         self.objects
             .put(
                 &self.settings.raw_bucket,
                 &object.key,
-                object.body.clone(),
+                body,
                 "application/x-ndjson+gzip",
                 &meta,
             )
             .await?;
-        Ok(object.body.len() as u64)
+        Ok(bytes)
     }
 
     /// Writes the quarantine object, or deletes the key when nothing was rejected: an earlier,
@@ -169,14 +195,15 @@ impl<O: ObjectStore, M: MetadataStore> StreamProcessor<O, M> {
     /// another batch.
     async fn write_quarantine(
         &self,
-        shard: &ShardOutput,
+        quarantine: Option<&mut pipeline_core::EncodedObject>,
+        quarantine_key: &str,
         correlation_id: &str,
     ) -> Result<u64, StoreError> {
-        match &shard.quarantine {
+        match quarantine {
             Some(q) => self.put_object(q, correlation_id).await,
             None => self
                 .objects
-                .delete(&self.settings.raw_bucket, &shard.quarantine_key)
+                .delete(&self.settings.raw_bucket, quarantine_key)
                 .await
                 .map(|()| 0),
         }
@@ -185,13 +212,17 @@ impl<O: ObjectStore, M: MetadataStore> StreamProcessor<O, M> {
     /// Writes one shard's objects and metadata; returns (objects, bytes) written.
     async fn write_shard(
         &self,
-        shard: &ShardOutput,
+        shard: &mut ShardOutput,
         correlation_id: &str,
         now: DateTime<Utc>,
     ) -> Result<(u64, u64), StoreError> {
         let (q_bytes, r_bytes) = tokio::join!(
-            self.write_quarantine(shard, correlation_id),
-            self.put_object(&shard.raw, correlation_id)
+            self.write_quarantine(
+                shard.quarantine.as_mut(),
+                &shard.quarantine_key,
+                correlation_id
+            ),
+            self.put_object(&mut shard.raw, correlation_id)
         );
         let (q_bytes, r_bytes) = (q_bytes?, r_bytes?);
         let raw = &shard.raw;
@@ -207,7 +238,7 @@ impl<O: ObjectStore, M: MetadataStore> StreamProcessor<O, M> {
             valid_records: shard.valid,
             quarantined_records: shard.quarantined_total(),
             quarantine_key: shard.quarantine.as_ref().map(|q| q.key.clone()),
-            raw_bytes: raw.body.len() as u64,
+            raw_bytes: r_bytes,
             raw_uncompressed_bytes: raw.uncompressed_bytes,
             correlation_id: correlation_id.to_owned(),
             written_at: fmt_time(now),

@@ -1,12 +1,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use pipeline_aws::dynamodb::DynamoStore;
 use pipeline_aws::s3::S3Store;
-use stream_processor::{Settings, StreamProcessor};
+use stream_processor::{KinesisBatch, Settings, StreamProcessor};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -21,10 +20,10 @@ async fn main() -> Result<(), Error> {
     let cold = AtomicBool::new(true);
     let (handler, cold, function) = (&handler, &cold, settings.function_name.as_str());
     lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<KinesisEvent>| async move {
+        move |event: LambdaEvent<KinesisBatch>| async move {
             let started = Instant::now();
             let (response, report) = handler
-                .handle(
+                .handle_batch(
                     &event.payload,
                     &event.context.request_id,
                     chrono::Utc::now(),
