@@ -19,8 +19,21 @@ export interface Names {
 
 /** The metadata table's sparse index of raw objects that are not processed yet. */
 export const PENDING_INDEX = "pending-by-age";
-/** The value of `pending` while a raw object is not processed (the index's hash key). */
-export const PENDING_VALUE = "PENDING";
+/**
+ * How many values `pending` (the index's hash key) takes while a raw object is not processed: the
+ * stream processor puts each raw object in one bucket, derived from its key
+ * (`pipeline_core::metadata::pending_bucket`), so no index partition takes every write; finding
+ * the objects not processed after some time is one query per bucket.
+ */
+export const PENDING_BUCKETS = 16;
+/** The value of `pending` for a bucket: `PENDING#00` … `PENDING#15`. */
+export function pendingValue(bucket: number): string {
+    return `PENDING#${String(bucket).padStart(2, "0")}`;
+}
+/** Every value of `pending`, in bucket order. */
+export function pendingValues(): string[] {
+    return Array.from({ length: PENDING_BUCKETS }, (_, b) => pendingValue(b));
+}
 /** S3 key prefixes (`pipeline_core::keys`). */
 export const RAW_PREFIX = "raw/";
 export const QUARANTINE_PREFIX = "quarantine/";

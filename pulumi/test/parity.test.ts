@@ -1,11 +1,14 @@
 // The local provisioner (Rust) and this program must express the same settings for an environment.
 // `fixtures/local-settings.json` is the Rust side's view of `environments/local.toml` with account
-// id 000000000000 (a Rust test writes it); `expressedSettings` is the view the components deploy.
+// id 000000000000 (a Rust test writes it); `expressedSettings` is the view the components deploy,
+// and `METADATA_TABLE` the metadata table's keys and pending index (the Rust side's
+// `pipeline_core::metadata`).
 
 import { strict as assert } from "node:assert";
 import * as fs from "node:fs";
 import * as path from "node:path";
 
+import { METADATA_TABLE } from "../src/components/storage";
 import { loadEnvironment } from "../src/config";
 import { expressedSettings } from "../src/settings";
 import { deploy, one } from "./harness";
@@ -14,10 +17,11 @@ const FIXTURE = path.join(__dirname, "fixtures", "local-settings.json");
 const LOCAL_ACCOUNT_ID = "000000000000";
 
 describe("parity with the local provisioner", () => {
-    it("expressedSettings(local) equals the Rust side's fixture, key for key", () => {
-        const rust = JSON.parse(fs.readFileSync(FIXTURE, "utf8"));
+    it("expressedSettings(local) and the metadata table equal the Rust side's fixture, key for key", () => {
+        const { metadataTable, ...rust } = JSON.parse(fs.readFileSync(FIXTURE, "utf8"));
         const ours = expressedSettings(loadEnvironment("local"), LOCAL_ACCOUNT_ID);
         assert.deepStrictEqual(JSON.parse(JSON.stringify(ours)), rust);
+        assert.deepStrictEqual(JSON.parse(JSON.stringify(METADATA_TABLE)), metadataTable);
     });
 
     it("the deployed mapping, notification and invoke config are exactly the expressed settings", async () => {
@@ -34,7 +38,21 @@ describe("parity with the local provisioner", () => {
         assert.equal(invoke.maximumRetryAttempts, s.transformerAsync.maximumRetryAttempts);
         assert.equal(invoke.maximumEventAgeInSeconds, s.transformerAsync.maximumEventAgeInSeconds);
         assert.equal(one(d, "aws:kinesis/stream:Stream").inputs.name, s.names.stream);
-        assert.equal(one(d, "aws:dynamodb/table:Table").inputs.name, s.names.metadata_table);
+        const table = one(d, "aws:dynamodb/table:Table").inputs;
+        assert.equal(table.name, s.names.metadata_table);
+        const t = METADATA_TABLE;
+        assert.equal(table.hashKey, t.hashKey);
+        assert.deepStrictEqual(table.ttl, { attributeName: t.ttlAttribute, enabled: true });
+        assert.deepStrictEqual(table.globalSecondaryIndexes, [
+            {
+                name: t.pendingIndex.name,
+                keySchemas: [
+                    { attributeName: t.pendingIndex.hashKey, keyType: "HASH" },
+                    { attributeName: t.pendingIndex.rangeKey, keyType: "RANGE" },
+                ],
+                projectionType: t.pendingIndex.projectionType,
+            },
+        ]);
         assert.equal(one(d, "aws:secretsmanager/secret:Secret").inputs.name, s.names.hmac_secret);
         assert.equal(one(d, "aws:sns/topic:Topic").inputs.name, s.names.alarm_topic);
     });

@@ -299,7 +299,7 @@ describe("pipeline under mocks", function () {
                 }
             });
 
-            it("creates the metadata table with its sparse pending-by-age index, CMK encryption, PITR and TTL", () => {
+            it("creates the metadata table with its sparse pending-by-age index (keys only), CMK encryption, PITR and TTL", () => {
                 const x = d(stack);
                 const t = one(x, TYPES.table).inputs;
                 assert.equal(t.billingMode, "PAY_PER_REQUEST");
@@ -316,7 +316,9 @@ describe("pipeline under mocks", function () {
                             { attributeName: "pending", keyType: "HASH" },
                             { attributeName: "raw_written_at", keyType: "RANGE" },
                         ],
-                        projectionType: "ALL",
+                        // Keys only: what the stuck-object queries read, and no index write for
+                        // a lease or an output set update of the base item.
+                        projectionType: "KEYS_ONLY",
                     },
                 ]);
                 assert.equal(t.serverSideEncryption.enabled, true);
@@ -376,6 +378,7 @@ describe("pipeline under mocks", function () {
                     "s3:DeleteObject",
                     "dynamodb:GetItem",
                     "dynamodb:UpdateItem",
+                    "dynamodb:DeleteItem",
                     "secretsmanager:GetSecretValue",
                     "sqs:SendMessage",
                     ...common,

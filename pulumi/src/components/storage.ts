@@ -2,7 +2,7 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 
 import { arn, servicePrincipal, type Context, type Statement } from "../iam";
-import { PENDING_INDEX, PROCESSED_PREFIX, QUARANTINE_PREFIX, RAW_PREFIX } from "../names";
+import { PENDING_BUCKETS, PENDING_INDEX, pendingValues, PROCESSED_PREFIX, QUARANTINE_PREFIX, RAW_PREFIX } from "../names";
 import { noncurrentVersionRule, SecureBucket } from "./secureBucket";
 
 /** Attributes of the metadata table that this program declares (keys of the table and its index). */
@@ -10,6 +10,25 @@ export const METADATA_HASH_KEY = "raw_key";
 export const PENDING_ATTRIBUTE = "pending";
 export const RAW_WRITTEN_AT_ATTRIBUTE = "raw_written_at";
 export const TTL_ATTRIBUTE = "expires_at";
+
+/**
+ * The metadata table's keys and pending index, as the table below declares them and as the Rust
+ * side (`pipeline_core::metadata`, the local provisioner) expresses them: `test/parity.test.ts`
+ * compares the two. The index projects its keys only: the stuck-object queries read nothing else,
+ * and no update of another attribute (a lease, an output set) writes to the index.
+ */
+export const METADATA_TABLE = {
+    hashKey: METADATA_HASH_KEY,
+    ttlAttribute: TTL_ATTRIBUTE,
+    pendingIndex: {
+        name: PENDING_INDEX,
+        hashKey: PENDING_ATTRIBUTE,
+        rangeKey: RAW_WRITTEN_AT_ATTRIBUTE,
+        projectionType: "KEYS_ONLY",
+        buckets: PENDING_BUCKETS,
+        values: pendingValues(),
+    },
+} as const;
 
 /**
  * Everything that holds data: the customer managed KMS key, the raw and processed buckets (and the
@@ -128,32 +147,35 @@ export class Storage extends pulumi.ComponentResource {
             { parent: this },
         );
 
-        // One item per raw object. `pending` is set only while the object is not processed, so the
-        // `pending-by-age` index holds exactly the unprocessed objects, oldest first.
+        // One item per raw object, and one per page of its output keys (docs/data-contract.md).
+        // `pending` (one of PENDING_BUCKETS values) is set only while the object is not processed,
+        // so the `pending-by-age` index holds exactly the unprocessed objects, oldest first in each
+        // bucket.
+        const index = METADATA_TABLE.pendingIndex;
         this.table = new aws.dynamodb.Table(
             `${name}-metadata`,
             {
                 name: names.metadata_table,
                 billingMode: "PAY_PER_REQUEST",
-                hashKey: METADATA_HASH_KEY,
+                hashKey: METADATA_TABLE.hashKey,
                 attributes: [
-                    { name: METADATA_HASH_KEY, type: "S" },
-                    { name: PENDING_ATTRIBUTE, type: "S" },
-                    { name: RAW_WRITTEN_AT_ATTRIBUTE, type: "S" },
+                    { name: METADATA_TABLE.hashKey, type: "S" },
+                    { name: index.hashKey, type: "S" },
+                    { name: index.rangeKey, type: "S" },
                 ],
                 globalSecondaryIndexes: [
                     {
-                        name: PENDING_INDEX,
+                        name: index.name,
                         keySchemas: [
-                            { attributeName: PENDING_ATTRIBUTE, keyType: "HASH" },
-                            { attributeName: RAW_WRITTEN_AT_ATTRIBUTE, keyType: "RANGE" },
+                            { attributeName: index.hashKey, keyType: "HASH" },
+                            { attributeName: index.rangeKey, keyType: "RANGE" },
                         ],
-                        projectionType: "ALL",
+                        projectionType: index.projectionType,
                     },
                 ],
                 serverSideEncryption: { enabled: true, kmsKeyArn: this.key.arn },
                 pointInTimeRecovery: { enabled: true },
-                ttl: { attributeName: TTL_ATTRIBUTE, enabled: true },
+                ttl: { attributeName: METADATA_TABLE.ttlAttribute, enabled: true },
                 deletionProtectionEnabled: retain,
             },
             retained,

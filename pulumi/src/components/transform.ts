@@ -94,9 +94,12 @@ export class Transform extends pulumi.ComponentResource {
                         Resource: pulumi.interpolate`${storage.processed.arn}/${PROCESSED_PREFIX}*`,
                     },
                     {
+                        // The raw object's item and the pages of its output keys (items of their
+                        // own): pages are written with UpdateItem, read with GetItem, and deleted
+                        // once the item no longer refers to them.
                         Sid: "RecordMetadata",
                         Effect: "Allow",
-                        Action: ["dynamodb:GetItem", "dynamodb:UpdateItem"],
+                        Action: ["dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
                         Resource: storage.table.arn,
                     },
                     {

@@ -26,6 +26,7 @@ use aws_sdk_s3::types::{
 };
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use pipeline_config::{Environment, StreamMode};
+use pipeline_core::metadata;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -75,6 +76,18 @@ pub fn expressed_settings(env: &Environment, account_id: &str) -> Value {
         "transformerAsync": {
             "maximumRetryAttempts": env.transformer_async.maximum_retry_attempts,
             "maximumEventAgeInSeconds": env.transformer_async.maximum_event_age_seconds,
+        },
+        "metadataTable": {
+            "hashKey": metadata::HASH_KEY,
+            "ttlAttribute": metadata::TTL_ATTRIBUTE,
+            "pendingIndex": {
+                "name": metadata::PENDING_INDEX,
+                "hashKey": metadata::PENDING_ATTRIBUTE,
+                "rangeKey": metadata::WRITTEN_AT_ATTRIBUTE,
+                "projectionType": metadata::PENDING_INDEX_PROJECTION,
+                "buckets": metadata::PENDING_BUCKETS,
+                "values": metadata::pending_values(),
+            },
         },
     })
 }
@@ -193,7 +206,8 @@ pub async fn provision(
         }
     }
 
-    // Metadata table with the sparse pending index and TTL.
+    // Metadata table with the sparse pending index (keys only) and TTL, as
+    // `pipeline_core::metadata` defines them.
     let key = |name: &str, kind: KeyType| {
         KeySchemaElement::builder()
             .attribute_name(name)
@@ -218,23 +232,32 @@ pub async fn provision(
                 .kms_master_key_id(key)
                 .build()
         }))
-        .key_schema(key("raw_key", KeyType::Hash).map_err(|e| Error::Provision(e.to_string()))?)
-        .attribute_definitions(attr("raw_key").map_err(|e| Error::Provision(e.to_string()))?)
-        .attribute_definitions(attr("pending").map_err(|e| Error::Provision(e.to_string()))?)
-        .attribute_definitions(attr("raw_written_at").map_err(|e| Error::Provision(e.to_string()))?)
+        .key_schema(
+            key(metadata::HASH_KEY, KeyType::Hash).map_err(|e| Error::Provision(e.to_string()))?,
+        )
+        .attribute_definitions(
+            attr(metadata::HASH_KEY).map_err(|e| Error::Provision(e.to_string()))?,
+        )
+        .attribute_definitions(
+            attr(metadata::PENDING_ATTRIBUTE).map_err(|e| Error::Provision(e.to_string()))?,
+        )
+        .attribute_definitions(
+            attr(metadata::WRITTEN_AT_ATTRIBUTE).map_err(|e| Error::Provision(e.to_string()))?,
+        )
         .global_secondary_indexes(
             GlobalSecondaryIndex::builder()
-                .index_name(pipeline_config::PENDING_INDEX)
+                .index_name(metadata::PENDING_INDEX)
                 .key_schema(
-                    key("pending", KeyType::Hash).map_err(|e| Error::Provision(e.to_string()))?,
+                    key(metadata::PENDING_ATTRIBUTE, KeyType::Hash)
+                        .map_err(|e| Error::Provision(e.to_string()))?,
                 )
                 .key_schema(
-                    key("raw_written_at", KeyType::Range)
+                    key(metadata::WRITTEN_AT_ATTRIBUTE, KeyType::Range)
                         .map_err(|e| Error::Provision(e.to_string()))?,
                 )
                 .projection(
                     Projection::builder()
-                        .projection_type(ProjectionType::All)
+                        .projection_type(ProjectionType::from(metadata::PENDING_INDEX_PROJECTION))
                         .build(),
                 )
                 .build()
@@ -252,7 +275,7 @@ pub async fn provision(
                 .time_to_live_specification(
                     TimeToLiveSpecification::builder()
                         .enabled(true)
-                        .attribute_name("expires_at")
+                        .attribute_name(metadata::TTL_ATTRIBUTE)
                         .build()
                         .map_err(|e| Error::Provision(e.to_string()))?,
                 )
@@ -1014,5 +1037,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(expressed_settings(&env, ACCOUNT_ID), fixture);
+        // The environment schema names the index too: one name.
+        assert_eq!(pipeline_config::PENDING_INDEX, metadata::PENDING_INDEX);
     }
 }
