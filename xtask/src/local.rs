@@ -274,8 +274,20 @@ async fn demo_on(local: &Local, o: &DemoOptions, producer: &Path, out: &Path) ->
         summary["events_invalid"].as_u64().unwrap_or(0),
     )
     .await?;
-    write_report(&report, out)?;
     let m = local.mapping_stats();
+    let mut report = report;
+    report.operations = Some(
+        local_runtime::reconcile::Operations {
+            faults: local.faults.as_ref().map(|f| f.stats()),
+            producer_records_retried: summary["records_retried"].as_u64().unwrap_or(0),
+            producer_records_possibly_twice: summary["records_possibly_duplicated"]
+                .as_u64()
+                .unwrap_or(0),
+            ..Default::default()
+        }
+        .with_mapping(&m),
+    );
+    write_report(&report, out)?;
     println!("\n{}", report.text());
     println!(
         "{:<28} {} invocations, {} function errors, {} bisections",

@@ -1,0 +1,163 @@
+//! Reads back the facts a reconciliation accounts for, and nothing else: what the stream holds,
+//! every processed row's lineage, the processed files and their sizes, every quarantine line's
+//! reason, the metadata items' times, the dead-letter queues.
+
+use std::collections::BTreeMap;
+
+use aws_smithy_types::error::display::DisplayErrorContext;
+use chrono::{DateTime, Utc};
+use pipeline_core::ingest::{QuarantineLine, gunzip};
+use pipeline_core::parquet_io::read_rows;
+
+use super::{Progress, dlq_records, get, progress, stream_units};
+use crate::provision::Stack;
+use crate::queue::{SETTLE, SqsQueue};
+use crate::{Clients, Error};
+
+/// One processed row: its Kinesis record, its event and when it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowFacts {
+    pub shard: String,
+    pub sequence_number: String,
+    pub sub_sequence_number: i64,
+    pub event_id: String,
+    pub raw_key: String,
+    /// Unix milliseconds of the record's arrival in Kinesis.
+    pub arrival_ms: i64,
+}
+
+/// A processed file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileFacts {
+    pub key: String,
+    pub size: u64,
+}
+
+/// When a raw object was recorded and processed (Unix milliseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ItemTimes {
+    pub raw_written_ms: Option<i64>,
+    pub processed_ms: Option<i64>,
+}
+
+/// Everything a reconciliation accounts for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Facts {
+    pub progress: Progress,
+    pub stream_units: u64,
+    pub rows: Vec<RowFacts>,
+    pub files: Vec<FileFacts>,
+    /// Quarantine lines by reason code.
+    pub quarantined: BTreeMap<String, u64>,
+    pub stream_dlq_records: u64,
+    /// By raw key.
+    pub items: BTreeMap<String, ItemTimes>,
+}
+
+pub async fn collect(clients: &Clients, stack: &Stack) -> Result<Facts, Error> {
+    let mut facts = Facts {
+        progress: progress(clients, stack).await?,
+        items: item_times(clients, stack).await?,
+        ..Facts::default()
+    };
+    for file in list_sized(clients, &stack.processed_bucket, "processed/").await? {
+        let body = get(clients, &stack.processed_bucket, &file.key).await?;
+        let rows = read_rows(body).map_err(|e| Error::Reconcile(format!("{}: {e}", file.key)))?;
+        facts.rows.extend(rows.into_iter().map(|r| RowFacts {
+            shard: r.kinesis_shard,
+            sequence_number: r.kinesis_seq,
+            sub_sequence_number: r.kinesis_subseq,
+            event_id: r.event_id,
+            raw_key: r.raw_key,
+            arrival_ms: r.arrival_time_us / 1000,
+        }));
+        facts.files.push(file);
+    }
+    for file in list_sized(clients, &stack.raw_bucket, "quarantine/").await? {
+        let body = get(clients, &stack.raw_bucket, &file.key).await?;
+        let text = gunzip(&body).map_err(|e| Error::Reconcile(format!("{}: {e}", file.key)))?;
+        for line in String::from_utf8_lossy(&text)
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
+            let q: QuarantineLine = serde_json::from_str(line)
+                .map_err(|e| Error::Reconcile(format!("{}: {e}", file.key)))?;
+            *facts.quarantined.entry(q.reason.to_string()).or_default() += 1;
+        }
+    }
+    facts.stream_dlq_records =
+        dlq_records(&SqsQueue::new(clients, &stack.stream_dlq_url), SETTLE).await?;
+    facts.stream_units = stream_units(clients, stack).await?;
+    Ok(facts)
+}
+
+/// Every object under `prefix`, with its size.
+pub async fn list_sized(
+    clients: &Clients,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<FileFacts>, Error> {
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let page = clients
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .map_err(|e| Error::aws("s3 ListObjectsV2", DisplayErrorContext(e)))?;
+        out.extend(page.contents().iter().filter_map(|o| {
+            Some(FileFacts {
+                key: o.key()?.to_owned(),
+                size: o.size().unwrap_or(0).max(0) as u64,
+            })
+        }));
+        match page.next_continuation_token {
+            Some(t) if page.is_truncated == Some(true) => token = Some(t),
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// When each raw object was recorded and processed.
+async fn item_times(
+    clients: &Clients,
+    stack: &Stack,
+) -> Result<BTreeMap<String, ItemTimes>, Error> {
+    let millis = |v: Option<&aws_sdk_dynamodb::types::AttributeValue>| {
+        v.and_then(|v| v.as_s().ok())
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc).timestamp_millis())
+    };
+    let mut out = BTreeMap::new();
+    let mut start = None;
+    loop {
+        let page = clients
+            .dynamodb
+            .scan()
+            .table_name(&stack.metadata_table)
+            .projection_expression("raw_key, raw_written_at, processed_at")
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(|e| Error::aws("dynamodb Scan", DisplayErrorContext(e)))?;
+        for item in page.items() {
+            if let Some(key) = item.get("raw_key").and_then(|v| v.as_s().ok()) {
+                out.insert(
+                    key.clone(),
+                    ItemTimes {
+                        raw_written_ms: millis(item.get("raw_written_at")),
+                        processed_ms: millis(item.get("processed_at")),
+                    },
+                );
+            }
+        }
+        match page.last_evaluated_key {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => return Ok(out),
+        }
+    }
+}

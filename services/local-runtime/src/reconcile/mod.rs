@@ -1,0 +1,361 @@
+//! Reconciliation in three parts: `collect` reads back what the stack holds (the stream's units,
+//! Parquet rows, quarantine lines, metadata items, dead-letter queues) into [`collect::Facts`];
+//! `account` turns facts into a [`Report`] (pure, unit-tested on hand-made facts); `render` writes
+//! it as text and as a self-contained HTML page. Also the progress counters used to detect
+//! quiescence.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_smithy_types::error::display::DisplayErrorContext;
+use serde::Serialize;
+
+use crate::provision::Stack;
+use crate::queue::{Hold, Queue, read_all};
+use crate::{Clients, Error};
+
+pub mod account;
+pub mod collect;
+mod render;
+
+pub use account::{Operations, PartitionFiles, Percentiles, Sent, Stages, account};
+
+/// Cheap counters from the metadata table and the queues (one scan), polled while waiting.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Progress {
+    pub raw_objects: u64,
+    pub raw_records: u64,
+    pub processed_objects: u64,
+    pub processed_rows: u64,
+    pub duplicates: u64,
+    pub quarantined: u64,
+    pub pending_objects: u64,
+    pub stream_dlq_messages: u64,
+    pub transform_dlq_messages: u64,
+}
+
+impl Progress {
+    /// Units accounted for: rows, dropped duplicates, quarantined.
+    pub fn accounted(&self) -> u64 {
+        self.processed_rows + self.duplicates + self.quarantined
+    }
+}
+
+pub async fn progress(clients: &Clients, stack: &Stack) -> Result<Progress, Error> {
+    let mut p = Progress::default();
+    let mut start = None;
+    loop {
+        let out = clients
+            .dynamodb
+            .scan()
+            .table_name(&stack.metadata_table)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(|e| Error::aws("dynamodb Scan", DisplayErrorContext(e)))?;
+        for item in out.items() {
+            let n = |k: &str| {
+                item.get(k)
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            if item.contains_key("raw_sha256") {
+                p.raw_objects += 1;
+                p.raw_records += n("valid_records");
+                p.quarantined += n("quarantined_records");
+            }
+            if item
+                .get("status")
+                .and_then(|v| v.as_s().ok())
+                .is_some_and(|s| s == "PROCESSED")
+            {
+                p.processed_objects += 1;
+                p.processed_rows += n("processed_rows");
+                p.duplicates += n("duplicates");
+            }
+            if item.contains_key("pending") {
+                p.pending_objects += 1;
+            }
+        }
+        match out.last_evaluated_key {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => break,
+        }
+    }
+    p.stream_dlq_messages = queue_depth(clients, &stack.stream_dlq_url).await?;
+    p.transform_dlq_messages = queue_depth(clients, &stack.transform_dlq_url).await?;
+    Ok(p)
+}
+
+pub async fn queue_depth(clients: &Clients, url: &str) -> Result<u64, Error> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .map_err(|e| Error::aws("sqs GetQueueAttributes", DisplayErrorContext(e)))?;
+    let attrs = out.attributes.unwrap_or_default();
+    let get = |a: A| {
+        attrs
+            .get(&a)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok(get(A::ApproximateNumberOfMessages) + get(A::ApproximateNumberOfMessagesNotVisible))
+}
+
+/// The final account of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub events_sent: u64,
+    pub events_sent_valid: u64,
+    pub events_sent_invalid: u64,
+    /// Input units the stream holds (records, each sub-record of a KPL aggregate counted): what
+    /// the pipeline must account for. More than `events_sent` when a producer retried a call that
+    /// had taken effect (it counts those as possibly twice).
+    pub stream_units: u64,
+    /// `stream_units - events_sent`: copies the producer's retries put in the stream.
+    pub stream_duplicates: i64,
+    pub raw_objects: u64,
+    pub raw_records: u64,
+    pub processed_objects: u64,
+    pub processed_rows: u64,
+    pub distinct_event_ids: u64,
+    /// Processed rows whose Kinesis record (shard, sequence number, sub-sequence number) is in
+    /// processed already: each is a record delivered twice that did not heal.
+    pub duplicated: u64,
+    pub duplicates_dropped: u64,
+    pub quarantined: BTreeMap<String, u64>,
+    pub quarantined_total: u64,
+    pub stream_dlq_messages: u64,
+    pub stream_dlq_records: u64,
+    pub transform_dlq_messages: u64,
+    pub pending_objects: u64,
+    pub lost: i64,
+    pub latency_ms_p50: f64,
+    pub latency_ms_p95: f64,
+    pub latency_ms_p99: f64,
+    pub latency_ms_max: f64,
+    pub throughput_events_per_second: f64,
+    pub elapsed_seconds: f64,
+    /// Latency histogram: (upper bound ms, count).
+    pub latency_histogram: Vec<(f64, u64)>,
+    /// Per second since the first arrival: (second, arrived, processed).
+    pub timeline: Vec<(i64, u64, u64)>,
+    /// Latency per stage: Kinesis arrival → raw object recorded → processed.
+    pub stages: Stages,
+    /// Processed files per partition with their sizes (small files show here).
+    pub partitions: Vec<PartitionFiles>,
+    /// What the run's machinery did: faults injected, the mapping's retries (filled by the
+    /// caller that ran it).
+    pub operations: Option<Operations>,
+}
+
+/// The input units in the stream (every shard from its trim horizon to its newest record): a
+/// record is one unit, a KPL aggregate one per sub-record (or one if it cannot be decoded, as the
+/// stream processor quarantines it).
+pub async fn stream_units(clients: &Clients, stack: &Stack) -> Result<u64, Error> {
+    use aws_sdk_kinesis::types::ShardIteratorType;
+    let mut shards = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut req = clients.kinesis.list_shards();
+        req = match &token {
+            Some(t) => req.next_token(t),
+            None => req.stream_arn(&stack.stream_arn),
+        };
+        let page = req
+            .send()
+            .await
+            .map_err(|e| Error::aws("kinesis ListShards", DisplayErrorContext(e)))?;
+        shards.extend(page.shards().iter().map(|s| s.shard_id().to_owned()));
+        token = page.next_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    let mut units = 0;
+    for shard in shards {
+        let mut iterator = clients
+            .kinesis
+            .get_shard_iterator()
+            .stream_arn(&stack.stream_arn)
+            .shard_id(&shard)
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .map_err(|e| Error::aws("kinesis GetShardIterator", DisplayErrorContext(e)))?
+            .shard_iterator;
+        // An emulator may not report how far behind a page is: three empty pages in a row end too.
+        let mut empty = 0;
+        while let Some(it) = iterator.take() {
+            let page = clients
+                .kinesis
+                .get_records()
+                .stream_arn(&stack.stream_arn)
+                .shard_iterator(it)
+                .limit(10_000)
+                .send()
+                .await
+                .map_err(|e| Error::aws("kinesis GetRecords", DisplayErrorContext(e)))?;
+            for r in page.records() {
+                let data = r.data().as_ref();
+                units += if pipeline_core::kpl::is_aggregated(data) {
+                    pipeline_core::kpl::deaggregate(data).map_or(1, |s| s.len() as u64)
+                } else {
+                    1
+                };
+            }
+            // Caught up: an empty page at the shard's newest record (or a closed shard's end).
+            empty = if page.records().is_empty() {
+                empty + 1
+            } else {
+                0
+            };
+            let caught_up = empty > 0 && (page.millis_behind_latest() == Some(0) || empty >= 3);
+            if !caught_up {
+                iterator = page.next_shard_iterator().map(str::to_owned);
+            }
+        }
+    }
+    Ok(units)
+}
+
+/// Reads back everything the stack holds and accounts for `sent` events.
+pub async fn reconcile(
+    clients: &Clients,
+    stack: &Stack,
+    sent: u64,
+    sent_valid: u64,
+    sent_invalid: u64,
+) -> Result<Report, Error> {
+    let facts = collect::collect(clients, stack).await?;
+    Ok(account(
+        &facts,
+        &Sent {
+            events: sent,
+            valid: sent_valid,
+            invalid: sent_invalid,
+        },
+    ))
+}
+
+/// Records referenced by the stream DLQ's messages: every message, peeked (hidden for the
+/// seconds of the read, then visible again; see `queue`). Fails rather than count short: when the
+/// queue holds messages the read did not see (another reader holds them) or a message that is not
+/// in the event-source mapping's format. Waits up to `settle` for messages in flight.
+pub async fn dlq_records(queue: &impl Queue, settle: Duration) -> Result<u64, Error> {
+    let read = read_all(queue, Hold::Peek, settle).await?;
+    if read.unseen() > 0 {
+        return Err(Error::Reconcile(format!(
+            "read {} of the stream DLQ's {} messages: {} are held by another reader (a redrive?); reconcile again once it is done",
+            read.messages.len(),
+            read.expected,
+            read.unseen()
+        )));
+    }
+    read.messages
+        .iter()
+        .map(|m| {
+            serde_json::from_str::<serde_json::Value>(&m.body)
+                .ok()
+                .and_then(|v| v["KinesisBatchInfo"]["batchSize"].as_u64())
+                .ok_or_else(|| {
+                    Error::Reconcile(format!(
+                        "stream DLQ message {} has no KinesisBatchInfo.batchSize: {}",
+                        m.id, m.body
+                    ))
+                })
+        })
+        .sum()
+}
+
+pub async fn list(clients: &Clients, bucket: &str, prefix: &str) -> Result<Vec<String>, Error> {
+    let mut keys = Vec::new();
+    let mut token = None;
+    loop {
+        let out = clients
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .map_err(|e| Error::aws("s3 ListObjectsV2", DisplayErrorContext(e)))?;
+        keys.extend(
+            out.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
+        match out.next_continuation_token {
+            Some(t) if out.is_truncated == Some(true) => token = Some(t),
+            _ => return Ok(keys),
+        }
+    }
+}
+
+pub async fn get(clients: &Clients, bucket: &str, key: &str) -> Result<Vec<u8>, Error> {
+    let out = clients
+        .s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| Error::aws("s3 GetObject", DisplayErrorContext(e)))?;
+    Ok(out
+        .body
+        .collect()
+        .await
+        .map_err(|e| Error::aws("s3 GetObject body", e))?
+        .into_bytes()
+        .to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+    use super::*;
+    use crate::queue::tests::Fake;
+
+    fn block<T>(f: impl Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn message(batch_size: u64) -> String {
+        serde_json::json!({"KinesisBatchInfo": {"shardId": "shardId-000000000000", "batchSize": batch_size}})
+            .to_string()
+    }
+
+    #[test]
+    fn every_stream_dlq_message_is_counted_not_the_first_ten() {
+        let queue = Fake::with((0..15).map(|_| message(3)));
+        assert_eq!(block(dlq_records(&queue, Duration::ZERO)).unwrap(), 45);
+    }
+
+    #[test]
+    fn messages_held_elsewhere_or_out_of_format_fail_the_count() {
+        // Held longer than the read waits for them: the count would be short, so it fails.
+        let queue = Fake::with((0..12).map(|_| message(1)));
+        queue.hold(2);
+        let e = block(dlq_records(&queue, Duration::from_millis(300)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("read 10 of the stream DLQ's 12 messages"), "{e}");
+        let queue = Fake::with([message(1), "{}".to_owned()]);
+        let e = block(dlq_records(&queue, Duration::ZERO))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has no KinesisBatchInfo.batchSize"), "{e}");
+    }
+}
