@@ -1,7 +1,10 @@
 //! `cargo xtask bench`: the performance numbers, printed.
 //! - the core's throughput (criterion, `services/pipeline-core/benches/core.rs`);
-//! - the stream processor handler's peak heap on a 6 MB batch;
-//! - each function binary's size and its time from process start to the first Runtime API request.
+//! - the stream processor handler's peak heap and time, in process, on a sample batch;
+//! - `pipeline ingest` on the same batch as a whole process, and a plain Python peer of the core
+//!   (`tools/bench/python_peer.py`, standard library only) on it;
+//! - each function binary's size and its time from process start to the first Runtime API request;
+//! - a summary: each figure beside its target, and the core's ratio to its gzip floor.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -12,7 +15,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::build::{Arch, build};
-use crate::util::{cargo, run};
+use crate::util::{cargo, output, run, target_dir};
+
+/// The sample batch: `pipeline sample` of this many events (every tenth record a KPL aggregate of
+/// five), 2% invalid, seed 1: about 6.2 MB of Lambda payload in 5,000 Kinesis records.
+const SAMPLE_EVENTS: usize = 7000;
 
 pub fn bench(quick: bool) -> Result<()> {
     let mut core = cargo();
@@ -29,6 +36,48 @@ pub fn bench(quick: bool) -> Result<()> {
         core.args(["--warm-up-time", "1", "--measurement-time", "3"]);
     }
     run(&mut core)?;
+
+    run(cargo().args([
+        "build",
+        "--locked",
+        "--profile",
+        "local",
+        "-p",
+        "pipeline-cli",
+    ]))?;
+    let pipeline = target_dir().join("local").join("pipeline");
+    let dir = target_dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let batch = dir.join("kinesis-event.json");
+    run(Command::new(&pipeline)
+        .args(["sample", "--count", &SAMPLE_EVENTS.to_string()])
+        .args(["--invalid-ratio", "0.02", "--seed", "1", "--out"])
+        .arg(&batch))?;
+
+    // The handler in process, on the sample batch and on its own generated batch.
+    let mut in_process = cargo();
+    in_process.args([
+        "bench",
+        "--locked",
+        "-p",
+        "stream-processor",
+        "--bench",
+        "peak_memory",
+        "--",
+    ]);
+    let handler_report = output(in_process.arg(&batch))?;
+    println!(
+        "\nstream processor handler on the sample batch ({}):",
+        batch.display()
+    );
+    print!("{handler_report}");
+    let handler_ms = handler_report
+        .lines()
+        .find_map(|l| l.strip_prefix("handler time"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|ms| ms.parse::<f64>().ok())
+        .context("the peak-memory bench printed no handler time")?;
+    println!("\nstream processor handler on a generated 6 MB batch of compact JSON:");
     run(cargo().args([
         "bench",
         "--locked",
@@ -37,6 +86,43 @@ pub fn bench(quick: bool) -> Result<()> {
         "--bench",
         "peak_memory",
     ]))?;
+
+    // The offline command as a whole process: start-up, reading, the core, writing the objects.
+    let out = dir.join("ingest-out");
+    let runs = if quick { 7 } else { 21 };
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        if out.exists() {
+            std::fs::remove_dir_all(&out)?;
+        }
+        let started = Instant::now();
+        let status = Command::new(&pipeline)
+            .args(["ingest", "--kinesis-event"])
+            .arg(&batch)
+            .arg("--out")
+            .arg(&out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .context("running pipeline ingest")?;
+        times.push(started.elapsed());
+        if !status.success() {
+            bail!("pipeline ingest failed with {status}");
+        }
+    }
+    times.sort();
+    let process_ms = ms(times[times.len() / 2]);
+    println!(
+        "\npipeline ingest, whole process on the sample batch: median {process_ms:.1} ms, best {:.1} ms ({runs} runs)",
+        ms(times[0])
+    );
+
+    let peer = python_peer(&batch, if quick { 3 } else { 10 });
+    match &peer {
+        Ok(ms) => println!("python peer of the core (no IO) on the sample batch: best {ms:.1} ms"),
+        Err(e) => println!("python peer of the core: not run ({e:#})"),
+    }
+
     let bins = build(Arch::host(), Some("local"))?;
     println!(
         "\nfunction binaries (host, `local` profile; AWS builds are arm64 with fat LTO and smaller):"
@@ -59,7 +145,90 @@ pub fn bench(quick: bool) -> Result<()> {
             best.as_secs_f64() * 1e3
         );
     }
+
+    let ingest_ms = criterion_ms("stream_processor_core", "ingest_6mb_batch")?;
+    let gzip_ms = criterion_ms("stream_processor_core", "gzip_raw_object_only")?;
+    let parquet_ms = criterion_ms("transformer_core", "transform_to_parquet")?;
+    let parquet_rows = transformer_rows()?;
+    let rate = parquet_rows as f64 / (parquet_ms / 1e3);
+    println!("\nsummary (medians; one core; this machine, which other work may share):");
+    let verdict = |ok: bool| if ok { "met" } else { "NOT MET" };
+    println!(
+        "  stream-processor core, 6 MB batch   {ingest_ms:>7.1} ms = {:.2}× its gzip floor ({gzip_ms:.1} ms)   target ≤ 1.30×   {}",
+        ingest_ms / gzip_ms,
+        verdict(ingest_ms / gzip_ms <= 1.3)
+    );
+    println!(
+        "  transformer core to Parquet         {:>7.0} records/s ({parquet_rows} rows in {parquet_ms:.1} ms)   target ≥ 300,000   {}",
+        rate,
+        verdict(rate >= 300_000.0)
+    );
+    println!(
+        "  pipeline ingest, whole process      {process_ms:>7.1} ms = {:.2}× the handler in process ({handler_ms:.1} ms)   target ≤ 1.50×   {}",
+        process_ms / handler_ms,
+        verdict(process_ms / handler_ms <= 1.5)
+    );
+    if let Ok(peer_ms) = peer {
+        println!(
+            "  pipeline ingest vs the Python peer  {:>7.1}× faster (peer {peer_ms:.1} ms, core only)   target ≥ 10×   {}",
+            peer_ms / process_ms,
+            verdict(peer_ms / process_ms >= 10.0)
+        );
+    }
     Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// A criterion benchmark's median, in milliseconds, from its last run.
+fn criterion_ms(group: &str, bench: &str) -> Result<f64> {
+    let path = target_dir()
+        .join("criterion")
+        .join(group)
+        .join(bench)
+        .join("new")
+        .join("estimates.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    v["median"]["point_estimate"]
+        .as_f64()
+        .map(|ns| ns / 1e6)
+        .with_context(|| format!("{} has no median", path.display()))
+}
+
+/// The rows per iteration of the transformer benchmarks (their criterion throughput).
+fn transformer_rows() -> Result<u64> {
+    let path = target_dir()
+        .join("criterion")
+        .join("transformer_core")
+        .join("transform_to_parquet")
+        .join("new")
+        .join("benchmark.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    v["throughput"]["Elements"]
+        .as_u64()
+        .with_context(|| format!("{} has no element throughput", path.display()))
+}
+
+/// The Python peer's best time on the batch, in milliseconds.
+fn python_peer(batch: &Path, runs: usize) -> Result<f64> {
+    let script = crate::util::root()
+        .join("tools")
+        .join("bench")
+        .join("python_peer.py");
+    let text = output(
+        Command::new("python3")
+            .arg(&script)
+            .arg(batch)
+            .args(["--runs", &runs.to_string()]),
+    )?;
+    let v: serde_json::Value = serde_json::from_str(text.trim())?;
+    v["best_ms"]
+        .as_f64()
+        .context("the python peer printed no time")
 }
 
 /// Starts the binary as Lambda would, against a loopback stand-in for the Runtime API (and for
