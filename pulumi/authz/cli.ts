@@ -1,7 +1,9 @@
 // The authorisation tools, run by `cargo xtask authz` and `cargo xtask test`:
 //
 //   cli.ts render [--check]                  write (or check) authz/local/<env>.json
-//   cli.ts requests --from <jsonl> [--check] write (or check) authz/recorded-requests.json from a recording
+//   cli.ts requests --from <jsonl> [--check | --exact]
+//                                            check that authz/recorded-requests.json holds every request of
+//                                            a recording, add them to it, or (--exact) write just them
 //   cli.ts gate --env dev|prod|preview       the offline gate: table, denials, unused grants
 
 import * as fs from "node:fs";
@@ -9,7 +11,7 @@ import * as fs from "node:fs";
 import { loadEnvironment } from "../src/config";
 import { gate, passes, report } from "./gate";
 import { localTarget, POLICY_ENVIRONMENTS, renderModel, writeLocalModels, type PolicyEnvironment } from "./render";
-import { loadRequests, normalise, REQUESTS_PATH, serialiseRequests, type RecordedRequest } from "./requests";
+import { compareRecord, loadRequests, normalise, REQUESTS_PATH, serialiseRequests, type RecordedRequest } from "./requests";
 
 /** The account the gate renders environments in: any account gives the same decisions. */
 export const GATE_ACCOUNT_ID = "123456789012";
@@ -69,22 +71,35 @@ async function main(argv: string[]): Promise<number> {
         case "requests": {
             const from = flag(rest, "--from");
             if (!from) {
-                console.error("usage: cli.ts requests --from <recorded.jsonl> [--check]");
+                console.error("usage: cli.ts requests --from <recorded.jsonl> [--check | --exact]");
                 return 2;
             }
-            const text = serialiseRequests(await recordedRequests(from));
-            const current = fs.existsSync(REQUESTS_PATH) ? fs.readFileSync(REQUESTS_PATH, "utf8") : "";
-            if (text === current) {
-                return 0;
-            }
+            const run = await recordedRequests(from);
+            const record = fs.existsSync(REQUESTS_PATH) ? loadRequests(REQUESTS_PATH) : [];
+            const { missing, unseen } = compareRecord(run, record);
+            const line = (r: RecordedRequest) => `  ${r.principal} ${r.action} ${r.resource} ${JSON.stringify(r.context)} (${r.emulator})`;
             if (rest.includes("--check")) {
+                if (unseen.length > 0) {
+                    console.error(`${unseen.length} recorded request(s) this run did not make (timing decides some paths; EVENTPIPE_AUTHZ_REFRESH=exact drops them):`);
+                    unseen.forEach((r) => console.error(line(r)));
+                }
+                if (missing.length === 0) {
+                    return 0;
+                }
                 console.error(
-                    `${REQUESTS_PATH} is stale: the end-to-end run made other requests than it records. Refresh it with \`EVENTPIPE_AUTHZ_REFRESH=1 cargo xtask test\`, review the diff, commit.`,
+                    `${REQUESTS_PATH} is stale: the end-to-end run made ${missing.length} request(s) it does not record, which the gate has not evaluated:`,
                 );
+                missing.forEach((r) => console.error(line(r)));
+                console.error("Refresh it with `EVENTPIPE_AUTHZ_REFRESH=1 cargo xtask test`, review the diff, commit.");
                 return 1;
             }
-            fs.writeFileSync(REQUESTS_PATH, text);
-            console.error(`wrote ${REQUESTS_PATH}`);
+            const exact = rest.includes("--exact");
+            const text = serialiseRequests(exact ? run : [...record, ...run]);
+            const current = fs.existsSync(REQUESTS_PATH) ? fs.readFileSync(REQUESTS_PATH, "utf8") : "";
+            if (text !== current) {
+                fs.writeFileSync(REQUESTS_PATH, text);
+                console.error(`wrote ${REQUESTS_PATH}: ${missing.length} request(s) added${exact ? `, ${unseen.length} dropped` : ""}`);
+            }
             return 0;
         }
         case "gate": {

@@ -123,6 +123,21 @@ export function distinct(requests: RecordedRequest[]): RecordedRequest[] {
     return [...seen.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([, r]) => r);
 }
 
+/**
+ * A run against the committed record: `missing` are requests the run made that the record lacks (the
+ * gate never evaluated them: the record is stale), `unseen` are recorded requests this run did not
+ * make. Which retry, redrive or fault path a run takes depends on timing, so one run need not make
+ * every recorded request; every request it makes must be recorded.
+ */
+export function compareRecord(run: RecordedRequest[], record: RecordedRequest[]): { missing: RecordedRequest[]; unseen: RecordedRequest[] } {
+    const recorded = new Set(record.map(key));
+    const made = new Set(run.map(key));
+    return {
+        missing: distinct(run.filter((r) => !recorded.has(key(r)))),
+        unseen: distinct(record.filter((r) => !made.has(key(r)))),
+    };
+}
+
 export function loadRequests(file: string = REQUESTS_PATH): RecordedRequest[] {
     return JSON.parse(fs.readFileSync(file, "utf8")).requests as RecordedRequest[];
 }
@@ -130,7 +145,7 @@ export function loadRequests(file: string = REQUESTS_PATH): RecordedRequest[] {
 export function serialiseRequests(requests: RecordedRequest[]): string {
     const doc = {
         comment:
-            "Every request the functions and tools made in the end-to-end run, with the local emulator's decision. Refreshed by `cargo xtask test` with EVENTPIPE_AUTHZ_REFRESH=1; checked by `cargo xtask authz`.",
+            "Every request the functions and tools made in the end-to-end run, with the local emulator's decision. `cargo xtask test` fails when its run makes a request this does not hold; EVENTPIPE_AUTHZ_REFRESH=1 adds the run's requests, EVENTPIPE_AUTHZ_REFRESH=exact writes just the run's.",
         requests: distinct(requests),
     };
     return `${JSON.stringify(doc, null, 2)}\n`;

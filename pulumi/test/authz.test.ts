@@ -8,7 +8,7 @@ import { strict as assert } from "node:assert";
 import { gateFor } from "../authz/cli";
 import { gate, passes, report, withoutStatement } from "../authz/gate";
 import { localTarget, renderModel, writeLocalModels } from "../authz/render";
-import { loadRequests } from "../authz/requests";
+import { compareRecord, loadRequests, type RecordedRequest } from "../authz/requests";
 
 const describeRequest = (d: { request: { principal: string; action: string; resource: string } }) =>
     `${d.request.principal} ${d.request.action} ${d.request.resource}`;
@@ -34,6 +34,33 @@ describe("authorisation model", function () {
         assert.deepEqual(model.principals.map((p) => `${p.id}:${p.kind}`).sort(), ["operator:tool", "producer:tool", "stream-processor:function", "transformer:function"]);
         const esm = model.platform.filter((r) => r.principal === "stream-processor" && r.action === "sqs:SendMessage");
         assert.deepEqual(esm.map((r) => r.resource), ["arn:aws:sqs:us-east-1:000000000000:eventpipe-local-stream-dlq"]);
+    });
+});
+
+describe("the record of requests", () => {
+    const request = (action: string, emulator = "Allow"): RecordedRequest => ({
+        principal: "transformer",
+        action,
+        resource: "arn:{partition}:s3:::{raw_bucket}/raw/{object}",
+        context: {},
+        emulator,
+    });
+
+    it("is stale when a run makes a request it lacks, and names that request", () => {
+        const { missing, unseen } = compareRecord([request("s3:GetObject"), request("s3:PutObject")], [request("s3:GetObject")]);
+        assert.deepEqual(missing.map((r) => r.action), ["s3:PutObject"]);
+        assert.deepEqual(unseen, []);
+    });
+
+    it("is not stale when a run skips a recorded path, such as a retry that timing did not call for", () => {
+        const { missing, unseen } = compareRecord([request("s3:GetObject"), request("s3:GetObject")], [request("s3:GetObject"), request("s3:DeleteObject")]);
+        assert.deepEqual(missing, []);
+        assert.deepEqual(unseen.map((r) => r.action), ["s3:DeleteObject"]);
+    });
+
+    it("tells a request the emulator denied from the same request allowed", () => {
+        const { missing } = compareRecord([request("s3:GetObject", "Deny")], [request("s3:GetObject")]);
+        assert.deepEqual(missing.map((r) => `${r.action} ${r.emulator}`), ["s3:GetObject Deny"]);
     });
 });
 

@@ -38,8 +38,8 @@ pub fn run_all(options: Options) -> Result<()> {
         .args(["test", "--workspace", "--locked"])
         .env(local_runtime::runtime::RECORD_ENV, &recorded))?;
     if !options.rust_only {
-        // What the run asked AWS for is what the committed record says (or, with
-        // EVENTPIPE_AUTHZ_REFRESH=1, becomes it) before the Pulumi tests read the record.
+        // Everything the run asked AWS for is in the committed record (or, with
+        // EVENTPIPE_AUTHZ_REFRESH, is added to it) before the Pulumi tests read the record.
         crate::authz::node_modules()?;
         crate::authz::check_record(&recorded)?;
         infra()?;
