@@ -1136,3 +1136,114 @@ fn with_a_parallelization_factor_every_record_is_delivered_once() {
         assert_eq!((report.distinct_event_ids, report.lost), (400, 0));
     });
 }
+
+/// A raw object in the documented raw format, as a backfill job or a restore writes it: `n`
+/// events of one made-up batch of shard 0.
+fn outside_raw_object(first_seq: u64, n: u64) -> (String, Vec<u8>) {
+    let arrival = chrono::Utc::now();
+    let shard = "shardId-000000000000";
+    let mut text = String::new();
+    for i in 0..n {
+        let line = json!({
+            "shard": shard,
+            "seq": (first_seq + i).to_string(),
+            "subseq": 0,
+            "arrival": pipeline_core::event::fmt_time(arrival),
+            "partition_key": format!("user-{i}"),
+            "event": serde_json::from_slice::<Value>(&event(&format!("backfill-{i}"), "view", json!({}))).unwrap(),
+        });
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    let key = pipeline_core::keys::raw_key(shard, &first_seq.to_string(), arrival);
+    (key, pipeline_core::ingest::gzip(text.as_bytes()))
+}
+
+#[test]
+fn a_raw_object_another_writer_puts_is_registered_and_processed_exactly_once() {
+    with_stack(async |local| {
+        let (key, body) = outside_raw_object(1_000_000, 25);
+        // Written by an outside client (not the stream processor): no `sha256` metadata.
+        local
+            .admin
+            .s3
+            .put_object()
+            .bucket(&local.stack.raw_bucket)
+            .key(&key)
+            .body(body.clone().into())
+            .send()
+            .await
+            .unwrap();
+        let item = eventually(
+            "the registered object processed",
+            Duration::from_secs(60),
+            async || {
+                let item = local
+                    .admin
+                    .dynamodb
+                    .get_item()
+                    .table_name(&local.stack.metadata_table)
+                    .key(
+                        "raw_key",
+                        aws_sdk_dynamodb::types::AttributeValue::S(key.clone()),
+                    )
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .unwrap()
+                    .item?;
+                let status = item.get("status")?.as_s().ok()?.clone();
+                (status == "PROCESSED").then_some(item)
+            },
+        )
+        .await;
+        let s = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+        assert_eq!(s("registered_by").as_deref(), Some("transformer"));
+        assert_eq!(s("first_sequence_number").as_deref(), Some("1000000"));
+        assert_eq!(s("last_sequence_number").as_deref(), Some("1000024"));
+        assert!(!item.contains_key("pending"));
+        let mine = |rows: Vec<(String, pipeline_core::parquet_io::Row)>| {
+            let mut ids: Vec<String> = rows
+                .into_iter()
+                .filter(|(_, r)| r.raw_key == key)
+                .map(|(_, r)| r.event_id)
+                .collect();
+            ids.sort();
+            ids
+        };
+        let ids = mine(rows(local).await);
+        assert_eq!(ids.len(), 25);
+        ids.windows(2).for_each(|w| assert_ne!(w[0], w[1]));
+        // The same object written again (a backfill run twice): its notification is a duplicate.
+        local
+            .admin
+            .s3
+            .put_object()
+            .bucket(&local.stack.raw_bucket)
+            .key(&key)
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
+        let mut s3_event: Value = serde_json::from_str(
+            &std::fs::read_to_string(root().join("services/transformer/fixtures/s3-put.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        s3_event["Records"][0]["s3"]["bucket"]["name"] = json!(local.stack.raw_bucket);
+        s3_event["Records"][0]["s3"]["object"]["key"] = json!(key.replace('=', "%3D"));
+        let out = local
+            .admin
+            .lambda
+            .invoke()
+            .function_name(&local.stack.transformer)
+            .payload(s3_event.to_string().into_bytes().into())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.function_error, None);
+        let r: Value = serde_json::from_slice(out.payload.unwrap().as_ref()).unwrap();
+        assert_eq!(r["outcomes"][0]["outcome"], "duplicate", "{r}");
+        assert_eq!(mine(rows(local).await), ids);
+    });
+}

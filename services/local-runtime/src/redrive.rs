@@ -27,10 +27,7 @@ use crate::provision::Stack;
 use crate::queue::{Hold, SETTLE, SqsQueue, read_all};
 use crate::{Clients, Error};
 
-/// Kinesis sequence numbers are decimal strings of up to 56 digits: compare them as numbers.
-pub fn seq_cmp(a: &str, b: &str) -> Ordering {
-    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
-}
+pub use pipeline_core::keys::seq_cmp;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Redriven {
@@ -724,18 +721,5 @@ mod tests {
         let mut shard = Scripted::new(vec![page(0..4, 0)]);
         let range = read(&mut shard, 0, 3);
         assert!(matches!(plan(&info(0, 3, 5), range, 1), Plan::Keep(_)));
-    }
-
-    #[test]
-    fn sequence_numbers_compare_as_numbers() {
-        assert_eq!(seq_cmp("9", "10"), Ordering::Less);
-        assert_eq!(
-            seq_cmp(
-                "49590338271490256608559692538361571095921575989136588898",
-                "49590338271490256608559692538361571095921575989136588899"
-            ),
-            Ordering::Less
-        );
-        assert_eq!(seq_cmp("123", "123"), Ordering::Equal);
     }
 }

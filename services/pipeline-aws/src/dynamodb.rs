@@ -49,47 +49,14 @@ impl DynamoStore {
             table: table.into(),
         }
     }
-}
 
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
-/// The SDK's value for one of the core's.
-fn sdk_value(v: &metadata::AttributeValue<'_>) -> AttributeValue {
-    use metadata::AttributeValue as V;
-    match v {
-        V::S(x) => s(*x),
-        V::N(x) => AttributeValue::N(x.clone()),
-        V::B(x) => AttributeValue::B(x.to_vec().into()),
-        V::Bool(x) => AttributeValue::Bool(*x),
-        V::Null => AttributeValue::Null(true),
-        V::Ss(x) => AttributeValue::Ss(x.iter().map(|e| (*e).to_owned()).collect()),
-        V::Ns(x) => AttributeValue::Ns(x.clone()),
-        V::Bs(x) => AttributeValue::Bs(x.iter().map(|e| e.to_vec().into()).collect()),
-        V::L(x) => AttributeValue::L(x.iter().map(sdk_value).collect()),
-        V::M(x) => AttributeValue::M(
-            x.iter()
-                .map(|(k, e)| ((*k).to_owned(), sdk_value(e)))
-                .collect(),
-        ),
-    }
-}
-
-/// The condition that the item still refers to the output set of generation `previous`.
-fn refers_to(previous: Option<u64>) -> &'static str {
-    match previous {
-        Some(_) => "output_generation = :previous",
-        None => "attribute_not_exists(output_generation)",
-    }
-}
-
-impl MetadataStore for DynamoStore {
-    async fn record_raw(&self, item: &RawItem) -> Result<RecordOutcome, StoreError> {
+    /// Writes a raw object's item under `condition`; false when the condition failed.
+    async fn write_raw(
+        &self,
+        item: &RawItem,
+        condition: &str,
+        previous_sha256: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let mut set = vec![
             "#status = :raw_written",
             "#pending = :pending",
@@ -134,25 +101,37 @@ impl MetadataStore for DynamoStore {
             set.push("quarantine_key = :quarantine_key");
             values.insert(":quarantine_key".into(), s(q));
         }
+        if let Some(by) = &item.registered_by {
+            set.push("registered_by = :registered_by");
+            values.insert(":registered_by".into(), s(by));
+        }
+        if let Some(previous) = previous_sha256 {
+            values.insert(":previous".into(), s(previous));
+        }
+        let remove = if item.registered_by.is_none() {
+            " REMOVE registered_by"
+        } else {
+            ""
+        };
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("raw_key", s(&item.raw_key))
-            .update_expression(format!("SET {}", set.join(", ")))
-            .condition_expression("attribute_not_exists(raw_sha256) OR raw_sha256 <> :sha")
+            .update_expression(format!("SET {}{remove}", set.join(", ")))
+            .condition_expression(condition)
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#pending", "pending")
             .set_expression_attribute_values(Some(values))
             .send()
             .await;
         match result {
-            Ok(_) => Ok(RecordOutcome::Recorded),
+            Ok(_) => Ok(true),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
             {
-                Ok(RecordOutcome::AlreadyRecorded)
+                Ok(false)
             }
             Err(e) => Err(from_sdk(
                 "UpdateItem",
@@ -160,6 +139,82 @@ impl MetadataStore for DynamoStore {
                 e,
             )),
         }
+    }
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// The SDK's value for one of the core's.
+fn sdk_value(v: &metadata::AttributeValue<'_>) -> AttributeValue {
+    use metadata::AttributeValue as V;
+    match v {
+        V::S(x) => s(*x),
+        V::N(x) => AttributeValue::N(x.clone()),
+        V::B(x) => AttributeValue::B(x.to_vec().into()),
+        V::Bool(x) => AttributeValue::Bool(*x),
+        V::Null => AttributeValue::Null(true),
+        V::Ss(x) => AttributeValue::Ss(x.iter().map(|e| (*e).to_owned()).collect()),
+        V::Ns(x) => AttributeValue::Ns(x.clone()),
+        V::Bs(x) => AttributeValue::Bs(x.iter().map(|e| e.to_vec().into()).collect()),
+        V::L(x) => AttributeValue::L(x.iter().map(sdk_value).collect()),
+        V::M(x) => AttributeValue::M(
+            x.iter()
+                .map(|(k, e)| ((*k).to_owned(), sdk_value(e)))
+                .collect(),
+        ),
+    }
+}
+
+/// The condition that the item still refers to the output set of generation `previous`.
+fn refers_to(previous: Option<u64>) -> &'static str {
+    match previous {
+        Some(_) => "output_generation = :previous",
+        None => "attribute_not_exists(output_generation)",
+    }
+}
+
+impl MetadataStore for DynamoStore {
+    async fn record_raw(&self, item: &RawItem) -> Result<RecordOutcome, StoreError> {
+        let outcome = self
+            .write_raw(
+                item,
+                "attribute_not_exists(raw_sha256) OR raw_sha256 <> :sha",
+                None,
+            )
+            .await?;
+        Ok(if outcome {
+            RecordOutcome::Recorded
+        } else {
+            RecordOutcome::AlreadyRecorded
+        })
+    }
+
+    async fn register_raw(
+        &self,
+        item: &RawItem,
+        previous_sha256: Option<&str>,
+    ) -> Result<RecordOutcome, StoreError> {
+        let outcome = match previous_sha256 {
+            None => {
+                self.write_raw(item, "attribute_not_exists(raw_sha256)", None)
+                    .await?
+            }
+            Some(previous) => {
+                self.write_raw(item, "raw_sha256 = :previous", Some(previous))
+                    .await?
+            }
+        };
+        Ok(if outcome {
+            RecordOutcome::Recorded
+        } else {
+            RecordOutcome::Changed
+        })
     }
 
     async fn get(&self, raw_key: &str) -> Result<Option<MetadataItem>, StoreError> {

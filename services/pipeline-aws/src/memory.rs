@@ -270,6 +270,9 @@ impl Item {
             if let Some(q) = &r.quarantine_key {
                 a.push(("quarantine_key", V::S(q)));
             }
+            if let Some(by) = &r.registered_by {
+                a.push(("registered_by", V::S(by)));
+            }
         } else if let Some(e) = self.lease_expires_at {
             a.push(("expires_at", V::number(e)));
         }
@@ -428,6 +431,29 @@ impl MemoryMetadataStore {
             .or_else(|| table.pages.get(key).map(|p| p.size(key)))
     }
 
+    /// The string and number attributes of `raw_key`'s item as [`crate::dynamodb`] writes them,
+    /// numbers as their decimal text.
+    pub fn attributes(&self, raw_key: &str) -> Option<BTreeMap<String, String>> {
+        let table = lock(&self.table);
+        let item = table.items.get(raw_key)?;
+        let pending = pending_value_of(raw_key);
+        Some(
+            item.attributes(raw_key, &pending)
+                .into_iter()
+                .filter_map(|(name, value)| match value {
+                    AttributeValue::S(v) => Some((name.to_owned(), v.to_owned())),
+                    AttributeValue::N(v) => Some((name.to_owned(), v)),
+                    _ => None,
+                })
+                .collect(),
+        )
+    }
+
+    /// Removes `raw_key`'s item, as if nothing had recorded the object.
+    pub fn delete_item(&self, raw_key: &str) {
+        lock(&self.table).items.remove(raw_key);
+    }
+
     /// Gives the item of `raw_key` the `outputs` list an item written before output pages had,
     /// as the table holds such items after an upgrade.
     pub fn seed_legacy_outputs(&self, raw_key: &str, keys: Vec<String>) -> Result<(), StoreError> {
@@ -487,6 +513,31 @@ impl MetadataStore for MemoryMetadataStore {
                 .is_some_and(|r| r.raw_sha256 == raw.raw_sha256)
             {
                 return Ok(RecordOutcome::AlreadyRecorded);
+            }
+            update_checked(&mut t.items, &raw.raw_key, |item| {
+                item.status = STATUS_RAW_WRITTEN.to_owned();
+                item.pending = true;
+                item.created_at
+                    .get_or_insert_with(|| raw.written_at.clone());
+                item.raw = Some(raw.clone());
+            })?;
+            Ok(RecordOutcome::Recorded)
+        })
+    }
+
+    async fn register_raw(
+        &self,
+        raw: &RawItem,
+        previous_sha256: Option<&str>,
+    ) -> Result<RecordOutcome, StoreError> {
+        self.faulty("UpdateItem", &raw.raw_key, |t| {
+            let current = t
+                .items
+                .get(&raw.raw_key)
+                .and_then(|i| i.raw.as_ref())
+                .map(|r| r.raw_sha256.as_str());
+            if current != previous_sha256 {
+                return Ok(RecordOutcome::Changed);
             }
             update_checked(&mut t.items, &raw.raw_key, |item| {
                 item.status = STATUS_RAW_WRITTEN.to_owned();
@@ -693,6 +744,7 @@ mod tests {
             correlation_id,
             written_at: AT.into(),
             expires_at: 0,
+            registered_by: None,
         }
     }
 

@@ -60,6 +60,9 @@ pub struct RawItem {
     pub written_at: String,
     /// Unix seconds: the table's TTL attribute.
     pub expires_at: i64,
+    /// Who recorded an object the stream processor did not (the transformer, for an object written
+    /// by a restore, a backfill or another writer); `None` for the stream processor's own.
+    pub registered_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +71,9 @@ pub enum RecordOutcome {
     Recorded,
     /// The item already described exactly this content (a retry): nothing changed.
     AlreadyRecorded,
+    /// A registration found the item changed since it was read (the stream processor recorded
+    /// the object meanwhile, or another run registered it): nothing changed; read it again.
+    Changed,
 }
 
 /// A set of output keys, held in page items of the metadata table
@@ -193,6 +199,16 @@ pub trait MetadataStore: Send + Sync {
     fn record_raw(
         &self,
         item: &RawItem,
+    ) -> impl Future<Output = Result<RecordOutcome, StoreError>> + Send;
+
+    /// Registers a raw object the stream processor did not record: like [`Self::record_raw`],
+    /// but only if the item still describes `previous_sha256` (`None`: no content at all), so
+    /// that a registration never overwrites what the stream processor or another run recorded
+    /// after the item was read.
+    fn register_raw(
+        &self,
+        item: &RawItem,
+        previous_sha256: Option<&str>,
     ) -> impl Future<Output = Result<RecordOutcome, StoreError>> + Send;
 
     fn get(

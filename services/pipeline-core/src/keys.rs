@@ -6,6 +6,16 @@ pub const RAW_PREFIX: &str = "raw/";
 pub const QUARANTINE_PREFIX: &str = "quarantine/";
 pub const PROCESSED_PREFIX: &str = "processed/";
 
+/// The raw object metadata in which the stream processor names its content's SHA-256 (the
+/// transformer waits for the item of such an object, and registers any other).
+pub const RAW_SHA256_METADATA: &str = "sha256";
+
+/// Kinesis sequence numbers are decimal strings of up to 56 digits without leading zeros:
+/// compare them as numbers.
+pub fn seq_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
 /// `raw/dt=YYYY-MM-DD/hour=HH/shard=<shard-id>/<first-sequence-number>.jsonl.gz`
 pub fn raw_key(
     shard_id: &str,
@@ -95,6 +105,19 @@ pub fn decode_s3_key(key: &str) -> Result<String, std::str::Utf8Error> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn sequence_numbers_compare_as_numbers() {
+        assert_eq!(seq_cmp("9", "10"), std::cmp::Ordering::Less);
+        assert_eq!(
+            seq_cmp(
+                "49590338271490256608559692538361571095921575989136588898",
+                "49590338271490256608559692538361571095921575989136588899"
+            ),
+            std::cmp::Ordering::Less
+        );
+        assert_eq!(seq_cmp("123", "123"), std::cmp::Ordering::Equal);
+    }
 
     #[test]
     fn keys_have_the_documented_layout() {

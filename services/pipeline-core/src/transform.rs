@@ -213,6 +213,40 @@ pub struct ProcessedObject {
     pub rows: Vec<Row>,
 }
 
+/// What a raw object's lines cover: the batch its item describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    pub first_sequence_number: String,
+    pub last_sequence_number: String,
+    pub first_arrival: DateTime<Utc>,
+    pub last_arrival: DateTime<Utc>,
+}
+
+impl Span {
+    fn include(span: &mut Option<Span>, seq: &str, arrival: DateTime<Utc>) {
+        match span {
+            None => {
+                *span = Some(Span {
+                    first_sequence_number: seq.to_owned(),
+                    last_sequence_number: seq.to_owned(),
+                    first_arrival: arrival,
+                    last_arrival: arrival,
+                })
+            }
+            Some(s) => {
+                if keys::seq_cmp(seq, &s.first_sequence_number).is_lt() {
+                    seq.clone_into(&mut s.first_sequence_number);
+                }
+                if keys::seq_cmp(seq, &s.last_sequence_number).is_gt() {
+                    seq.clone_into(&mut s.last_sequence_number);
+                }
+                s.first_arrival = s.first_arrival.min(arrival);
+                s.last_arrival = s.last_arrival.max(arrival);
+            }
+        }
+    }
+}
+
 /// Everything produced from one raw object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransformOutput {
@@ -220,6 +254,10 @@ pub struct TransformOutput {
     pub rows: u64,
     pub duplicates: u64,
     pub max_ingest_lag_ms: Option<i64>,
+    /// The lowest and highest sequence number and arrival of the lines; `None` without lines.
+    pub span: Option<Span>,
+    /// The size of the gunzipped body.
+    pub uncompressed_bytes: u64,
     /// Sorted by key.
     pub objects: Vec<ProcessedObject>,
 }
@@ -267,6 +305,7 @@ fn transform_with(
     let mut groups: BTreeMap<(String, NaiveDate, u32), Vec<Row>> = BTreeMap::new();
     let (mut lines, mut rows, mut duplicates, mut max_lag) = (0u64, 0u64, 0u64, None::<i64>);
     let mut arrivals = Arrivals::default();
+    let mut span: Option<Span> = None;
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
         let n = i + 1;
         lines += 1;
@@ -298,6 +337,7 @@ fn transform_with(
                 (lineage, ev, arrival)
             }
         };
+        Span::include(&mut span, &lineage.seq, arrival);
         if !seen.insert(ev.event_id.clone()) {
             duplicates += 1;
             continue;
@@ -338,6 +378,8 @@ fn transform_with(
         rows,
         duplicates,
         max_ingest_lag_ms: max_lag,
+        span,
+        uncompressed_bytes: text.len() as u64,
         objects,
     })
 }

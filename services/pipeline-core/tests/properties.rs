@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use pipeline_core::event::{self, fmt_time};
 use pipeline_core::ingest::{KinesisRecord, QuarantineLine, RawLine, gunzip, ingest};
+use pipeline_core::keys::seq_cmp;
 use pipeline_core::kpl::{self, SubRecord};
 use pipeline_core::parquet_io::{read_rows, write_rows};
 use pipeline_core::transform::{Pseudonymizer, encode, transform};
@@ -238,6 +239,24 @@ proptest! {
             prop_assert_eq!(&e1, &encode(&t2).unwrap());
             // Every valid unit becomes a row, minus in-object duplicates of event_id.
             prop_assert_eq!(t1.rows + t1.duplicates, a[0].valid);
+            // The lines alone describe the batch the stream processor records (what the
+            // transformer registers an object by): within it, and all of it when nothing was
+            // rejected.
+            prop_assert_eq!(t1.uncompressed_bytes, raw.uncompressed_bytes);
+            match &t1.span {
+                None => prop_assert_eq!(a[0].valid, 0),
+                Some(span) => {
+                    let batch = &a[0];
+                    prop_assert!(seq_cmp(&span.first_sequence_number, &batch.first_sequence_number).is_ge());
+                    prop_assert!(seq_cmp(&span.last_sequence_number, &batch.last_sequence_number).is_le());
+                    prop_assert!(seq_cmp(&span.first_sequence_number, &span.last_sequence_number).is_le());
+                    prop_assert!(batch.first_arrival <= span.first_arrival && span.last_arrival <= batch.last_arrival);
+                    if batch.valid == batch.units {
+                        prop_assert_eq!(&span.first_sequence_number, &batch.first_sequence_number);
+                        prop_assert_eq!(&span.last_sequence_number, &batch.last_sequence_number);
+                    }
+                }
+            }
             // Parquet round trip.
             let mut total = 0;
             for ((key, bytes), object) in e1.iter().zip(&t1.objects) {

@@ -174,7 +174,10 @@ impl<O: ObjectStore, M: MetadataStore> StreamProcessor<O, M> {
         let meta = BTreeMap::from([
             ("correlation-id".to_owned(), correlation_id.to_owned()),
             ("records".to_owned(), object.lines.to_string()),
-            ("sha256".to_owned(), object.sha256.clone()),
+            (
+                pipeline_core::keys::RAW_SHA256_METADATA.to_owned(),
+                object.sha256.clone(),
+            ),
         ]);
         let body = std::mem::take(&mut object.body);
         let bytes = body.len() as u64;
@@ -244,6 +247,7 @@ impl<O: ObjectStore, M: MetadataStore> StreamProcessor<O, M> {
             written_at: fmt_time(now),
             expires_at: (now + Duration::days(i64::from(self.settings.metadata_ttl_days)))
                 .timestamp(),
+            registered_by: None,
         };
         self.metadata.record_raw(&item).await?;
         Ok((1 + u64::from(shard.quarantine.is_some()), q_bytes + r_bytes))

@@ -58,3 +58,25 @@ impl RecordFailed<'_> {
         );
     }
 }
+
+/// The transformer recorded an object the stream processor did not (see `wait_for_item`).
+#[derive(Debug)]
+pub struct Registered<'a> {
+    pub key: &'a str,
+    pub lines: u64,
+    /// The content the item described before, if any.
+    pub replaced: Option<&'a str>,
+    pub correlation_id: &'a str,
+}
+
+impl Registered<'_> {
+    pub fn emit(&self) {
+        tracing::info!(
+            message = "raw object registered: the stream processor did not record it",
+            key = %self.key,
+            lines = self.lines,
+            replaced_sha256 = self.replaced,
+            correlation_id = self.correlation_id,
+        );
+    }
+}

@@ -20,11 +20,11 @@ use futures_util::future::try_join_all;
 use pipeline_aws::emf::{Metrics, Unit};
 use pipeline_aws::{
     Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, ObjectStore, OutputSet,
-    OutputsOutcome, ProcessedUpdate, StoreError, delete_output_set, read_output_set,
-    write_output_set,
+    OutputsOutcome, ProcessedUpdate, RawItem, RecordOutcome, StoreError, StoredObject,
+    delete_output_set, read_output_set, write_output_set,
 };
 use pipeline_core::event::fmt_time;
-use pipeline_core::keys::{RAW_PREFIX, decode_s3_key};
+use pipeline_core::keys::{RAW_PREFIX, RAW_SHA256_METADATA, decode_s3_key};
 use pipeline_core::transform::{self, Pseudonymizer, TransformError};
 use serde::Serialize;
 use serde_json::Value;
@@ -34,6 +34,8 @@ use sha2::{Digest, Sha256};
 const MAX_PASSES: usize = 3;
 /// Outputs written in parallel.
 const PUT_CONCURRENCY: usize = 8;
+/// `registered_by` of an item the transformer registered.
+pub const REGISTERED_BY: &str = "transformer";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -56,10 +58,6 @@ pub enum Error {
         #[source]
         source: TransformError,
     },
-    #[error(
-        "raw object {key}: the metadata item does not describe its current content after {waited:?}; the stream processor has not recorded it yet, retry later"
-    )]
-    NotRecorded { key: String, waited: Duration },
     #[error("raw object {key}: another run holds its lease; retry later")]
     Leased { key: String },
     #[error("raw object {key} was rewritten {passes} times while being processed; retry later")]
@@ -122,6 +120,8 @@ pub enum Outcome {
         max_ingest_lag_ms: Option<i64>,
         /// The stream processor's request id, from the raw object's metadata.
         upstream_correlation_id: Option<String>,
+        /// Whether this run registered the object (the stream processor had not recorded it).
+        registered: bool,
     },
 }
 
@@ -262,6 +262,7 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
             source,
         };
         let mut written: BTreeSet<String> = BTreeSet::new();
+        let mut registered = false;
         for pass in 0..MAX_PASSES {
             let Some(object) = self.objects.get(bucket, key).await? else {
                 return Ok(Outcome::Ignored {
@@ -270,14 +271,50 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                 });
             };
             let sha = hex::encode(Sha256::digest(&object.body));
-            let item = self.wait_for_item(key, &sha).await?;
+            let mut transformed = None;
+            let item = match self.wait_for_item(key, &sha, &object).await? {
+                Recorded::Item(item) => *item,
+                // Written by a restore, a backfill or another writer (or by a stream processor
+                // that died before recording it): recorded here, from its own lines, only if the
+                // item still holds what was read, so a recording made meanwhile always wins.
+                Recorded::Missing { previous_sha256 } => {
+                    let output = transform::transform(key, &object.body, &self.pii)
+                        .map_err(transform_error)?;
+                    let raw = self.registration(key, &sha, &object, &output, owner);
+                    if self
+                        .metadata
+                        .register_raw(&raw, previous_sha256.as_deref())
+                        .await?
+                        == RecordOutcome::Changed
+                    {
+                        continue;
+                    }
+                    events::Registered {
+                        key,
+                        lines: output.lines,
+                        replaced: previous_sha256.as_deref(),
+                        correlation_id: owner,
+                    }
+                    .emit();
+                    registered = true;
+                    transformed = Some(output);
+                    match self.metadata.get(key).await? {
+                        Some(item) if item.raw_sha256.as_deref() == Some(sha.as_str()) => item,
+                        _ => continue,
+                    }
+                }
+            };
             if pass == 0 && item.processed_sha256.as_deref() == Some(sha.as_str()) {
                 return Ok(Outcome::Duplicate {
                     key: key.to_owned(),
                 });
             }
-            let output =
-                transform::transform(key, &object.body, &self.pii).map_err(transform_error)?;
+            let output = match transformed {
+                Some(output) => output,
+                None => {
+                    transform::transform(key, &object.body, &self.pii).map_err(transform_error)?
+                }
+            };
             let encoded = transform::encode(&output).map_err(transform_error)?;
             let new_keys: BTreeSet<String> = encoded.iter().map(|(k, _)| k.clone()).collect();
 
@@ -381,6 +418,7 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                         deleted: stale,
                         max_ingest_lag_ms: output.max_ingest_lag_ms,
                         upstream_correlation_id: object.metadata.get("correlation-id").cloned(),
+                        registered,
                     });
                 }
                 // Rewritten while we worked, or the lease ran out: process the new content. A set
@@ -431,26 +469,99 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
 
     /// Waits until the metadata item describes this content (the stream processor writes the
     /// object first and the item right after, so a notification can overtake the item).
-    async fn wait_for_item(&self, key: &str, sha: &str) -> Result<MetadataItem, Error> {
+    ///
+    /// Only an object the stream processor wrote is waited for: its `sha256` metadata names its
+    /// content. Any other object (a restore without metadata, a backfill, another writer), and
+    /// one of the stream processor's whose item is still missing after the wait (it died between
+    /// the two writes), is `Missing`: the caller registers it.
+    async fn wait_for_item(
+        &self,
+        key: &str,
+        sha: &str,
+        object: &StoredObject,
+    ) -> Result<Recorded, Error> {
+        let ours = object.metadata.get(RAW_SHA256_METADATA).map(String::as_str) == Some(sha);
+        let wait = if ours {
+            self.settings.item_wait
+        } else {
+            Duration::ZERO
+        };
         let started = std::time::Instant::now();
         let mut delay = Duration::from_millis(20);
         loop {
-            if let Some(item) = self.metadata.get(key).await?
+            let item = self.metadata.get(key).await?;
+            if let Some(item) = item.as_ref()
                 && item.raw_sha256.as_deref() == Some(sha)
             {
-                return Ok(item);
+                return Ok(Recorded::Item(Box::new(item.clone())));
             }
             let waited = started.elapsed();
-            if waited >= self.settings.item_wait {
-                return Err(Error::NotRecorded {
-                    key: key.to_owned(),
-                    waited,
+            if waited >= wait {
+                return Ok(Recorded::Missing {
+                    previous_sha256: item.and_then(|i| i.raw_sha256),
                 });
             }
-            tokio::time::sleep(delay.min(self.settings.item_wait.saturating_sub(waited))).await;
+            tokio::time::sleep(delay.min(wait.saturating_sub(waited))).await;
             delay = (delay * 2).min(Duration::from_secs(1));
         }
     }
+
+    /// The item of an object the stream processor did not record, from its lines: the batch
+    /// they span and their counts (the object's quarantined units, if any, are not known).
+    fn registration(
+        &self,
+        key: &str,
+        sha: &str,
+        object: &StoredObject,
+        output: &transform::TransformOutput,
+        owner: &str,
+    ) -> RawItem {
+        let now = Utc::now();
+        let parsed = pipeline_core::keys::parse_raw_key(key);
+        let (first, last, first_arrival, last_arrival) = match &output.span {
+            Some(span) => (
+                span.first_sequence_number.clone(),
+                span.last_sequence_number.clone(),
+                fmt_time(span.first_arrival),
+                fmt_time(span.last_arrival),
+            ),
+            None => {
+                let first = parsed
+                    .as_ref()
+                    .map(|k| k.first_sequence_number.to_owned())
+                    .unwrap_or_default();
+                (first.clone(), first, fmt_time(now), fmt_time(now))
+            }
+        };
+        RawItem {
+            raw_key: key.to_owned(),
+            raw_sha256: sha.to_owned(),
+            shard_id: parsed
+                .as_ref()
+                .map(|k| k.shard_id.to_owned())
+                .unwrap_or_default(),
+            first_sequence_number: first,
+            last_sequence_number: last,
+            first_arrival,
+            last_arrival,
+            kinesis_records: output.lines,
+            valid_records: output.lines,
+            quarantined_records: 0,
+            quarantine_key: None,
+            raw_bytes: object.body.len() as u64,
+            raw_uncompressed_bytes: output.uncompressed_bytes,
+            correlation_id: owner.to_owned(),
+            written_at: fmt_time(now),
+            expires_at: now.timestamp() + i64::from(self.settings.metadata_ttl_days) * 86_400,
+            registered_by: Some(REGISTERED_BY.to_owned()),
+        }
+    }
+}
+
+/// What the metadata table says of a raw object's current content.
+enum Recorded {
+    Item(Box<MetadataItem>),
+    Missing { previous_sha256: Option<String> },
 }
 
 impl Report {
@@ -472,10 +583,12 @@ impl Report {
                     outputs,
                     deleted,
                     max_ingest_lag_ms,
+                    registered,
                     ..
                 } => {
                     max_lag = max_lag.max(*max_ingest_lag_ms);
                     m.count("RawObjectsProcessed", 1)
+                        .count("RawObjectsRegistered", u64::from(*registered))
                         .count("RecordsValid", *rows)
                         .count("DuplicatesDropped", *duplicates)
                         .count("ObjectsWritten", outputs.len() as u64)

@@ -428,24 +428,190 @@ fn an_item_written_before_output_pages_has_its_listed_outputs_cleaned_up() {
     assert_eq!(&listed(&w, item), outputs);
 }
 
+/// The first line of a raw object, as an object of its own.
+fn first_line_of(body: &[u8]) -> Vec<u8> {
+    let text = pipeline_core::ingest::gunzip(body).unwrap();
+    pipeline_core::ingest::gzip(&text[..text.iter().position(|&b| b == b'\n').unwrap() + 1])
+}
+
 #[test]
-fn a_notification_that_overtakes_the_metadata_item_fails_retryably() {
+fn an_object_another_writer_put_is_registered_from_its_lines_and_processed_once() {
     let w = world();
     let (_, notices) = ingest_fixture(&w, "kinesis-event.json");
-    // Replace the object with content the table has never seen.
-    let body = w.objects.object(RAW, &notices[0].key).unwrap().body;
-    let text = pipeline_core::ingest::gunzip(&body).unwrap();
-    let rewritten =
-        pipeline_core::ingest::gzip(&text[..text.iter().position(|&b| b == b'\n').unwrap() + 1]);
-    block_on(
-        w.objects
-            .put(RAW, &notices[0].key, rewritten, "x", &Default::default()),
-    )
-    .unwrap();
-    let err = block_on(w.tf.handle(&notification(&notices[0]), "t")).unwrap_err();
-    assert!(matches!(err, Error::NotRecorded { .. }), "{err}");
-    assert!(err.is_retryable());
-    assert!(w.objects.keys(PROCESSED, "").is_empty());
+    let key = notices[0].key.clone();
+    let recorded = block_on(w.metadata.get(&key)).unwrap().unwrap();
+    // A restore writes other content under the key, without the stream processor's metadata.
+    let body = first_line_of(&w.objects.object(RAW, &key).unwrap().body);
+    let sha = hex::encode(Sha256::digest(&body));
+    block_on(w.objects.put(RAW, &key, body, "x", &Default::default())).unwrap();
+    let report = block_on(w.tf.handle(&notification(&notices[0]), "t")).unwrap();
+    let Outcome::Processed {
+        rows, registered, ..
+    } = &report.outcomes[0]
+    else {
+        panic!("{report:?}");
+    };
+    assert_eq!((*rows, *registered), (1, true));
+    let m = report.metrics("tf", std::time::Instant::now(), false);
+    assert_eq!(m.get("RawObjectsRegistered"), Some(1.0));
+    let item = block_on(w.metadata.get(&key)).unwrap().unwrap();
+    assert_eq!(item.status, STATUS_PROCESSED);
+    assert_eq!(item.raw_sha256.as_deref(), Some(sha.as_str()));
+    assert_eq!(item.processed_sha256.as_deref(), Some(sha.as_str()));
+    assert_eq!((item.valid_records, item.processed_rows), (1, Some(1)));
+    assert_ne!(item.raw_sha256, recorded.raw_sha256);
+    // Exactly one row in processed, and the outputs of the earlier content are gone.
+    let rows: usize = w
+        .objects
+        .keys(PROCESSED, "")
+        .iter()
+        .map(|k| {
+            read_rows(w.objects.object(PROCESSED, k).unwrap().body)
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert_eq!(rows, 1);
+    // A second notification of the same put is a duplicate, not a second registration.
+    let again = block_on(w.tf.handle(&notification(&notices[0]), "t2")).unwrap();
+    assert_eq!(again.outcomes, [Outcome::Duplicate { key: key.clone() }]);
+    let m = again.metrics("tf", std::time::Instant::now(), false);
+    assert_eq!(m.get("RawObjectsRegistered"), None);
+}
+
+#[test]
+fn a_registered_item_names_the_batch_its_lines_span() {
+    let w = world();
+    let (_, notices) = ingest_fixture(&w, "kinesis-event.json");
+    let key = notices[0].key.clone();
+    let recorded = w.metadata.attributes(&key).unwrap();
+    // The same content, copied without its metadata (a restore from a backup bucket).
+    let body = w.objects.object(RAW, &key).unwrap().body;
+    w.metadata.delete_item(&key);
+    block_on(w.objects.put(RAW, &key, body, "x", &Default::default())).unwrap();
+    block_on(w.tf.handle(&notification(&notices[0]), "t")).unwrap();
+    let registered = w.metadata.attributes(&key).unwrap();
+    for name in [
+        "raw_sha256",
+        "shard_id",
+        "first_sequence_number",
+        "last_sequence_number",
+        "first_arrival",
+        "last_arrival",
+        "valid_records",
+        "raw_bytes",
+        "raw_uncompressed_bytes",
+    ] {
+        assert_eq!(registered.get(name), recorded.get(name), "{name}");
+    }
+    assert_eq!(
+        registered.get("registered_by").map(String::as_str),
+        Some(REGISTERED_BY)
+    );
+    assert_eq!(recorded.get("registered_by"), None);
+}
+
+#[test]
+fn the_stream_processors_own_object_waits_for_its_item_instead_of_being_registered() {
+    let w = world();
+    let (event, notices) = ingest_fixture(&w, "kinesis-event.json");
+    let key = notices[0].key.clone();
+    // The item is not written yet: the notification overtook it.
+    w.metadata.delete_item(&key);
+    let tf = Transformer::new(
+        w.objects.clone(),
+        w.metadata.clone(),
+        pii(),
+        Settings {
+            item_wait: Duration::from_secs(30),
+            ..settings()
+        },
+    );
+    let payload = notification(&notices[0]);
+    let (report, ()) = block_on(async {
+        tokio::join!(tf.handle(&payload, "t"), async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = "2026-11-25T10:05:02Z".parse().unwrap();
+            let (response, _) = w.sp.handle(&event, "sp-retry", now).await;
+            assert!(response.batch_item_failures.is_empty());
+        })
+    });
+    let report = report.unwrap();
+    assert!(
+        matches!(
+            &report.outcomes[0],
+            Outcome::Processed {
+                registered: false,
+                ..
+            }
+        ),
+        "{report:?}"
+    );
+    let attributes = w.metadata.attributes(&key).unwrap();
+    assert_eq!(attributes.get("registered_by"), None);
+    assert_eq!(
+        attributes.get("correlation_id").map(String::as_str),
+        Some("sp-retry")
+    );
+}
+
+#[test]
+fn the_stream_processors_object_whose_item_never_comes_is_registered_after_the_wait() {
+    let w = world();
+    let (_, notices) = ingest_fixture(&w, "kinesis-event.json");
+    let key = notices[0].key.clone();
+    // The stream processor died between the object and the item, and no retry came.
+    w.metadata.delete_item(&key);
+    let started = std::time::Instant::now();
+    let report = block_on(w.tf.handle(&notification(&notices[0]), "t")).unwrap();
+    assert!(started.elapsed() >= settings().item_wait);
+    assert!(
+        matches!(
+            &report.outcomes[0],
+            Outcome::Processed {
+                registered: true,
+                ..
+            }
+        ),
+        "{report:?}"
+    );
+    // The stream processor's retry of the batch then finds its content recorded.
+    let item = block_on(w.metadata.get(&key)).unwrap().unwrap();
+    assert_eq!(item.status, STATUS_PROCESSED);
+}
+
+#[test]
+fn a_registration_never_overwrites_a_recording_made_after_the_item_was_read() {
+    let w = world();
+    let (_, notices) = ingest_fixture(&w, "kinesis-event.json");
+    let key = notices[0].key.clone();
+    let recorded = block_on(w.metadata.get(&key)).unwrap().unwrap();
+    let body = first_line_of(&w.objects.object(RAW, &key).unwrap().body);
+    let output = transform::transform(&key, &body, &pii()).unwrap();
+    let object = StoredObject {
+        body,
+        metadata: BTreeMap::new(),
+    };
+    let raw =
+        w.tf.registration(&key, "f".repeat(64).as_str(), &object, &output, "t");
+    // Read when the key had no item: the stream processor's recording since then wins.
+    assert_eq!(
+        block_on(w.metadata.register_raw(&raw, None)).unwrap(),
+        RecordOutcome::Changed
+    );
+    assert_eq!(
+        block_on(w.metadata.register_raw(&raw, Some("0".repeat(64).as_str()))).unwrap(),
+        RecordOutcome::Changed
+    );
+    assert_eq!(block_on(w.metadata.get(&key)).unwrap().unwrap(), recorded);
+    assert_eq!(
+        block_on(
+            w.metadata
+                .register_raw(&raw, recorded.raw_sha256.as_deref())
+        )
+        .unwrap(),
+        RecordOutcome::Recorded
+    );
 }
 
 #[test]
