@@ -188,11 +188,50 @@ impl MetadataStore for DynamoStore {
                 None,
             )
             .await?;
-        Ok(if outcome {
-            RecordOutcome::Recorded
-        } else {
-            RecordOutcome::AlreadyRecorded
-        })
+        if outcome {
+            return Ok(RecordOutcome::Recorded);
+        }
+        // The same content: if the transformer registered it meanwhile, the batch's own facts
+        // (quarantined units, Kinesis records, the request id) replace what it read from the
+        // lines; the status and the pending bucket stay what the transformer made them.
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("raw_key", s(&item.raw_key))
+            .update_expression(
+                "SET first_sequence_number = :first_seq, last_sequence_number = :last_seq, \
+                 first_arrival = :first_arrival, last_arrival = :last_arrival, \
+                 kinesis_records = :kinesis_records, valid_records = :valid, \
+                 quarantined_records = :quarantined, correlation_id = :correlation \
+                 REMOVE registered_by",
+            )
+            .condition_expression("raw_sha256 = :sha AND attribute_exists(registered_by)")
+            .expression_attribute_values(":sha", s(&item.raw_sha256))
+            .expression_attribute_values(":first_seq", s(&item.first_sequence_number))
+            .expression_attribute_values(":last_seq", s(&item.last_sequence_number))
+            .expression_attribute_values(":first_arrival", s(&item.first_arrival))
+            .expression_attribute_values(":last_arrival", s(&item.last_arrival))
+            .expression_attribute_values(":kinesis_records", n(item.kinesis_records))
+            .expression_attribute_values(":valid", n(item.valid_records))
+            .expression_attribute_values(":quarantined", n(item.quarantined_records))
+            .expression_attribute_values(":correlation", s(&item.correlation_id))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(RecordOutcome::Adopted),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(RecordOutcome::AlreadyRecorded)
+            }
+            Err(e) => Err(from_sdk(
+                "UpdateItem",
+                &format!("{}/{} (adopt)", self.table, item.raw_key),
+                e,
+            )),
+        }
     }
 
     async fn register_raw(

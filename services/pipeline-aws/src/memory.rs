@@ -507,12 +507,26 @@ fn to_item(key: &str, i: &Item) -> MetadataItem {
 impl MetadataStore for MemoryMetadataStore {
     async fn record_raw(&self, raw: &RawItem) -> Result<RecordOutcome, StoreError> {
         self.faulty("UpdateItem", &raw.raw_key, |t| {
-            if t.items
-                .get(&raw.raw_key)
-                .and_then(|i| i.raw.as_ref())
-                .is_some_and(|r| r.raw_sha256 == raw.raw_sha256)
+            if let Some(current) = t
+                .items
+                .get_mut(&raw.raw_key)
+                .and_then(|i| i.raw.as_mut())
+                .filter(|r| r.raw_sha256 == raw.raw_sha256)
             {
-                return Ok(RecordOutcome::AlreadyRecorded);
+                if current.registered_by.is_none() {
+                    return Ok(RecordOutcome::AlreadyRecorded);
+                }
+                // The batch's own facts replace those registered from the lines.
+                current.first_sequence_number = raw.first_sequence_number.clone();
+                current.last_sequence_number = raw.last_sequence_number.clone();
+                current.first_arrival = raw.first_arrival.clone();
+                current.last_arrival = raw.last_arrival.clone();
+                current.kinesis_records = raw.kinesis_records;
+                current.valid_records = raw.valid_records;
+                current.quarantined_records = raw.quarantined_records;
+                current.correlation_id = raw.correlation_id.clone();
+                current.registered_by = None;
+                return Ok(RecordOutcome::Adopted);
             }
             update_checked(&mut t.items, &raw.raw_key, |item| {
                 item.status = STATUS_RAW_WRITTEN.to_owned();

@@ -71,6 +71,9 @@ pub enum RecordOutcome {
     Recorded,
     /// The item already described exactly this content (a retry): nothing changed.
     AlreadyRecorded,
+    /// The transformer had registered exactly this content: the batch's own facts (counts,
+    /// sequence range, request id) replaced those read from its lines; status unchanged.
+    Adopted,
     /// A registration found the item changed since it was read (the stream processor recorded
     /// the object meanwhile, or another run registered it): nothing changed; read it again.
     Changed,

@@ -558,9 +558,10 @@ fn the_stream_processors_own_object_waits_for_its_item_instead_of_being_register
 #[test]
 fn the_stream_processors_object_whose_item_never_comes_is_registered_after_the_wait() {
     let w = world();
-    let (_, notices) = ingest_fixture(&w, "kinesis-event.json");
+    let (event, notices) = ingest_fixture(&w, "kinesis-event.json");
     let key = notices[0].key.clone();
-    // The stream processor died between the object and the item, and no retry came.
+    let recorded = w.metadata.attributes(&key).unwrap();
+    // The stream processor died between the object and the item, and no retry came in time.
     w.metadata.delete_item(&key);
     let started = std::time::Instant::now();
     let report = block_on(w.tf.handle(&notification(&notices[0]), "t")).unwrap();
@@ -575,9 +576,39 @@ fn the_stream_processors_object_whose_item_never_comes_is_registered_after_the_w
         ),
         "{report:?}"
     );
-    // The stream processor's retry of the batch then finds its content recorded.
-    let item = block_on(w.metadata.get(&key)).unwrap().unwrap();
-    assert_eq!(item.status, STATUS_PROCESSED);
+    let registered = w.metadata.attributes(&key).unwrap();
+    assert_eq!(
+        registered.get("registered_by").map(String::as_str),
+        Some(REGISTERED_BY)
+    );
+    // The batch's retry comes at last: its own facts replace those read from the lines, and the
+    // object stays processed (its new notification is a duplicate).
+    let now = "2026-11-25T10:05:02Z".parse().unwrap();
+    let (response, _) = block_on(w.sp.handle(&event, "sp-retry", now));
+    assert!(response.batch_item_failures.is_empty());
+    let adopted = w.metadata.attributes(&key).unwrap();
+    assert_eq!(adopted.get("registered_by"), None);
+    assert_eq!(
+        adopted.get("status").map(String::as_str),
+        Some(STATUS_PROCESSED)
+    );
+    assert_eq!(adopted.get("pending"), None);
+    assert_eq!(
+        adopted.get("correlation_id").map(String::as_str),
+        Some("sp-retry")
+    );
+    for name in [
+        "kinesis_records",
+        "valid_records",
+        "quarantined_records",
+        "first_sequence_number",
+        "last_sequence_number",
+    ] {
+        assert_eq!(adopted.get(name), recorded.get(name), "{name}");
+    }
+    let again = raw_notices(&w);
+    let report = block_on(w.tf.handle(&notification(&again[0]), "t2")).unwrap();
+    assert_eq!(report.outcomes, [Outcome::Duplicate { key }]);
 }
 
 #[test]
