@@ -58,6 +58,10 @@ pub enum Error {
         #[source]
         source: TransformError,
     },
+    #[error(
+        "raw object {key}: the stream processor wrote it but has not recorded it after {waited:?}; its batch's retry or redrive records it, retry later"
+    )]
+    NotRecorded { key: String, waited: Duration },
     #[error("raw object {key}: another run holds its lease; retry later")]
     Leased { key: String },
     #[error("raw object {key} was rewritten {passes} times while being processed; retry later")]
@@ -274,9 +278,9 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
             let mut transformed = None;
             let item = match self.wait_for_item(key, &sha, &object).await? {
                 Recorded::Item(item) => *item,
-                // Written by a restore, a backfill or another writer (or by a stream processor
-                // that died before recording it): recorded here, from its own lines, only if the
-                // item still holds what was read, so a recording made meanwhile always wins.
+                // Written by a restore, a backfill or another writer: recorded here, from its own
+                // lines, only if the item still holds what was read, so a recording made
+                // meanwhile always wins.
                 Recorded::Missing { previous_sha256 } => {
                     let output = transform::transform(key, &object.body, &self.pii)
                         .map_err(transform_error)?;
@@ -471,9 +475,9 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
     /// object first and the item right after, so a notification can overtake the item).
     ///
     /// Only an object the stream processor wrote is waited for: its `sha256` metadata names its
-    /// content. Any other object (a restore without metadata, a backfill, another writer), and
-    /// one of the stream processor's whose item is still missing after the wait (it died between
-    /// the two writes), is `Missing`: the caller registers it.
+    /// content, and if its item is still missing after the wait the run fails retryably. Any
+    /// other object (a restore without metadata, a backfill, another writer) is `Missing` at
+    /// once: the caller registers it.
     async fn wait_for_item(
         &self,
         key: &str,
@@ -497,6 +501,15 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
             }
             let waited = started.elapsed();
             if waited >= wait {
+                if ours {
+                    // Its batch failed after the write: the batch is retried or dead-lettered,
+                    // and its retry or redrive records it. Registering it here would process
+                    // records that a dead letter also references.
+                    return Err(Error::NotRecorded {
+                        key: key.to_owned(),
+                        waited,
+                    });
+                }
                 return Ok(Recorded::Missing {
                     previous_sha256: item.and_then(|i| i.raw_sha256),
                 });

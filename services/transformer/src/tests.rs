@@ -556,16 +556,33 @@ fn the_stream_processors_own_object_waits_for_its_item_instead_of_being_register
 }
 
 #[test]
-fn the_stream_processors_object_whose_item_never_comes_is_registered_after_the_wait() {
+fn the_stream_processors_object_whose_item_never_comes_fails_retryably() {
+    let w = world();
+    let (_, notices) = ingest_fixture(&w, "kinesis-event.json");
+    let key = notices[0].key.clone();
+    // The stream processor died between the object and the item: its batch is retried or
+    // dead-lettered, and the retry or the redrive records it.
+    w.metadata.delete_item(&key);
+    let started = std::time::Instant::now();
+    let err = block_on(w.tf.handle(&notification(&notices[0]), "t")).unwrap_err();
+    assert!(started.elapsed() >= settings().item_wait);
+    assert!(matches!(err, Error::NotRecorded { .. }), "{err}");
+    assert!(err.is_retryable());
+    assert!(w.metadata.attributes(&key).is_none());
+    assert!(w.objects.keys(PROCESSED, "").is_empty());
+}
+
+#[test]
+fn a_batch_retried_after_its_object_was_registered_writes_its_own_facts_and_stays_processed() {
     let w = world();
     let (event, notices) = ingest_fixture(&w, "kinesis-event.json");
     let key = notices[0].key.clone();
     let recorded = w.metadata.attributes(&key).unwrap();
-    // The stream processor died between the object and the item, and no retry came in time.
+    // The object restored without its metadata into a table that lost its item.
+    let body = w.objects.object(RAW, &key).unwrap().body;
     w.metadata.delete_item(&key);
-    let started = std::time::Instant::now();
+    block_on(w.objects.put(RAW, &key, body, "x", &Default::default())).unwrap();
     let report = block_on(w.tf.handle(&notification(&notices[0]), "t")).unwrap();
-    assert!(started.elapsed() >= settings().item_wait);
     assert!(
         matches!(
             &report.outcomes[0],
@@ -576,13 +593,8 @@ fn the_stream_processors_object_whose_item_never_comes_is_registered_after_the_w
         ),
         "{report:?}"
     );
-    let registered = w.metadata.attributes(&key).unwrap();
-    assert_eq!(
-        registered.get("registered_by").map(String::as_str),
-        Some(REGISTERED_BY)
-    );
-    // The batch's retry comes at last: its own facts replace those read from the lines, and the
-    // object stays processed (its new notification is a duplicate).
+    // The batch comes again: its own facts replace those read from the lines, and the object
+    // stays processed (its new notification is a duplicate).
     let now = "2026-11-25T10:05:02Z".parse().unwrap();
     let (response, _) = block_on(w.sp.handle(&event, "sp-retry", now));
     assert!(response.batch_item_failures.is_empty());
@@ -606,7 +618,10 @@ fn the_stream_processors_object_whose_item_never_comes_is_registered_after_the_w
     ] {
         assert_eq!(adopted.get(name), recorded.get(name), "{name}");
     }
-    let again = raw_notices(&w);
+    let again: Vec<PutNotice> = raw_notices(&w)
+        .into_iter()
+        .filter(|n| n.key == key)
+        .collect();
     let report = block_on(w.tf.handle(&notification(&again[0]), "t2")).unwrap();
     assert_eq!(report.outcomes, [Outcome::Duplicate { key }]);
 }
