@@ -105,12 +105,12 @@ describe("authorisation gate", function () {
         const { model } = await gateFor("dev");
         const widened = JSON.parse(JSON.stringify(model));
         const policy = widened.principals.find((p: any) => p.id === "producer").policies[0].document;
-        policy.Statement.push({ Sid: "Unused", Effect: "Allow", Action: "kinesis:ListShards", Resource: "arn:aws:kinesis:eu-west-1:123456789012:stream/eventpipe-dev-events" });
+        policy.Statement.push({ Sid: "Unused", Effect: "Allow", Action: "kinesis:DescribeStreamSummary", Resource: "arn:aws:kinesis:eu-west-1:123456789012:stream/eventpipe-dev-events" });
         const result = await gate(widened, loadRequests());
         assert.deepEqual(result.denied, []);
         assert.deepEqual(
             result.unused.map((u) => `${u.principal} ${u.statement} ${u.action}`),
-            ["producer eventpipe-dev-producer-permissions#Unused kinesis:ListShards"],
+            ["producer eventpipe-dev-producer-permissions#Unused kinesis:DescribeStreamSummary"],
         );
     });
 });
