@@ -489,13 +489,7 @@ fn test_events_encoded_keys_and_duplicate_or_stale_notifications_are_harmless() 
         assert_eq!(r["outcomes"][0]["why"], "s3:TestEvent");
         // The raw object's key URL-encoded as S3 encodes it, with a stale (old) sequencer: a
         // duplicate of work already done.
-        let mut s3_event: Value = serde_json::from_str(
-            &std::fs::read_to_string(root().join("services/transformer/fixtures/s3-put.json"))
-                .unwrap(),
-        )
-        .unwrap();
-        s3_event["Records"][0]["s3"]["bucket"]["name"] = json!(local.stack.raw_bucket);
-        s3_event["Records"][0]["s3"]["object"]["key"] = json!(raw_key.replace('=', "%3D"));
+        let mut s3_event = raw_put_event(local, &raw_key);
         s3_event["Records"][0]["s3"]["object"]["sequencer"] = json!("0000000000000001");
         for _ in 0..2 {
             let r = invoke(s3_event.clone()).await;
@@ -1137,6 +1131,18 @@ fn with_a_parallelization_factor_every_record_is_delivered_once() {
     });
 }
 
+/// The S3 notification of a put of `raw_key` into the raw bucket, the key URL-encoded as S3
+/// encodes it.
+fn raw_put_event(local: &Local, raw_key: &str) -> Value {
+    let mut event: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("services/transformer/fixtures/s3-put.json")).unwrap(),
+    )
+    .unwrap();
+    event["Records"][0]["s3"]["bucket"]["name"] = json!(local.stack.raw_bucket);
+    event["Records"][0]["s3"]["object"]["key"] = json!(raw_key.replace('=', "%3D"));
+    event
+}
+
 /// A raw object in the documented raw format, as a backfill job or a restore writes it: `n`
 /// events of one made-up batch of shard 0.
 fn outside_raw_object(first_seq: u64, n: u64) -> (String, Vec<u8>) {
@@ -1225,13 +1231,7 @@ fn a_raw_object_another_writer_puts_is_registered_and_processed_exactly_once() {
             .send()
             .await
             .unwrap();
-        let mut s3_event: Value = serde_json::from_str(
-            &std::fs::read_to_string(root().join("services/transformer/fixtures/s3-put.json"))
-                .unwrap(),
-        )
-        .unwrap();
-        s3_event["Records"][0]["s3"]["bucket"]["name"] = json!(local.stack.raw_bucket);
-        s3_event["Records"][0]["s3"]["object"]["key"] = json!(key.replace('=', "%3D"));
+        let s3_event = raw_put_event(local, &key);
         let out = local
             .admin
             .lambda

@@ -487,6 +487,17 @@ impl MemoryMetadataStore {
     }
 }
 
+/// A raw object's item as `record_raw` and `register_raw` write it: status `RAW_WRITTEN`, pending.
+fn write_raw(t: &mut Table, raw: &RawItem) -> Result<(), StoreError> {
+    update_checked(&mut t.items, &raw.raw_key, |item| {
+        item.status = STATUS_RAW_WRITTEN.to_owned();
+        item.pending = true;
+        item.created_at
+            .get_or_insert_with(|| raw.written_at.clone());
+        item.raw = Some(raw.clone());
+    })
+}
+
 fn to_item(key: &str, i: &Item) -> MetadataItem {
     MetadataItem {
         raw_key: key.to_owned(),
@@ -528,13 +539,7 @@ impl MetadataStore for MemoryMetadataStore {
                 current.registered_by = None;
                 return Ok(RecordOutcome::Adopted);
             }
-            update_checked(&mut t.items, &raw.raw_key, |item| {
-                item.status = STATUS_RAW_WRITTEN.to_owned();
-                item.pending = true;
-                item.created_at
-                    .get_or_insert_with(|| raw.written_at.clone());
-                item.raw = Some(raw.clone());
-            })?;
+            write_raw(t, raw)?;
             Ok(RecordOutcome::Recorded)
         })
     }
@@ -553,13 +558,7 @@ impl MetadataStore for MemoryMetadataStore {
             if current != previous_sha256 {
                 return Ok(RecordOutcome::Changed);
             }
-            update_checked(&mut t.items, &raw.raw_key, |item| {
-                item.status = STATUS_RAW_WRITTEN.to_owned();
-                item.pending = true;
-                item.created_at
-                    .get_or_insert_with(|| raw.written_at.clone());
-                item.raw = Some(raw.clone());
-            })?;
+            write_raw(t, raw)?;
             Ok(RecordOutcome::Recorded)
         })
     }
