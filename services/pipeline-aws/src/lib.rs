@@ -8,14 +8,15 @@ pub mod emf;
 pub mod env;
 pub mod error;
 pub mod memory;
+pub mod notification;
 pub mod s3;
 pub mod store;
 
 pub use error::StoreError;
 pub use store::{
-    Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, ObjectStore, OutputPage,
-    OutputSet, OutputsOutcome, PendingObject, ProcessedUpdate, RawItem, RecordOutcome,
-    StoredObject, delete_output_set, read_output_set, write_output_set,
+    Lease, LeaseOutcome, ListedObject, MarkOutcome, MetadataItem, MetadataStore, ObjectCatalog,
+    ObjectStore, OutputPage, OutputSet, OutputsOutcome, PendingObject, ProcessedUpdate, RawItem,
+    RecordOutcome, StoredObject, delete_output_set, read_output_set, write_output_set,
 };
 
 /// Loads the AWS configuration once: the standard credential chain and region, and

@@ -16,9 +16,9 @@ use pipeline_core::metadata::{
 
 use crate::store::{STATUS_PROCESSED, STATUS_RAW_WRITTEN};
 use crate::{
-    Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, ObjectStore, OutputPage,
-    OutputSet, OutputsOutcome, PendingObject, ProcessedUpdate, RawItem, RecordOutcome, StoreError,
-    StoredObject,
+    Lease, LeaseOutcome, ListedObject, MarkOutcome, MetadataItem, MetadataStore, ObjectCatalog,
+    ObjectStore, OutputPage, OutputSet, OutputsOutcome, PendingObject, ProcessedUpdate, RawItem,
+    RecordOutcome, StoreError, StoredObject,
 };
 
 /// When calls fail. Deterministic for a seed.
@@ -91,8 +91,12 @@ pub struct PutNotice {
 #[derive(Debug, Default)]
 struct Objects {
     data: BTreeMap<(String, String), StoredObject>,
+    /// Unix milliseconds of each object's last put (S3's `LastModified`).
+    modified: HashMap<(String, String), i64>,
     notices: Vec<PutNotice>,
     puts: u64,
+    /// What the store's clock says: set by the test, never read from the system.
+    now_ms: i64,
 }
 
 /// An object store in memory.
@@ -122,6 +126,11 @@ impl MemoryObjectStore {
 
     pub fn set_faults(&self, faults: Faults) {
         *lock(&self.faults) = faults;
+    }
+
+    /// Sets the time the next puts are stamped with (`LastModified` in listings).
+    pub fn set_now_ms(&self, now_ms: i64) {
+        lock(&self.inner).now_ms = now_ms;
     }
 
     /// Every put since the last call, in order.
@@ -167,6 +176,10 @@ impl ObjectStore for MemoryObjectStore {
         let mut inner = lock(&self.inner);
         inner.puts += 1;
         let sequencer = format!("{:016X}", inner.puts);
+        let now_ms = inner.now_ms;
+        inner
+            .modified
+            .insert((bucket.to_owned(), key.to_owned()), now_ms);
         inner.data.insert(
             (bucket.to_owned(), key.to_owned()),
             StoredObject {
@@ -207,6 +220,40 @@ impl ObjectStore for MemoryObjectStore {
         } else {
             Ok(())
         }
+    }
+}
+
+impl ObjectCatalog for MemoryObjectStore {
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>, StoreError> {
+        if self.roll() != Fault::None {
+            return Err(injected("ListObjectsV2", prefix));
+        }
+        let inner = lock(&self.inner);
+        Ok(inner
+            .data
+            .iter()
+            .filter(|((b, k), _)| b == bucket && k.starts_with(prefix))
+            .map(|((b, k), o)| ListedObject {
+                key: k.clone(),
+                size: o.body.len() as u64,
+                last_modified_ms: inner
+                    .modified
+                    .get(&(b.clone(), k.clone()))
+                    .copied()
+                    .unwrap_or(0),
+            })
+            .collect())
+    }
+
+    async fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, StoreError> {
+        if self.roll() != Fault::None {
+            return Err(injected("HeadObject", key));
+        }
+        Ok(self.object(bucket, key).map(|o| o.metadata))
     }
 }
 

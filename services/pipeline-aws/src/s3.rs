@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use aws_sdk_s3::primitives::ByteStream;
 
 use crate::error::from_sdk;
-use crate::{ObjectStore, StoreError, StoredObject};
+use crate::{ListedObject, ObjectCatalog, ObjectStore, StoreError, StoredObject};
 
 #[derive(Debug, Clone)]
 pub struct S3Store {
@@ -98,5 +98,58 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| from_sdk("DeleteObject", &target, e))?;
         Ok(())
+    }
+}
+
+impl ObjectCatalog for S3Store {
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>, StoreError> {
+        let target = format!("s3://{bucket}/{prefix}");
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| from_sdk("ListObjectsV2", &target, e))?;
+            for o in page.contents() {
+                let Some(key) = o.key() else { continue };
+                out.push(ListedObject {
+                    key: key.to_owned(),
+                    size: o.size().map_or(0, |s| s.max(0) as u64),
+                    last_modified_ms: o
+                        .last_modified()
+                        .and_then(|t| t.to_millis().ok())
+                        .unwrap_or(0),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, StoreError> {
+        let target = format!("s3://{bucket}/{key}");
+        match self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(
+                out.metadata()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                    .unwrap_or_default(),
+            )),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => Err(from_sdk("HeadObject", &target, e)),
+        }
     }
 }

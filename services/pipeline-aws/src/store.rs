@@ -39,6 +39,33 @@ pub trait ObjectStore: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// An object as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    pub size: u64,
+    /// Unix milliseconds.
+    pub last_modified_ms: i64,
+}
+
+/// Listing and HEAD: what the auditor needs to find the objects nobody recorded.
+pub trait ObjectCatalog: Send + Sync {
+    /// Every object under `prefix`, following the listing's continuation (S3 returns at most
+    /// 1,000 keys a page), in key order.
+    fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<ListedObject>, StoreError>> + Send;
+
+    /// An object's user metadata without its body; `Ok(None)` when it does not exist.
+    fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<BTreeMap<String, String>>, StoreError>> + Send;
+}
+
 /// What the stream processor records about a raw object it wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawItem {

@@ -39,6 +39,7 @@ pub struct Environment {
     pub event_source_mapping: EventSourceMapping,
     pub transformer: Function,
     pub transformer_async: AsyncInvoke,
+    pub auditor: Auditor,
     pub storage: Storage,
     pub observability: Observability,
     #[serde(default)]
@@ -119,6 +120,28 @@ pub struct AsyncInvoke {
     pub maximum_event_age_seconds: u32,
 }
 
+/// The auditor: a function on a schedule that finds raw objects nobody will process (their
+/// notification expired or was dropped, or they have no metadata item) and re-drives them to the
+/// transformer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Auditor {
+    /// Memory in MB (128–10240).
+    pub memory_mb: u32,
+    /// Timeout in seconds (1–900).
+    pub timeout_seconds: u32,
+    /// Reserved concurrency; absent means unreserved.
+    #[serde(default)]
+    pub reserved_concurrency: Option<u32>,
+    /// `RUST_LOG`-style filter.
+    pub log_level: String,
+    /// Minutes between runs (an EventBridge `rate()` schedule), 1–60.
+    pub period_minutes: u32,
+    /// Hours of `raw/` partitions (by first arrival) listed for objects without a metadata item,
+    /// 1–168.
+    pub lookback_hours: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Storage {
@@ -178,6 +201,7 @@ pub struct Names {
     pub metadata_table: String,
     pub stream_processor: String,
     pub transformer: String,
+    pub auditor: String,
     pub stream_dlq: String,
     pub transform_dlq: String,
     pub alarm_topic: String,
@@ -238,6 +262,7 @@ impl Environment {
             metadata_table: format!("{p}-metadata"),
             stream_processor: format!("{p}-stream-processor"),
             transformer: format!("{p}-transformer"),
+            auditor: format!("{p}-auditor"),
             stream_dlq: format!("{p}-stream-dlq"),
             transform_dlq: format!("{p}-transform-dlq"),
             alarm_topic: format!("{p}-alarms"),
@@ -275,16 +300,35 @@ impl Environment {
             (24..=8760).contains(&self.stream.retention_hours),
             "`stream.retention_hours` must be 24-8760",
         );
-        for (label, f) in [
-            ("stream_processor", &self.stream_processor),
-            ("transformer", &self.transformer),
+        for (label, memory_mb, timeout_seconds) in [
+            (
+                "stream_processor",
+                self.stream_processor.memory_mb,
+                self.stream_processor.timeout_seconds,
+            ),
+            (
+                "transformer",
+                self.transformer.memory_mb,
+                self.transformer.timeout_seconds,
+            ),
+            (
+                "auditor",
+                self.auditor.memory_mb,
+                self.auditor.timeout_seconds,
+            ),
         ] {
-            if !(128..=10240).contains(&f.memory_mb) {
+            if !(128..=10240).contains(&memory_mb) {
                 errors.push(format!("`{label}.memory_mb` must be 128-10240"));
             }
-            if !(1..=900).contains(&f.timeout_seconds) {
+            if !(1..=900).contains(&timeout_seconds) {
                 errors.push(format!("`{label}.timeout_seconds` must be 1-900"));
             }
+        }
+        if !(1..=60).contains(&self.auditor.period_minutes) {
+            errors.push("`auditor.period_minutes` must be 1-60".to_owned());
+        }
+        if !(1..=168).contains(&self.auditor.lookback_hours) {
+            errors.push("`auditor.lookback_hours` must be 1-168".to_owned());
         }
         let m = &self.event_source_mapping;
         let mut check = |ok: bool, msg: &str| {
@@ -440,6 +484,28 @@ mod tests {
         env.event_source_mapping.maximum_retry_attempts = -1;
         let err = env.validate().unwrap_err();
         assert!(err.contains("maximum_retry_attempts"), "{err}");
+    }
+
+    #[test]
+    fn the_auditor_runs_at_least_hourly_and_looks_back_at_most_a_week() {
+        let text = std::fs::read_to_string(environments_dir().join("dev.toml")).unwrap();
+        let mut env: Environment = toml::from_str(&text).unwrap();
+        env.auditor.period_minutes = 0;
+        env.auditor.lookback_hours = 169;
+        let err = env.validate().unwrap_err();
+        assert!(
+            err.contains("`auditor.period_minutes` must be 1-60"),
+            "{err}"
+        );
+        assert!(
+            err.contains("`auditor.lookback_hours` must be 1-168"),
+            "{err}"
+        );
+        let bad = text.replace("[auditor]\n", "[auditor]\ncron = \"daily\"\n");
+        let err = Environment::from_toml("dev.toml", &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `cron`"), "{err}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! An S3 notification can expire (the transformer's maximum event age) or, as AWS documents, be
 //! dropped; the stream processor can die between writing a raw object and recording it. Then a raw
 //! object exists that nobody will process. The auditor lists the recent `raw/` hours, and a raw
-//! object older than `stuck_after` that is not processed in its current content is stuck.
+//! object older than `stuck_after` that is not processed is stuck.
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -30,63 +30,77 @@ pub fn raw_hour_prefixes(now: DateTime<Utc>, lookback: Duration) -> Vec<String> 
     }
 }
 
-/// What the metadata table says of a raw object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ItemFacts {
-    /// The SHA-256 of the content it was recorded with (the stream processor's, or a registration).
-    pub raw_sha256: Option<String>,
-    /// The SHA-256 of the content that was processed, when it was.
-    pub processed_sha256: Option<String>,
+/// When a raw object counts as stuck, and which stuck objects one run re-drives.
+///
+/// An object is stuck once it is older than `stuck_after` and not processed. A run re-drives
+/// only the objects that became stuck in the last two periods: every object is re-driven twice
+/// when runs are on time, at least once when one is late or fails, and an object whose
+/// re-drive failed too (a poison object, now in the transform dead-letter queue with a reason)
+/// is reported as stuck at every run but not sent again and again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Objects written before this are stuck if not processed.
+    pub stuck_before: DateTime<Utc>,
+    /// Stuck objects written at or after this are re-driven.
+    pub redrive_from: DateTime<Utc>,
 }
 
-/// What the auditor found about one raw object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finding {
-    /// Processed in the content it was recorded with.
-    Processed,
-    /// Younger than `stuck_after`: its notification may still be on its way.
-    Young,
-    /// Stuck: nobody will process it unless it is redriven.
-    Stuck(Stuck),
+impl Window {
+    pub fn new(now: DateTime<Utc>, stuck_after: Duration, period: Duration) -> Window {
+        let stuck_before = now - stuck_after.max(Duration::zero());
+        Window {
+            stuck_before,
+            redrive_from: stuck_before - period.max(Duration::zero()) * 2,
+        }
+    }
+
+    /// Old enough to be stuck if it is not processed.
+    pub fn is_stuck(&self, written: DateTime<Utc>) -> bool {
+        written < self.stuck_before
+    }
+
+    /// Stuck, and became so recently enough that this run re-drives it.
+    pub fn redrives(&self, written: DateTime<Utc>) -> bool {
+        self.is_stuck(written) && written >= self.redrive_from
+    }
 }
 
 /// Why a raw object is stuck.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stuck {
-    /// No metadata item: the writer died before recording it, or it came from another writer.
-    NoItem,
-    /// Recorded but not processed: its notification expired or was dropped.
+    /// Recorded but not processed: its notification expired or was dropped, or every attempt
+    /// failed (then the transform dead-letter queue holds it).
     NotProcessed,
-    /// Processed, but in another content than the one recorded now: the rewrite's notification
-    /// was lost.
-    ContentChanged,
+    /// No metadata item, and not the stream processor's: a restore, a backfill or another
+    /// writer, whose notification was lost. Processing registers it.
+    NoItem,
 }
 
 impl Stuck {
     pub fn as_str(self) -> &'static str {
         match self {
-            Stuck::NoItem => "no_item",
             Stuck::NotProcessed => "not_processed",
-            Stuck::ContentChanged => "content_changed",
+            Stuck::NoItem => "no_item",
         }
     }
 }
 
-/// The finding for a raw object last modified at `last_modified`.
-pub fn assess(
-    last_modified: DateTime<Utc>,
-    item: Option<&ItemFacts>,
-    now: DateTime<Utc>,
-    stuck_after: Duration,
-) -> Finding {
-    let processed =
-        |i: &ItemFacts| i.processed_sha256.is_some() && i.processed_sha256 == i.raw_sha256;
-    match item {
-        Some(i) if processed(i) => Finding::Processed,
-        _ if now - last_modified < stuck_after => Finding::Young,
-        None => Finding::Stuck(Stuck::NoItem),
-        Some(i) if i.processed_sha256.is_some() => Finding::Stuck(Stuck::ContentChanged),
-        Some(_) => Finding::Stuck(Stuck::NotProcessed),
+/// What to make of a raw object without a metadata item, from its user metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unrecorded {
+    /// The stream processor wrote it (its `sha256` metadata) and its batch never recorded it:
+    /// the batch's retry wrote the records again, or they are in the stream dead-letter queue.
+    /// Processing it would count its records twice; it is reported, never re-driven.
+    Orphan,
+    /// Anyone else's object: stuck, and re-driven.
+    Stuck,
+}
+
+pub fn unrecorded(metadata: &std::collections::BTreeMap<String, String>) -> Unrecorded {
+    if metadata.contains_key(crate::keys::RAW_SHA256_METADATA) {
+        Unrecorded::Orphan
+    } else {
+        Unrecorded::Stuck
     }
 }
 
@@ -123,35 +137,43 @@ mod tests {
     }
 
     #[test]
-    fn stuck_objects_and_why() {
-        let now = at(12, 0);
-        let stuck = Duration::minutes(15);
-        let old = at(11, 0);
-        let item = |raw: &str, done: Option<&str>| ItemFacts {
-            raw_sha256: Some(raw.into()),
-            processed_sha256: done.map(Into::into),
-        };
-        assert_eq!(assess(old, None, now, stuck), Finding::Stuck(Stuck::NoItem));
-        assert_eq!(assess(at(11, 50), None, now, stuck), Finding::Young);
-        assert_eq!(
-            assess(old, Some(&item("a", None)), now, stuck),
-            Finding::Stuck(Stuck::NotProcessed)
-        );
-        assert_eq!(
-            assess(old, Some(&item("b", Some("a"))), now, stuck),
-            Finding::Stuck(Stuck::ContentChanged)
-        );
-        assert_eq!(
-            assess(old, Some(&item("a", Some("a"))), now, stuck),
-            Finding::Processed
-        );
-        assert_eq!(
-            assess(at(11, 59), Some(&item("a", Some("a"))), now, stuck),
-            Finding::Processed
-        );
+    fn a_run_redrives_what_became_stuck_in_the_last_two_periods() {
+        let w = Window::new(at(12, 0), Duration::minutes(15), Duration::minutes(5));
+        assert_eq!(w.stuck_before, at(11, 45));
+        assert_eq!(w.redrive_from, at(11, 35));
+        assert!(!w.is_stuck(at(11, 50)) && !w.redrives(at(11, 50)));
+        assert!(w.is_stuck(at(11, 44)) && w.redrives(at(11, 44)));
+        assert!(w.redrives(at(11, 35)));
+        assert!(w.is_stuck(at(11, 34)) && !w.redrives(at(11, 34)));
+    }
+
+    #[test]
+    fn an_unrecorded_object_of_the_stream_processor_is_an_orphan() {
+        let mut metadata = std::collections::BTreeMap::new();
+        assert_eq!(unrecorded(&metadata), Unrecorded::Stuck);
+        metadata.insert("correlation-id".to_owned(), "r".to_owned());
+        assert_eq!(unrecorded(&metadata), Unrecorded::Stuck);
+        metadata.insert(crate::keys::RAW_SHA256_METADATA.to_owned(), "ab".to_owned());
+        assert_eq!(unrecorded(&metadata), Unrecorded::Orphan);
     }
 
     proptest! {
+        /// Runs `period` apart re-drive every stuck object twice; runs each up to a period late,
+        /// at least once and at most three times.
+        #[test]
+        fn every_stuck_object_is_redriven_at_least_once(written_secs in 0i64..12_000, late in prop::collection::vec(0i64..300, 48)) {
+            let base = at(0, 0);
+            let (stuck_after, period) = (Duration::minutes(15), Duration::minutes(5));
+            let written = base + Duration::seconds(written_secs);
+            let count = |late: &dyn Fn(usize) -> i64| (0..48)
+                .map(|i| base + period * i as i32 + Duration::seconds(late(i)))
+                .filter(|&now| Window::new(now, stuck_after, period).redrives(written))
+                .count();
+            prop_assert_eq!(count(&|_| late[0]), 2);
+            let jittered = count(&|i| late[i]);
+            prop_assert!((1..=3).contains(&jittered), "{} re-drives", jittered);
+        }
+
         /// Every raw key written in the window falls under one of the prefixes listed.
         #[test]
         fn the_window_covers_every_object_written_in_it(minutes_ago in 0i64..(72 * 60), lookback in 0i64..(72 * 60), now_secs in 1_700_000_000i64..1_900_000_000) {

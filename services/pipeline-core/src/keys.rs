@@ -93,6 +93,24 @@ pub fn parse_raw_key(key: &str) -> Option<RawKey<'_>> {
     })
 }
 
+/// What S3 leaves as it is in a notification's key: unreserved characters, `/`, and the space
+/// (which becomes `+`).
+const S3_KEY_KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/')
+    .remove(b' ');
+
+/// Encodes a key as S3 event notifications carry it (form encoding: a space is `+`, `=` is `%3D`):
+/// the inverse of [`decode_s3_key`].
+pub fn encode_s3_key(key: &str) -> String {
+    percent_encoding::utf8_percent_encode(key, S3_KEY_KEEP)
+        .to_string()
+        .replace(' ', "+")
+}
+
 /// Decodes an S3 event notification key: `+` is a space, then `%xx` escapes.
 pub fn decode_s3_key(key: &str) -> Result<String, std::str::Utf8Error> {
     let plus_decoded = key.replace('+', " ");
@@ -105,6 +123,15 @@ pub fn decode_s3_key(key: &str) -> Result<String, std::str::Utf8Error> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn keys_are_encoded_as_s3_notifications_carry_them() {
+        assert_eq!(
+            encode_s3_key("raw/dt=2026-11-30/hour=08/shard=shardId-000000000000/49.jsonl.gz"),
+            "raw/dt%3D2026-11-30/hour%3D08/shard%3DshardId-000000000000/49.jsonl.gz"
+        );
+        assert_eq!(encode_s3_key("a b+c"), "a+b%2Bc");
+    }
 
     #[test]
     fn sequence_numbers_compare_as_numbers() {

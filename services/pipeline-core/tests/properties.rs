@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use pipeline_core::event::{self, fmt_time};
 use pipeline_core::ingest::{KinesisRecord, QuarantineLine, RawLine, gunzip, ingest};
-use pipeline_core::keys::seq_cmp;
+use pipeline_core::keys::{decode_s3_key, encode_s3_key, seq_cmp};
 use pipeline_core::kpl::{self, SubRecord};
 use pipeline_core::parquet_io::{read_rows, write_rows};
 use pipeline_core::transform::{Pseudonymizer, encode, transform};
@@ -174,6 +174,13 @@ proptest! {
     #[test]
     fn validation_never_panics_on_arbitrary_json(text in "\\{(\"[a-z_]{1,12}\":(\"[^\"\\\\]{0,10}\"|[0-9]{1,3}|null|true|\\[\\]|\\{\\}),?){0,8}\\}") {
         let _ = event::validate(text.as_bytes(), arrival());
+    }
+
+    #[test]
+    fn s3_notification_keys_round_trip(key in "\\PC{0,40}") {
+        let encoded = encode_s3_key(&key);
+        prop_assert!(!encoded.contains(' ') && !encoded.contains('='), "{}", encoded);
+        prop_assert_eq!(decode_s3_key(&encoded).unwrap(), key);
     }
 
     #[test]

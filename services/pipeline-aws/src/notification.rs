@@ -1,0 +1,96 @@
+//! The S3 `ObjectCreated:Put` notification of one object, as S3 delivers it to a function: what
+//! the auditor sends the transformer to re-drive an object, and what tests and tools use instead
+//! of hand-built copies. The shape is `aws_lambda_events`' `S3Event` (a test checks it parses).
+
+use serde_json::{Value, json};
+
+/// One object of a notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedObject<'a> {
+    pub bucket: &'a str,
+    /// The object's key, as stored (it is encoded as S3 encodes notification keys).
+    pub key: &'a str,
+    pub size: u64,
+    /// S3's per-key ordering token, when there is one; a re-drive has none.
+    pub sequencer: Option<&'a str>,
+}
+
+/// The notification of `objects`, sent at `event_time` (RFC 3339) by `principal` in `region`.
+pub fn object_created(
+    objects: &[CreatedObject<'_>],
+    event_time: &str,
+    region: &str,
+    principal: &str,
+) -> Value {
+    let records: Vec<Value> = objects
+        .iter()
+        .map(|o| {
+            let mut object = json!({
+                "key": pipeline_core::keys::encode_s3_key(o.key),
+                "size": o.size,
+            });
+            if let Some(sequencer) = o.sequencer {
+                object["sequencer"] = json!(sequencer);
+            }
+            json!({
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": region,
+                "eventTime": event_time,
+                "eventName": "ObjectCreated:Put",
+                "userIdentity": { "principalId": principal },
+                "requestParameters": {},
+                "responseElements": {},
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "configurationId": "raw-to-transformer",
+                    "bucket": {
+                        "name": o.bucket,
+                        "ownerIdentity": { "principalId": principal },
+                        "arn": format!("arn:aws:s3:::{}", o.bucket),
+                    },
+                    "object": object,
+                },
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_lambda_events::event::s3::S3Event;
+
+    use super::*;
+
+    #[test]
+    fn the_notification_is_an_s3_event_with_the_key_encoded_as_s3_encodes_it() {
+        let key = "raw/dt=2026-11-30/hour=08/shard=shardId-000000000000/49 1.jsonl.gz";
+        let value = object_created(
+            &[CreatedObject {
+                bucket: "b",
+                key,
+                size: 42,
+                sequencer: Some("0067"),
+            }],
+            "2026-11-30T08:10:00.000Z",
+            "eu-west-1",
+            "auditor",
+        );
+        let event: S3Event = serde_json::from_value(value).expect("an S3Event");
+        let record = &event.records[0];
+        assert_eq!(record.event_name.as_deref(), Some("ObjectCreated:Put"));
+        assert_eq!(record.s3.bucket.name.as_deref(), Some("b"));
+        let encoded = record.s3.object.key.as_deref().unwrap_or_default();
+        assert_eq!(
+            encoded,
+            "raw/dt%3D2026-11-30/hour%3D08/shard%3DshardId-000000000000/49+1.jsonl.gz"
+        );
+        assert_eq!(
+            pipeline_core::keys::decode_s3_key(encoded).as_deref(),
+            Ok(key)
+        );
+        assert_eq!(record.s3.object.size, Some(42));
+        assert_eq!(record.s3.object.sequencer.as_deref(), Some("0067"));
+    }
+}
