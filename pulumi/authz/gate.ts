@@ -80,6 +80,27 @@ function resourceOf(model: Model, arn: string): Resource | undefined {
 const KMS_VIA: Record<string, string> = { s3: "s3", sqs: "sqs", secretsmanager: "secretsmanager", kinesis: "kinesis" };
 
 /**
+ * Principals whose `s3:GetObject` requests under a key prefix are all HeadObject. S3 authorises
+ * HEAD as s3:GetObject, so the record shows the two alike; but a HEAD returns no body, so S3
+ * decrypts nothing and makes no KMS call with the caller's permissions, as a GET of the same
+ * SSE-KMS object does. A missing key still answers 404 only to a caller who may list the bucket.
+ * Each entry names the code that makes every such request, which must make no GET there.
+ */
+export const HEAD_ONLY_OBJECT_READS: readonly { principal: string; prefix: string; because: string }[] = [
+    {
+        principal: "auditor",
+        prefix: "raw/",
+        because: "the auditor reads raw objects only through ObjectCatalog::head (HeadObject, pipeline-aws s3.rs), for their user metadata",
+    },
+];
+
+/** Whether `r` is one of the HEAD requests of HEAD_ONLY_OBJECT_READS, on the bucket `bucketArn`. */
+function isHeadOnly(r: Request, bucketArn: string): boolean {
+    const key = r.resource.slice(bucketArn.length + 1);
+    return r.action === "s3:GetObject" && HEAD_ONLY_OBJECT_READS.some((h) => h.principal === r.principal && key.startsWith(h.prefix));
+}
+
+/**
  * The calls AWS makes on a request's behalf with the caller's own permissions, which an emulator
  * that does not encrypt does not see:
  * - SSE-KMS: S3 PutObject needs kms:GenerateDataKey, GetObject kms:Decrypt (with an S3 Bucket Key
@@ -93,7 +114,9 @@ const KMS_VIA: Record<string, string> = { s3: "s3", sqs: "sqs", secretsmanager: 
  *   https://docs.aws.amazon.com/streams/latest/dev/permissions-user-key-KMS.html;
  * - S3 GetObject of a key that is gone answers NoSuchKey only to a caller who may s3:ListBucket
  *   the bucket (AccessDenied otherwise), and the functions and tools treat a missing object as
- *   gone https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html.
+ *   gone https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html; the same holds for
+ *   HeadObject https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html, which implies
+ *   no KMS call (HEAD_ONLY_OBJECT_READS).
  * DynamoDB encryption with a customer managed key needs no permission of the caller at request
  * time (DynamoDB uses its own grant on the key), so it implies nothing here.
  */
@@ -114,7 +137,9 @@ export function implied(model: Model, r: Request): Request[] {
                 kms("kms:GenerateDataKey", s3Context);
                 break;
             case "s3:GetObject":
-                kms("kms:Decrypt", s3Context);
+                if (!isHeadOnly(r, target?.arn ?? "")) {
+                    kms("kms:Decrypt", s3Context);
+                }
                 break;
             case "sqs:SendMessage":
                 kms("kms:GenerateDataKey");

@@ -100,6 +100,9 @@ function mockState(
             const arn = `arn:aws:lambda:${region}:${a}:function:${inputs.name}`;
             return { id: inputs.name, state: { arn, invokeArn: `${arn}/invocations`, qualifiedArn: `${arn}:$LATEST` } };
         }
+        case "aws:cloudwatch/eventRule:EventRule":
+            // A rule on the default event bus.
+            return { id: inputs.name, state: { arn: `arn:aws:events:${region}:${a}:rule/${inputs.name}` } };
         case "aws:cloudtrail/trail:Trail":
             return { id: inputs.name, state: { arn: `arn:aws:cloudtrail:${region}:${a}:trail/${inputs.name}` } };
         case "aws:ec2/vpc:Vpc":

@@ -20,7 +20,7 @@ export interface Statement {
 
 /** A role the pipeline declares: a function's execution role or a tool's role. */
 export interface Principal {
-    /** `stream-processor`, `transformer`, `producer`, `operator`. */
+    /** `stream-processor`, `transformer`, `auditor` (functions), `producer`, `operator` (tools). */
     id: string;
     kind: "function" | "tool";
     roleName: string;

@@ -10,7 +10,7 @@ import { extraNames, names } from "../src/names";
 
 /** One request: who asked what, on which resource, with which condition keys. */
 export interface RecordedRequest {
-    /** The principal's id in the model (`stream-processor`, `operator`, ...). */
+    /** The principal's id in the model (`stream-processor`, `transformer`, `auditor`, `producer`, `operator`). */
     principal: string;
     action: string;
     resource: string;

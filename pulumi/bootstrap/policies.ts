@@ -718,6 +718,31 @@ function functionsPolicy(f: BootstrapFacts): Statement[] {
             Resource: arn("cloudwatch", `alarm:${s.things}`),
         },
         {
+            // The rules that run scheduled functions (on the default event bus).
+            Sid: "ManageOwnSchedules",
+            Effect: "Allow",
+            Action: [
+                "events:PutRule",
+                "events:DescribeRule",
+                "events:DeleteRule",
+                "events:ListTargetsByRule",
+                "events:RemoveTargets",
+                "events:TagResource",
+                "events:UntagResource",
+                "events:ListTagsForResource",
+            ],
+            Resource: arn("events", `rule/${s.things}`),
+        },
+        {
+            // A rule of the class targets the class's functions only (`events:TargetArn` lists
+            // every target of the request).
+            Sid: "TargetOwnFunctions",
+            Effect: "Allow",
+            Action: "events:PutTargets",
+            Resource: arn("events", `rule/${s.things}`),
+            Condition: { "ForAllValues:ArnLike": { "events:TargetArn": functions }, Null: { "events:TargetArn": "false" } },
+        },
+        {
             Sid: "ManageOwnDashboard",
             Effect: "Allow",
             Action: ["cloudwatch:PutDashboard", "cloudwatch:GetDashboard", "cloudwatch:DeleteDashboards"],
@@ -1165,7 +1190,7 @@ export function deployerPolicyDocuments(f: BootstrapFacts): DeployerPolicy[] {
     const parts: DeployerPolicy[] = [
         { part: "state", description: "Pulumi state and secrets of its own class", document: doc(statePolicy(f)) },
         { part: "iam", description: "Roles of its own class, only with the class's permissions boundary", document: doc(iamPolicy(f)) },
-        { part: "functions", description: "Functions, mappings, log groups, alarms and dashboard of its own class", document: doc(functionsPolicy(f)) },
+        { part: "functions", description: "Functions, mappings, schedules, log groups, alarms and dashboard of its own class", document: doc(functionsPolicy(f)) },
         { part: "messaging", description: "Streams, queues and topics of its own class", document: doc(messagingPolicy(f)) },
         {
             part: "data",

@@ -503,6 +503,47 @@ export const PROVIDER_CALLS: Record<string, ResourceCalls> = {
             ["lambda:RemovePermission", "delete"],
         ].map(([action, op]): ProviderCall => ({ action: action as string, op: op as Op, targets: (r, w) => [existing(functionArn(w, r.inputs.function))] })),
     },
+    "aws:cloudwatch/eventRule:EventRule": {
+        source: [`${TF}/events/rule.go`, `${SAR}/list_amazoneventbridge.html`],
+        calls: [
+            { action: "events:PutRule", op: "create", targets: (r, w) => [fresh(regional(w, "events", `rule/${r.inputs.name}`))] },
+            // Tags given to PutRule need events:TagResource as well.
+            { action: "events:TagResource", op: "create", targets: (r, w) => [fresh(regional(w, "events", `rule/${r.inputs.name}`))] },
+            ...[
+                ["events:DescribeRule", "read"],
+                ["events:ListTagsForResource", "read"],
+                ["events:PutRule", "update"],
+                ["events:TagResource", "update"],
+                ["events:UntagResource", "update"],
+                ["events:DeleteRule", "delete"],
+            ].map(
+                ([action, op]): ProviderCall => ({
+                    action: action as string,
+                    op: op as Op,
+                    targets: (r, w) => [existing(regional(w, "events", `rule/${r.inputs.name}`))],
+                }),
+            ),
+        ],
+    },
+    "aws:cloudwatch/eventTarget:EventTarget": {
+        source: [`${TF}/events/target.go`, `${SAR}/list_amazoneventbridge.html`],
+        // Authorised on the target's rule (on the default event bus); PutTargets names the target's
+        // ARN. A Lambda target takes no role: EventBridge invokes the function through the
+        // function's resource policy.
+        calls: [
+            ["events:PutTargets", "create"],
+            ["events:ListTargetsByRule", "read"],
+            ["events:PutTargets", "update"],
+            ["events:RemoveTargets", "delete"],
+        ].map(
+            ([action, op]): ProviderCall => ({
+                action: action as string,
+                op: op as Op,
+                targets: (r, w) => [existing(regional(w, "events", `rule/${r.inputs.rule}`))],
+                ...(action === "events:PutTargets" ? { context: (r: ProgramResource) => ({ "events:TargetArn": [String(r.inputs.arn)] }) } : {}),
+            }),
+        ),
+    },
     "aws:cloudwatch/metricAlarm:MetricAlarm": {
         source: [`${TF}/cloudwatch/metric_alarm.go`, `${SAR}/list_amazoncloudwatch.html`],
         calls: [

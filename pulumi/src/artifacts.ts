@@ -9,7 +9,8 @@
 //     "functions": [
 //       { "function": "stream-processor", "arch": "arm64", "zip": "stream-processor.zip",
 //         "sha256": "<64 lower-case hex>", "size": <bytes> },
-//       { "function": "transformer", ... }
+//       { "function": "transformer", ... },
+//       { "function": "auditor", ... }
 //     ]
 //   }
 //
@@ -21,7 +22,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 
 export const MANIFEST_ENV_VAR = "PIPELINE_ARTIFACT_MANIFEST";
-export const FUNCTION_KEYS = ["stream-processor", "transformer"] as const;
+export const FUNCTION_KEYS = ["stream-processor", "transformer", "auditor"] as const;
 export type FunctionKey = (typeof FUNCTION_KEYS)[number];
 /** The only architecture the functions are built and deployed for. */
 export const ARCHITECTURE = "arm64";

@@ -47,6 +47,17 @@ export interface AsyncInvokeSettings {
     maximum_event_age_seconds: number;
 }
 
+/**
+ * The auditor: a function on a schedule that finds the raw objects nobody will process and
+ * re-drives them to the transformer (`services/auditor`).
+ */
+export interface AuditorSettings extends FunctionSettings {
+    /** Minutes between runs (an EventBridge `rate()` schedule), 1-60. */
+    period_minutes: number;
+    /** Hours of `raw/` partitions (by first arrival) listed for objects without a metadata item, 1-168. */
+    lookback_hours: number;
+}
+
 export interface StorageSettings {
     intelligent_tiering_after_days: number;
     quarantine_expiry_days: number;
@@ -81,6 +92,7 @@ export interface Environment {
     event_source_mapping: EventSourceMappingSettings;
     transformer: FunctionSettings;
     transformer_async: AsyncInvokeSettings;
+    auditor: AuditorSettings;
     storage: StorageSettings;
     observability: ObservabilitySettings;
     network: NetworkSettings;
@@ -203,10 +215,13 @@ export function semanticErrors(env: Environment): string[] {
     for (const [label, f] of [
         ["stream_processor", env.stream_processor],
         ["transformer", env.transformer],
+        ["auditor", env.auditor],
     ] as const) {
         check(inRange(f.memory_mb, 128, 10240), `\`${label}.memory_mb\` must be 128-10240`);
         check(inRange(f.timeout_seconds, 1, 900), `\`${label}.timeout_seconds\` must be 1-900`);
     }
+    check(inRange(env.auditor.period_minutes, 1, 60), "`auditor.period_minutes` must be 1-60");
+    check(inRange(env.auditor.lookback_hours, 1, 168), "`auditor.lookback_hours` must be 1-168");
     const m = env.event_source_mapping;
     check(inRange(m.batch_size, 1, 10_000), "`event_source_mapping.batch_size` must be 1-10000");
     check(

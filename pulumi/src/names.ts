@@ -11,6 +11,7 @@ export interface Names {
     metadata_table: string;
     stream_processor: string;
     transformer: string;
+    auditor: string;
     stream_dlq: string;
     transform_dlq: string;
     alarm_topic: string;
@@ -53,6 +54,7 @@ export function names(env: Pick<Environment, "project" | "name">, accountId: str
         metadata_table: `${p}-metadata`,
         stream_processor: `${p}-stream-processor`,
         transformer: `${p}-transformer`,
+        auditor: `${p}-auditor`,
         stream_dlq: `${p}-stream-dlq`,
         transform_dlq: `${p}-transform-dlq`,
         alarm_topic: `${p}-alarms`,
@@ -68,11 +70,15 @@ export interface ExtraNames {
     trail: string;
     streamProcessorRole: string;
     transformerRole: string;
+    auditorRole: string;
     /** The roles of the tools that act on a stack (components/access.ts). */
     producerRole: string;
     operatorRole: string;
     streamProcessorLogGroup: string;
     transformerLogGroup: string;
+    auditorLogGroup: string;
+    /** The EventBridge rule that runs the auditor. */
+    auditorSchedule: string;
     dashboard: string;
     glueDatabase: string;
     glueTable: string;
@@ -89,10 +95,13 @@ export function extraNames(env: Pick<Environment, "project" | "name">, accountId
         trail: `${p}-data-events`,
         streamProcessorRole: `${n.stream_processor}-role`,
         transformerRole: `${n.transformer}-role`,
+        auditorRole: `${n.auditor}-role`,
         producerRole: `${p}-producer`,
         operatorRole: `${p}-operator`,
         streamProcessorLogGroup: `/aws/lambda/${n.stream_processor}`,
         transformerLogGroup: `/aws/lambda/${n.transformer}`,
+        auditorLogGroup: `/aws/lambda/${n.auditor}`,
+        auditorSchedule: `${n.auditor}-schedule`,
         dashboard: p,
         // Glue and Athena names: lower case, digits and underscores.
         glueDatabase: p.replace(/-/g, "_"),
@@ -109,6 +118,8 @@ export function alarmNames(env: Pick<Environment, "project" | "name">, accountId
         streamProcessorThrottles: `${n.stream_processor}-throttles`,
         transformerErrorRate: `${n.transformer}-error-rate`,
         transformerThrottles: `${n.transformer}-throttles`,
+        auditorStuckObjects: `${n.auditor}-stuck-objects`,
+        auditorErrors: `${n.auditor}-errors`,
         iteratorAge: `${n.stream}-iterator-age`,
         streamDlqNotEmpty: `${n.stream_dlq}-not-empty`,
         transformDlqNotEmpty: `${n.transform_dlq}-not-empty`,

@@ -3,10 +3,11 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 
-import { artifactsFromEnv, type Artifacts } from "./artifacts";
+import { artifactsFromEnv, FUNCTION_KEYS, type Artifacts, type FunctionKey } from "./artifacts";
 import { loadEnvironment, type Environment, type LoadOptions } from "./config";
 import { Access } from "./components/access";
 import { Audit } from "./components/audit";
+import { Auditor } from "./components/auditor";
 import { Catalog } from "./components/catalog";
 import { Ingest } from "./components/ingest";
 import { Network } from "./components/network";
@@ -33,7 +34,7 @@ export const LAMBDA_DESCRIPTION_MAX = 256;
 
 /**
  * The deploying commit lives where changing only the commit touches nothing else: the stack
- * output `gitSha` and the two functions' descriptions, after the artifact digest
+ * output `gitSha` and the functions' descriptions, after the artifact digest
  * (`aws lambda get-function` shows both). A transformation, so that `pipelineFunction` keeps one
  * description format and its signature.
  */
@@ -77,7 +78,7 @@ export interface PipelineOutputs {
     accountId: string;
     gitSha: string;
     artifactGitSha: string;
-    artifactDigests: { "stream-processor": string; transformer: string };
+    artifactDigests: Record<FunctionKey, string>;
     kmsKeyArn: pulumi.Output<string>;
     streamName: pulumi.Output<string>;
     streamArn: pulumi.Output<string>;
@@ -95,6 +96,10 @@ export interface PipelineOutputs {
     transformerFunctionName: pulumi.Output<string>;
     transformerFunctionArn: pulumi.Output<string>;
     transformerLogGroup: pulumi.Output<string>;
+    auditorFunctionName: pulumi.Output<string>;
+    auditorFunctionArn: pulumi.Output<string>;
+    auditorLogGroup: pulumi.Output<string>;
+    auditorScheduleRuleName: pulumi.Output<string>;
     streamDlqUrl: pulumi.Output<string>;
     streamDlqArn: pulumi.Output<string>;
     transformDlqUrl: pulumi.Output<string>;
@@ -159,13 +164,18 @@ export async function createPipeline(args: PipelineArgs): Promise<PipelineOutput
         { ctx, settings, storage, artifact: artifacts.functions.transformer, network: network?.functionNetwork },
         opts,
     );
+    const auditor = new Auditor(
+        "auditor",
+        { ctx, storage, transform, artifact: artifacts.functions.auditor, network: network?.functionNetwork },
+        opts,
+    );
     const observability = new Observability(
         "observability",
         {
             ctx,
             kmsKeyArn: storage.key.arn,
             streamName: ingest.stream.name,
-            functionNames: { streamProcessor: ingest.fn.name, transformer: transform.fn.name },
+            functionNames: { streamProcessor: ingest.fn.name, transformer: transform.fn.name, auditor: auditor.fn.name },
             queueNames: { streamDlq: ingest.dlq.name, transformDlq: transform.dlq.name },
         },
         opts,
@@ -180,10 +190,7 @@ export async function createPipeline(args: PipelineArgs): Promise<PipelineOutput
         accountId,
         gitSha,
         artifactGitSha: artifacts.gitSha,
-        artifactDigests: {
-            "stream-processor": artifacts.functions["stream-processor"].sha256,
-            transformer: artifacts.functions.transformer.sha256,
-        },
+        artifactDigests: Object.fromEntries(FUNCTION_KEYS.map((fn) => [fn, artifacts.functions[fn].sha256])) as Record<FunctionKey, string>,
         kmsKeyArn: storage.key.arn,
         streamName: ingest.stream.name,
         streamArn: ingest.stream.arn,
@@ -201,6 +208,10 @@ export async function createPipeline(args: PipelineArgs): Promise<PipelineOutput
         transformerFunctionName: transform.fn.name,
         transformerFunctionArn: transform.fn.arn,
         transformerLogGroup: transform.logGroup.name,
+        auditorFunctionName: auditor.fn.name,
+        auditorFunctionArn: auditor.fn.arn,
+        auditorLogGroup: auditor.logGroup.name,
+        auditorScheduleRuleName: auditor.rule.name,
         streamDlqUrl: ingest.dlq.url,
         streamDlqArn: ingest.dlq.arn,
         transformDlqUrl: transform.dlq.url,

@@ -4,7 +4,7 @@
 // the Rust side's output (`test/fixtures/local-settings.json`), so the two cannot drift apart.
 
 import type { Environment, StartingPosition } from "./config";
-import { names, RAW_PREFIX, type Names } from "./names";
+import { extraNames, names, RAW_PREFIX, type Names } from "./names";
 
 export interface EventSourceMappingExpression {
     batchSize: number;
@@ -28,11 +28,26 @@ export interface AsyncInvokeExpression {
     maximumEventAgeInSeconds: number;
 }
 
+export interface AuditorScheduleExpression {
+    /** The EventBridge rule that runs the auditor. */
+    ruleName: string;
+    scheduleExpression: string;
+}
+
 export interface ExpressedSettings {
     names: Names;
     eventSourceMapping: EventSourceMappingExpression;
     notification: NotificationExpression;
     transformerAsync: AsyncInvokeExpression;
+    auditorSchedule: AuditorScheduleExpression;
+}
+
+/** EventBridge's schedule expression for one run every `minutes` minutes (the unit is singular for 1). */
+export function scheduleExpression(minutes: number): string {
+    if (!Number.isInteger(minutes) || minutes < 1) {
+        throw new Error(`a schedule runs every whole number of minutes, not ${minutes}`);
+    }
+    return minutes === 1 ? "rate(1 minute)" : `rate(${minutes} minutes)`;
 }
 
 /** The S3 events that invoke the transformer. */
@@ -61,6 +76,10 @@ export function expressedSettings(env: Environment, accountId: string): Expresse
         transformerAsync: {
             maximumRetryAttempts: env.transformer_async.maximum_retry_attempts,
             maximumEventAgeInSeconds: env.transformer_async.maximum_event_age_seconds,
+        },
+        auditorSchedule: {
+            ruleName: extraNames(env, accountId).auditorSchedule,
+            scheduleExpression: scheduleExpression(env.auditor.period_minutes),
         },
     };
 }

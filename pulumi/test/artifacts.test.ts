@@ -17,11 +17,12 @@ function fails(mutate: (doc: any, dir: string) => void, pattern: RegExp): void {
 }
 
 describe("artifact manifest", () => {
-    it("resolves both functions with their digests, sizes and Lambda code hashes", () => {
+    it("resolves every function with its digest, size and Lambda code hash", () => {
         const manifest = writeFixtureManifest();
         const a = loadArtifacts(manifest);
         assert.equal(a.gitSha, GIT_SHA);
-        for (const fn of ["stream-processor", "transformer"] as const) {
+        assert.deepEqual(Object.keys(a.functions).sort(), ["auditor", "stream-processor", "transformer"]);
+        for (const fn of ["stream-processor", "transformer", "auditor"] as const) {
             const art = a.functions[fn];
             const bytes = fs.readFileSync(art.zipPath);
             const digest = createHash("sha256").update(bytes).digest();
@@ -49,9 +50,10 @@ describe("artifact manifest", () => {
     });
 
     it("refuses incomplete or malformed manifests", () => {
-        fails((doc) => doc.functions.pop(), /no entry for transformer/);
+        fails((doc) => doc.functions.pop(), /no entry for auditor$/);
+        fails((doc) => (doc.functions = doc.functions.filter((f: any) => f.function === "stream-processor")), /no entry for transformer, auditor$/);
         fails((doc) => doc.functions.push({ ...doc.functions[0] }), /`stream-processor` is listed twice/);
-        fails((doc) => (doc.functions[0].function = "producer"), /`function` must be one of stream-processor, transformer/);
+        fails((doc) => (doc.functions[0].function = "producer"), /`function` must be one of stream-processor, transformer, auditor, not "producer"/);
         fails((doc) => (doc.functions[1].arch = "x86_64"), /built for "x86_64"; the functions run on arm64/);
         fails((doc) => (doc.functions[0].zip = "../stream-processor.zip"), /relative to the manifest's directory, without `\.\.`/);
         fails((doc) => (doc.functions[0].zip = "/srv/artifacts/stream-processor.zip"), /relative to the manifest's directory/);

@@ -6,7 +6,7 @@
 import { strict as assert } from "node:assert";
 
 import { gateFor } from "../authz/cli";
-import { gate, passes, report, withoutStatement } from "../authz/gate";
+import { gate, HEAD_ONLY_OBJECT_READS, implied, passes, report, withoutStatement, type Request } from "../authz/gate";
 import { localTarget, renderModel, writeLocalModels } from "../authz/render";
 import { compareRecord, loadRequests, type RecordedRequest } from "../authz/requests";
 
@@ -29,11 +29,66 @@ describe("authorisation model", function () {
         assert.deepEqual(unnamed, []);
     });
 
-    it("renders the roles of both functions and both tools, with the platform's requests", async () => {
+    it("renders the roles of the three functions and both tools, with the platform's requests", async () => {
         const model = await renderModel("dev", localTarget());
-        assert.deepEqual(model.principals.map((p) => `${p.id}:${p.kind}`).sort(), ["operator:tool", "producer:tool", "stream-processor:function", "transformer:function"]);
+        assert.deepEqual(model.principals.map((p) => `${p.id}:${p.kind}`).sort(), [
+            "auditor:function",
+            "operator:tool",
+            "producer:tool",
+            "stream-processor:function",
+            "transformer:function",
+        ]);
         const esm = model.platform.filter((r) => r.principal === "stream-processor" && r.action === "sqs:SendMessage");
         assert.deepEqual(esm.map((r) => r.resource), ["arn:aws:sqs:us-east-1:000000000000:eventpipe-local-stream-dlq"]);
+    });
+});
+
+describe("the auditor's authorisation", function () {
+    this.timeout(300_000);
+
+    it("renders its role with its inline policy and boundary, and a function policy that lets only its schedule invoke it", async () => {
+        for (const environment of ["dev", "prod", "preview"] as const) {
+            const model = await renderModel(environment, localTarget());
+            const auditor = model.principals.find((p) => p.id === "auditor");
+            assert.ok(auditor, environment);
+            assert.equal(auditor.roleName, "eventpipe-local-auditor-role");
+            assert.deepEqual(auditor.policies.map((p) => p.name), ["eventpipe-local-auditor-permissions"]);
+            assert.equal(auditor.permissionsBoundary?.arn, "arn:aws:iam::000000000000:policy/eventpipe-local-boundary");
+            const sids = auditor.policies[0]?.document.Statement.map((s) => s.Sid) ?? [];
+            for (const sid of ["QueryPendingIndex", "ReadMetadataItems", "ListRawPrefix", "HeadRawObjects", "RedriveToTransformer", "WriteOwnLogs"]) {
+                assert.ok(sids.includes(sid), `${environment}: ${sid}`);
+            }
+            assert.ok(!sids.includes("UsePipelineKey"), environment);
+            const fn = model.resources.find((r) => r.kind === "lambda-function" && r.name === "eventpipe-local-auditor");
+            assert.deepEqual(fn?.policy?.Statement, [
+                {
+                    Sid: "auditor-schedule-invoke",
+                    Effect: "Allow",
+                    Principal: { Service: "events.amazonaws.com" },
+                    Action: "lambda:InvokeFunction",
+                    Resource: "arn:aws:lambda:us-east-1:000000000000:function:eventpipe-local-auditor",
+                    Condition: { ArnLike: { "AWS:SourceArn": "arn:aws:events:us-east-1:000000000000:rule/eventpipe-local-auditor-schedule" } },
+                },
+            ]);
+            // EventBridge's invocation is the service's own: the role makes no request for it.
+            const platform = [...new Set(model.platform.filter((r) => r.principal === "auditor").map((r) => r.action))];
+            assert.ok(platform.includes("logs:PutLogEvents") && !platform.some((a) => a.startsWith("lambda:")), platform.join(", "));
+        }
+    });
+
+    it("its HEAD of a raw object implies a listing and no KMS call, where the transformer's GET implies kms:Decrypt", async () => {
+        const { model } = await gateFor("prod");
+        const raw = model.resources.find((r) => r.kind === "s3-bucket" && r.name.includes("-raw-"));
+        assert.ok(raw?.kmsKeyArn, "the raw bucket is SSE-KMS");
+        const read = (principal: string): Request => ({ principal, action: "s3:GetObject", resource: `${raw.arn}/raw/k`, context: {}, origin: "recorded" });
+        assert.deepEqual(
+            implied(model, read("auditor")).map((r) => `${r.action} ${JSON.stringify(r.context)}`),
+            [`s3:ListBucket ${JSON.stringify({ "s3:prefix": "raw/k" })}`],
+        );
+        assert.deepEqual(implied(model, read("transformer")).map((r) => r.action), ["kms:Decrypt", "s3:ListBucket"]);
+        // The exception is the auditor's raw/ reads only.
+        assert.deepEqual(implied(model, { ...read("auditor"), resource: `${raw.arn}/quarantine/k` }).map((r) => r.action), ["kms:Decrypt", "s3:ListBucket"]);
+        assert.deepEqual(HEAD_ONLY_OBJECT_READS.map((h) => `${h.principal} ${h.prefix}`), ["auditor raw/"]);
     });
 });
 

@@ -300,6 +300,7 @@ describe("bootstrap: the preview deployer (the code of any pull request)", () =>
             ["cloudwatch:DeleteAlarms", `arn:aws:cloudwatch:${REGION}:${ACCOUNT_ID}:alarm:${ownNames.stream_dlq}-not-empty`, `arn:aws:cloudwatch:${REGION}:${ACCOUNT_ID}:alarm:${prodNames.stream_dlq}-not-empty`],
             ["glue:DeleteTable", `arn:aws:glue:${REGION}:${ACCOUNT_ID}:table/${ownExtra.glueDatabase}/events`, `arn:aws:glue:${REGION}:${ACCOUNT_ID}:table/${prodExtra.glueDatabase}/events`],
             ["kms:CreateAlias", `arn:aws:kms:${REGION}:${ACCOUNT_ID}:${ownExtra.kmsAlias}`, `arn:aws:kms:${REGION}:${ACCOUNT_ID}:${prodExtra.kmsAlias}`],
+            ["events:DeleteRule", `arn:aws:events:${REGION}:${ACCOUNT_ID}:rule/${ownExtra.auditorSchedule}`, `arn:aws:events:${REGION}:${ACCOUNT_ID}:rule/${prodExtra.auditorSchedule}`],
         ];
         for (const [action, ownArn, prodArn, ownAction] of pairs) {
             it(`${action}: on pr-42's, not on prod's`, async () => {
@@ -308,6 +309,21 @@ describe("bootstrap: the preview deployer (the code of any pull request)", () =>
                 await denied(preview, { action, resource: prodArn, context });
             });
         }
+
+        it("points its own schedules at its own functions only", async () => {
+            const rule = (extra: typeof ownExtra) => `arn:aws:events:${REGION}:${ACCOUNT_ID}:rule/${extra.auditorSchedule}`;
+            const fn = (n: typeof ownNames) => `arn:aws:lambda:${REGION}:${ACCOUNT_ID}:function:${n.auditor}`;
+            const putTargets = (resource: string, targets?: string[]) => ({
+                action: "events:PutTargets",
+                resource,
+                context: targets ? ({ "events:TargetArn": targets } as Record<string, string[]>) : {},
+            });
+            await allowed(preview, putTargets(rule(ownExtra), [fn(ownNames)]));
+            await denied(preview, putTargets(rule(ownExtra), [fn(prodNames)]));
+            await denied(preview, putTargets(rule(ownExtra), [fn(ownNames), fn(prodNames)]));
+            await denied(preview, putTargets(rule(ownExtra)));
+            await denied(preview, putTargets(rule(prodExtra), [fn(ownNames)]));
+        });
 
         it("cannot use, delete or claim a key of prod (keys are the class's by their tags)", async () => {
             const key = keyArn("3333cccc-2222-3333-4444-555566667777");

@@ -118,6 +118,33 @@ describe("environment files", () => {
         rejects((t) => t.replace(/vpc_cidr = .*\n/, ""), /`network.vpc_cidr` is required when `network.vpc` is on/);
     });
 
+    it("the auditor's section follows the Rust rules: sizing, a period of 1-60 minutes, a lookback of 1-168 hours", () => {
+        // Edits inside the [auditor] table only (other tables have keys of the same names).
+        const auditor = (edit: (section: string) => string) => (t: string) =>
+            t.replace(/\[auditor\]\n[^[]*/, (section) => edit(section));
+        const set = (key: string, value: string) => auditor((section) => section.replace(new RegExp(`^${key} = .*$`, "m"), `${key} = ${value}`));
+        const env = parseDev((t) => t);
+        assert.deepEqual(
+            [env.auditor.period_minutes, env.auditor.lookback_hours, env.auditor.reserved_concurrency],
+            [5, 3, undefined],
+        );
+        for (const [key, value] of [["period_minutes", "1"], ["period_minutes", "60"], ["lookback_hours", "1"], ["lookback_hours", "168"]]) {
+            assert.equal(String(parseDev(set(key as string, value as string)).auditor[key as "period_minutes" | "lookback_hours"]), value);
+        }
+        assert.equal(parseDev(auditor((section) => `${section}reserved_concurrency = 1\n`)).auditor.reserved_concurrency, 1);
+        rejects(set("period_minutes", "0"), /`auditor.period_minutes` must be 1-60/);
+        rejects(set("period_minutes", "61"), /`auditor.period_minutes` must be 1-60/);
+        rejects(set("lookback_hours", "0"), /`auditor.lookback_hours` must be 1-168/);
+        rejects(set("lookback_hours", "169"), /`auditor.lookback_hours` must be 1-168/);
+        rejects(set("memory_mb", "64"), /`auditor.memory_mb` must be 128-10240/);
+        rejects(set("timeout_seconds", "901"), /`auditor.timeout_seconds` must be 1-900/);
+        // Reported together, in the Rust side's order.
+        rejects((t) => set("lookback_hours", "169")(set("period_minutes", "0")(t)), /`auditor.period_minutes` must be 1-60; `auditor.lookback_hours` must be 1-168/);
+        rejects(auditor((section) => `${section}cron = "daily"\n`), /unknown key `cron` in `auditor`/);
+        rejects(auditor((section) => section.replace(/^period_minutes = .*\n/m, "")), /missing key `period_minutes` in `auditor`/);
+        rejects((t) => t.replace(/\[auditor\]\n[^[]*/, ""), /missing key `auditor` in the file/);
+    });
+
     it("AT_TIMESTAMP with a timestamp is accepted, and a timestamp without it rejected", () => {
         const env = parseDev((t) =>
             t.replace('starting_position = "TRIM_HORIZON"', 'starting_position = "AT_TIMESTAMP"\nstarting_position_timestamp = 1767225600'),

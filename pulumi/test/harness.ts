@@ -4,7 +4,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 
-import { loadArtifacts, sha256File, type Artifacts, type FunctionKey } from "../src/artifacts";
+import { FUNCTION_KEYS, loadArtifacts, sha256File, type Artifacts } from "../src/artifacts";
 import { loadEnvironment, type Environment } from "../src/config";
 import { createPipeline } from "../src/pipeline";
 import type { ResourceLike } from "../policy/rules";
@@ -39,10 +39,10 @@ export function tempDir(prefix: string): string {
     return dir;
 }
 
-/** Writes two function zips and their manifest into a fresh directory; returns the manifest path. */
+/** Writes a zip per function and their manifest into a fresh directory; returns the manifest path. */
 export function writeFixtureManifest(opts: { gitSha?: string; mutate?: (doc: any, dir: string) => void } = {}): string {
     const dir = tempDir("eventpipe-artifacts-");
-    const functions = (["stream-processor", "transformer"] as FunctionKey[]).map((fn) => {
+    const functions = FUNCTION_KEYS.map((fn) => {
         const zip = `${fn}.zip`;
         fs.writeFileSync(path.join(dir, zip), emptyZip(`${fn} fixture`));
         return { function: fn, arch: "arm64", zip, sha256: sha256File(path.join(dir, zip)), size: fs.statSync(path.join(dir, zip)).size };

@@ -10,6 +10,7 @@ import * as path from "node:path";
 
 import { METADATA_TABLE } from "../src/components/storage";
 import { loadEnvironment } from "../src/config";
+import { names } from "../src/names";
 import { expressedSettings } from "../src/settings";
 import { deploy, one } from "./harness";
 
@@ -24,7 +25,15 @@ describe("parity with the local provisioner", () => {
         assert.deepStrictEqual(JSON.parse(JSON.stringify(METADATA_TABLE)), metadataTable);
     });
 
-    it("the deployed mapping, notification and invoke config are exactly the expressed settings", async () => {
+    it("names its resources in the order of the Rust `Names` struct, which serialises the fixture", () => {
+        const { names: fixture } = JSON.parse(fs.readFileSync(FIXTURE, "utf8"));
+        const ours = names(loadEnvironment("local"), LOCAL_ACCOUNT_ID);
+        assert.deepEqual(Object.keys(ours), Object.keys(fixture));
+        assert.deepEqual(Object.keys(ours).slice(4, 7), ["stream_processor", "transformer", "auditor"]);
+        assert.equal(ours.auditor, "eventpipe-local-auditor");
+    });
+
+    it("the deployed mapping, notification, invoke config and schedule are exactly the expressed settings", async () => {
         const d = await deploy("dev");
         const s = expressedSettings(d.env, "123456789012");
         const esm = one(d, "aws:lambda/eventSourceMapping:EventSourceMapping").inputs;
@@ -38,6 +47,9 @@ describe("parity with the local provisioner", () => {
         assert.equal(invoke.maximumRetryAttempts, s.transformerAsync.maximumRetryAttempts);
         assert.equal(invoke.maximumEventAgeInSeconds, s.transformerAsync.maximumEventAgeInSeconds);
         assert.equal(one(d, "aws:kinesis/stream:Stream").inputs.name, s.names.stream);
+        const schedule = one(d, "aws:cloudwatch/eventRule:EventRule").inputs;
+        assert.equal(schedule.name, s.auditorSchedule.ruleName);
+        assert.equal(schedule.scheduleExpression, s.auditorSchedule.scheduleExpression);
         const table = one(d, "aws:dynamodb/table:Table").inputs;
         assert.equal(table.name, s.names.metadata_table);
         const t = METADATA_TABLE;

@@ -8,8 +8,10 @@ import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { parse as parseToml } from "smol-toml";
 
-import { expressedSettings } from "../src/settings";
-import { EMF_METRICS, EMF_NAMESPACE } from "../src/components/observability";
+import { loadEnvironment } from "../src/config";
+import { createPipeline } from "../src/pipeline";
+import { expressedSettings, scheduleExpression } from "../src/settings";
+import { AUDITOR_EMF_METRICS, EMF_METRICS, EMF_NAMESPACE } from "../src/components/observability";
 import { endpointServices, NOT_CALLED_FROM_THE_VPC, subnetCidr, VPC_ENDPOINTS } from "../src/components/network";
 import { ACCOUNT_ID, GIT_SHA, artifacts, deploy, ofType, one, statements, type Deployment, type Registered } from "./harness";
 import { isWildcardOnlyAction, runSimulation } from "@cloud-copilot/iam-simulate";
@@ -50,6 +52,8 @@ const TYPES = {
     securityGroup: "aws:ec2/securityGroup:SecurityGroup",
     endpoint: "aws:ec2/vpcEndpoint:VpcEndpoint",
     trail: "aws:cloudtrail/trail:Trail",
+    eventRule: "aws:cloudwatch/eventRule:EventRule",
+    eventTarget: "aws:cloudwatch/eventTarget:EventTarget",
 };
 
 const byName = (name: string) => (r: Registered) => r.inputs.name === name;
@@ -81,10 +85,20 @@ describe("pipeline under mocks", function () {
                 assert.equal(one(x, TYPES.table).inputs.name, `${p}-metadata`);
                 fnNamed(x, `${p}-stream-processor`);
                 fnNamed(x, `${p}-transformer`);
+                fnNamed(x, `${p}-auditor`);
+                assert.equal(one(x, TYPES.eventRule).inputs.name, `${p}-auditor-schedule`);
+                assert.deepEqual(ofType(x, TYPES.role).map((r) => r.inputs.name).sort(), [
+                    `${p}-auditor-role`,
+                    `${p}-operator`,
+                    `${p}-producer`,
+                    `${p}-stream-processor-role`,
+                    `${p}-transformer-role`,
+                ]);
                 assert.deepEqual(ofType(x, TYPES.queue).map((q) => q.inputs.name).sort(), [`${p}-stream-dlq`, `${p}-transform-dlq`]);
                 assert.equal(one(x, TYPES.topic).inputs.name, `${p}-alarms`);
                 assert.equal(one(x, TYPES.secret).inputs.name, `${p}/pii-hmac-key`);
                 assert.deepEqual(ofType(x, TYPES.logGroup).map((g) => g.inputs.name).sort(), [
+                    `/aws/lambda/${p}-auditor`,
                     `/aws/lambda/${p}-stream-processor`,
                     `/aws/lambda/${p}-transformer`,
                 ]);
@@ -147,12 +161,13 @@ describe("pipeline under mocks", function () {
                 assert.equal(esm.destinationConfig.onFailure.destinationArn, `arn:aws:sqs:${x.env.region}:${ACCOUNT_ID}:eventpipe-${stack}-stream-dlq`);
             });
 
-            it("deploys both functions from the artifact manifest with the file's sizing", async () => {
+            it("deploys every function from the artifact manifest with the file's sizing", async () => {
                 const x = d(stack);
                 const a = artifacts();
                 for (const [key, settings] of [
                     ["stream-processor", x.env.stream_processor],
                     ["transformer", x.env.transformer],
+                    ["auditor", x.env.auditor],
                 ] as const) {
                     const f = fnNamed(x, `eventpipe-${stack}-${key}`);
                     assert.equal(f.runtime, "provided.al2023");
@@ -172,6 +187,7 @@ describe("pipeline under mocks", function () {
                 assert.deepEqual(x.outputs.artifactDigests, {
                     "stream-processor": a.functions["stream-processor"].sha256,
                     transformer: a.functions.transformer.sha256,
+                    auditor: a.functions.auditor.sha256,
                 });
                 assert.equal(x.outputs.gitSha, GIT_SHA);
             });
@@ -195,6 +211,20 @@ describe("pipeline under mocks", function () {
                     HMAC_SECRET_ID: `${p}/pii-hmac-key`,
                     RUST_LOG: x.env.transformer.log_level,
                     LEASE_SECONDS: String(x.env.transformer.timeout_seconds + 5),
+                    // The artifact's digest: what a replay compares (services/transformer).
+                    TRANSFORM_VERSION: artifacts().functions.transformer.sha256,
+                });
+                // The auditor's settings (services/auditor Settings::from_env); it writes no metadata,
+                // so it needs no TTL.
+                assert.deepEqual(fnNamed(x, `${p}-auditor`).environment.variables, {
+                    RAW_BUCKET: `${p}-raw-${ACCOUNT_ID}`,
+                    METADATA_TABLE: `${p}-metadata`,
+                    TRANSFORMER_FUNCTION: `${p}-transformer`,
+                    STUCK_AFTER_MINUTES: String(x.env.storage.stuck_after_minutes),
+                    AUDIT_PERIOD_MINUTES: String(x.env.auditor.period_minutes),
+                    LOOKBACK_HOURS: String(x.env.auditor.lookback_hours),
+                    PIPELINE_ENV: stack,
+                    RUST_LOG: x.env.auditor.log_level,
                 });
             });
 
@@ -213,7 +243,7 @@ describe("pipeline under mocks", function () {
                 assert.equal(n.lambdaFunctions.length, 1);
                 assert.deepEqual(n.lambdaFunctions[0].events, ["s3:ObjectCreated:*"]);
                 assert.equal(n.lambdaFunctions[0].filterPrefix, "raw/");
-                const perm = one(x, TYPES.permission).inputs;
+                const perm = one(x, TYPES.permission, (r) => r.inputs.function === `eventpipe-${stack}-transformer`).inputs;
                 assert.equal(perm.principal, "s3.amazonaws.com");
                 assert.equal(perm.action, "lambda:InvokeFunction");
                 assert.equal(perm.sourceArn, `arn:aws:s3:::eventpipe-${stack}-raw-${ACCOUNT_ID}`);
@@ -222,6 +252,84 @@ describe("pipeline under mocks", function () {
                 assert.equal(inv.maximumRetryAttempts, x.env.transformer_async.maximum_retry_attempts);
                 assert.equal(inv.maximumEventAgeInSeconds, x.env.transformer_async.maximum_event_age_seconds);
                 assert.equal(inv.destinationConfig.onFailure.destination, `arn:aws:sqs:${x.env.region}:${ACCOUNT_ID}:eventpipe-${stack}-transform-dlq`);
+            });
+
+            it("runs the auditor on an EventBridge schedule of the file's period, and lets only that rule invoke it", () => {
+                const x = d(stack);
+                const p = `eventpipe-${stack}`;
+                const minutes = x.env.auditor.period_minutes;
+                const rule = one(x, TYPES.eventRule).inputs;
+                assert.equal(rule.name, `${p}-auditor-schedule`);
+                assert.equal(rule.scheduleExpression, minutes === 1 ? "rate(1 minute)" : `rate(${minutes} minutes)`);
+                assert.equal(rule.eventBusName, undefined, "the default event bus");
+                const ruleArn = `arn:aws:events:${x.env.region}:${ACCOUNT_ID}:rule/${p}-auditor-schedule`;
+                const fnArn = `arn:aws:lambda:${x.env.region}:${ACCOUNT_ID}:function:${p}-auditor`;
+                const target = one(x, TYPES.eventTarget).inputs;
+                assert.equal(target.rule, `${p}-auditor-schedule`);
+                assert.equal(target.arn, fnArn);
+                assert.equal(target.roleArn, undefined, "EventBridge invokes a function through its resource policy");
+                // The scheduled event itself, whose `time` the run audits as of.
+                assert.deepEqual([target.input, target.inputPath, target.inputTransformer], [undefined, undefined, undefined]);
+                const perm = one(x, TYPES.permission, (r) => r.inputs.function === `${p}-auditor`).inputs;
+                assert.equal(perm.principal, "events.amazonaws.com");
+                assert.equal(perm.action, "lambda:InvokeFunction");
+                assert.equal(perm.sourceArn, ruleArn);
+                // The operator role invokes the stream processor and the transformer, not the auditor.
+                const operator = one(x, TYPES.rolePolicy, (r) => r.inputs.name === `${p}-operator-permissions`).inputs.policy;
+                assert.ok(!JSON.stringify(statements(operator)).includes(`${p}-auditor`));
+                // Lambda's default asynchronous retries apply: the next run repeats a failed one anyway.
+                assert.deepEqual(ofType(x, TYPES.invokeConfig).map((c) => c.inputs.functionName), [`${p}-transformer`]);
+            });
+
+            it("grants the auditor exactly what it asks for: the pending index, metadata items, the raw/ listing and heads, the transformer", () => {
+                const x = d(stack);
+                const p = `eventpipe-${stack}`;
+                const { region } = x.env;
+                const raw = `arn:aws:s3:::${p}-raw-${ACCOUNT_ID}`;
+                const table = `arn:aws:dynamodb:${region}:${ACCOUNT_ID}:table/${p}-metadata`;
+                const policy = statements(one(x, TYPES.rolePolicy, (r) => r.inputs.name === `${p}-auditor-permissions`).inputs.policy);
+                const own = policy.filter((s) => !["WriteOwnLogs", "WriteTraces"].includes(s.Sid) && !/Vpc/.test(s.Sid));
+                assert.deepEqual(own, [
+                    { Sid: "QueryPendingIndex", Effect: "Allow", Action: "dynamodb:Query", Resource: `${table}/index/pending-by-age` },
+                    { Sid: "ReadMetadataItems", Effect: "Allow", Action: "dynamodb:GetItem", Resource: table },
+                    { Sid: "ListRawPrefix", Effect: "Allow", Action: "s3:ListBucket", Resource: raw, Condition: { StringLike: { "s3:prefix": "raw/*" } } },
+                    { Sid: "HeadRawObjects", Effect: "Allow", Action: "s3:GetObject", Resource: `${raw}/raw/*` },
+                    {
+                        Sid: "RedriveToTransformer",
+                        Effect: "Allow",
+                        Action: "lambda:InvokeFunction",
+                        Resource: `arn:aws:lambda:${region}:${ACCOUNT_ID}:function:${p}-transformer`,
+                    },
+                ]);
+                assert.ok(!policy.some((s) => [s.Action].flat().some((a: string) => a.startsWith("kms:"))), "no key statement");
+                assert.equal(policy.find((s) => s.Sid === "WriteOwnLogs").Resource, `arn:aws:logs:${region}:${ACCOUNT_ID}:log-group:/aws/lambda/${p}-auditor:log-stream:*`);
+                assert.match(one(x, TYPES.role, (r) => r.inputs.name === `${p}-auditor-role`).inputs.permissionsBoundary, /:policy\/eventpipe-[a-z]+-boundary$/);
+            });
+
+            it("alarms when the auditor finds stuck objects or fails two runs in a row, one schedule period at a time", () => {
+                const x = d(stack);
+                const p = `eventpipe-${stack}`;
+                const period = x.env.auditor.period_minutes * 60;
+                const topic = `arn:aws:sns:${x.env.region}:${ACCOUNT_ID}:${p}-alarms`;
+                const alarm = (name: string) => one(x, TYPES.alarm, byName(name)).inputs;
+                const stuck = alarm(`${p}-auditor-stuck-objects`);
+                assert.deepEqual(
+                    [stuck.namespace, stuck.metricName, stuck.dimensions, stuck.statistic, stuck.period],
+                    [EMF_NAMESPACE, "StuckObjects", { Function: `${p}-auditor` }, "Maximum", period],
+                );
+                assert.deepEqual([stuck.comparisonOperator, stuck.threshold, stuck.evaluationPeriods], ["GreaterThanThreshold", 0, 1]);
+                assert.equal(stuck.treatMissingData, "notBreaching", "a failed run emits no StuckObjects");
+                assert.match(stuck.alarmDescription, /Runbook: docs\/operations\.md#stuck-raw-objects$/);
+                const errors = alarm(`${p}-auditor-errors`);
+                assert.deepEqual(
+                    [errors.namespace, errors.metricName, errors.dimensions, errors.statistic, errors.period],
+                    ["AWS/Lambda", "Errors", { FunctionName: `${p}-auditor` }, "Sum", period],
+                );
+                assert.deepEqual([errors.threshold, errors.evaluationPeriods, errors.datapointsToAlarm], [0, 2, 2]);
+                assert.match(errors.alarmDescription, /Runbook: docs\/operations\.md#auditor-errors$/);
+                for (const a of [stuck, errors]) {
+                    assert.deepEqual([a.alarmActions, a.okActions], [[topic], [topic]]);
+                }
             });
 
             it("keeps dead letters 14 days in KMS-encrypted queues that only the function roles may write", () => {
@@ -385,6 +493,19 @@ describe("pipeline under mocks", function () {
                     ...tracing,
                     ...vpc,
                 ].sort());
+                // The auditor reads and invokes: no write, and no key (a HEAD decrypts nothing).
+                const au = one(x, TYPES.rolePolicy, (r) => r.inputs.name === `eventpipe-${stack}-auditor-permissions`).inputs.policy;
+                assert.deepEqual(allowActions(au).sort(), [
+                    "dynamodb:Query",
+                    "dynamodb:GetItem",
+                    "s3:ListBucket",
+                    "s3:GetObject",
+                    "lambda:InvokeFunction",
+                    "logs:CreateLogStream",
+                    "logs:PutLogEvents",
+                    ...tracing,
+                    ...vpc,
+                ].sort());
                 const raw = `arn:aws:s3:::eventpipe-${stack}-raw-${ACCOUNT_ID}`;
                 const write = statements(sp).find((s) => s.Sid === "WriteRawAndQuarantineObjects");
                 assert.deepEqual(write.Resource, [`${raw}/raw/*`, `${raw}/quarantine/*`]);
@@ -397,6 +518,8 @@ describe("pipeline under mocks", function () {
                 const p = `eventpipe-${stack}`;
                 const alarms: Record<string, any> = Object.fromEntries(ofType(x, TYPES.alarm).map((a) => [a.inputs.name, a.inputs]));
                 assert.deepEqual(Object.keys(alarms).sort(), [
+                    `${p}-auditor-errors`,
+                    `${p}-auditor-stuck-objects`,
                     `${p}-events-iterator-age`,
                     `${p}-stream-dlq-not-empty`,
                     `${p}-stream-processor-error-rate`,
@@ -459,6 +582,22 @@ describe("pipeline under mocks", function () {
                     }
                     const stats = lines.filter((l: any[]) => l[1] === "Duration" && l[3] === fn).map((l: any[]) => l[4].stat);
                     assert.deepEqual(stats.sort(), ["p50", "p99"]);
+                }
+                // The auditor: the Lambda rows, and every metric it emits at its schedule's period.
+                const auditor = `${p}-auditor`;
+                for (const m of ["Invocations", "Errors", "Throttles", "Duration"]) {
+                    assert.ok(has("AWS/Lambda", m, auditor), `${m} ${auditor}`);
+                }
+                for (const m of AUDITOR_EMF_METRICS) {
+                    assert.ok(has(EMF_NAMESPACE, m, auditor), `${m} ${auditor}`);
+                }
+                for (const m of EMF_METRICS.filter((m) => !(AUDITOR_EMF_METRICS as readonly string[]).includes(m))) {
+                    assert.ok(!has(EMF_NAMESPACE, m, auditor), `the auditor emits no ${m}`);
+                }
+                const auditorWidgets = body.widgets.filter((w: any) => (w.properties.metrics ?? []).some((l: any[]) => l[0] === EMF_NAMESPACE && l[3] === auditor));
+                assert.ok(auditorWidgets.length > 0);
+                for (const w of auditorWidgets) {
+                    assert.equal(w.properties.period, x.env.auditor.period_minutes * 60, w.properties.title);
                 }
                 for (const q of [`${p}-stream-dlq`, `${p}-transform-dlq`]) {
                     assert.ok(has("AWS/SQS", "ApproximateNumberOfMessagesVisible", q), q);
@@ -584,6 +723,10 @@ describe("pipeline under mocks", function () {
                 assert.equal(o.pendingIndexName, "pending-by-age");
                 assert.equal(o.streamProcessorFunctionName, s.stream_processor);
                 assert.equal(o.transformerFunctionName, s.transformer);
+                assert.equal(o.auditorFunctionName, s.auditor);
+                assert.equal(o.auditorFunctionArn, `arn:aws:lambda:${x.env.region}:${ACCOUNT_ID}:function:${s.auditor}`);
+                assert.equal(o.auditorLogGroup, `/aws/lambda/${s.auditor}`);
+                assert.equal(o.auditorScheduleRuleName, `${s.auditor}-schedule`);
                 assert.equal(o.hmacSecretName, s.hmac_secret);
                 assert.equal(o.glueTableName, "events");
                 assert.equal(o.glueDatabaseName, `eventpipe_${stack.replace("-", "_")}`);
@@ -632,6 +775,7 @@ describe("pipeline under mocks", function () {
         };
         visit("services/stream-processor");
         visit("services/transformer");
+        visit("services/auditor");
         assert.ok(crates.size > 0, "found the functions' SDK crates");
         const called = [...crates].map((c) => {
             assert.ok(ENDPOINT_OF_CRATE[c], `${c}: which VPC endpoint service does it call? Add it to ENDPOINT_OF_CRATE`);
@@ -688,7 +832,7 @@ describe("pipeline under mocks", function () {
                 const subnets = ofType(x, TYPES.subnet).map((s) => s.state.arn as string);
                 const sg = one(x, TYPES.securityGroup, (g) => g.inputs.name === `eventpipe-${stack}-functions`).state.arn as string;
                 const eni = `arn:aws:ec2:${region}:${ACCOUNT_ID}:network-interface/eni-0123456789abcdef0`;
-                for (const fn of ["stream-processor", "transformer"]) {
+                for (const fn of ["stream-processor", "transformer", "auditor"]) {
                     const policy = one(x, TYPES.rolePolicy, (r) => r.inputs.name === `eventpipe-${stack}-${fn}-permissions`).inputs.policy;
                     for (const { action, on } of LAMBDA_ENI_REQUESTS) {
                         const resources = on === "*" ? ["*"] : on === "subnets" ? subnets : on === "security-group" ? [sg] : [eni];
@@ -726,6 +870,21 @@ describe("pipeline under mocks", function () {
                 assert.ok(await isWildcardOnlyAction(service, action), a);
             }
         });
+    });
+
+    it("a one-minute auditor period is `rate(1 minute)`, and its alarms then look at one minute", async () => {
+        const base = loadEnvironment("dev");
+        const env = { ...base, auditor: { ...base.auditor, period_minutes: 1 } };
+        const x = await deploy("dev", async () => (await createPipeline({ env, artifacts: artifacts(), gitSha: GIT_SHA })) as unknown as Record<string, unknown>);
+        assert.equal(one(x, TYPES.eventRule).inputs.scheduleExpression, "rate(1 minute)");
+        assert.equal(fnNamed(x, "eventpipe-dev-auditor").environment.variables.AUDIT_PERIOD_MINUTES, "1");
+        for (const name of ["eventpipe-dev-auditor-stuck-objects", "eventpipe-dev-auditor-errors"]) {
+            assert.equal(one(x, TYPES.alarm, byName(name)).inputs.period, 60, name);
+        }
+        assert.equal(scheduleExpression(60), "rate(60 minutes)");
+        for (const bad of [0, 1.5, -5]) {
+            assert.throws(() => scheduleExpression(bad), /whole number of minutes/, String(bad));
+        }
     });
 
     it("the flavours differ where the files do", () => {

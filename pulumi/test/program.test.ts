@@ -82,6 +82,7 @@ describe("program entry point", () => {
             }
         });
         assert.deepEqual(changed.sort(), [
+            "aws:lambda/function:Function auditor-function: description",
             "aws:lambda/function:Function ingest-stream-processor: description",
             "aws:lambda/function:Function transform-transformer: description",
         ]);

@@ -46,6 +46,15 @@ fn with_stack(test: impl AsyncFnOnce(&Local)) {
 }
 
 fn with_stack_using(options: &runtime::Options, test: impl AsyncFnOnce(&Local)) {
+    with_stack_of(|_| {}, options, test);
+}
+
+/// A fresh local stack of `environments/local.toml` changed by `adjust`.
+fn with_stack_of(
+    adjust: impl FnOnce(&mut pipeline_config::Environment),
+    options: &runtime::Options,
+    test: impl AsyncFnOnce(&Local),
+) {
     let _guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -53,7 +62,8 @@ fn with_stack_using(options: &runtime::Options, test: impl AsyncFnOnce(&Local)) 
         .build()
         .unwrap();
     rt.block_on(async {
-        let env = environment(&root(), "local").unwrap();
+        let mut env = environment(&root(), "local").unwrap();
+        adjust(&mut env);
         let local = Local::up_with(&root(), env, &packages(), options)
             .await
             .unwrap();
@@ -1245,5 +1255,285 @@ fn a_raw_object_another_writer_puts_is_registered_and_processed_exactly_once() {
         let r: Value = serde_json::from_slice(out.payload.unwrap().as_ref()).unwrap();
         assert_eq!(r["outcomes"][0]["outcome"], "duplicate", "{r}");
         assert_eq!(mine(rows(local).await), ids);
+    });
+}
+
+/// The item of `raw_key` once it is processed.
+async fn processed_item(
+    local: &Local,
+    raw_key: &str,
+) -> Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let item = local
+        .admin
+        .dynamodb
+        .get_item()
+        .table_name(&local.stack.metadata_table)
+        .key(
+            "raw_key",
+            aws_sdk_dynamodb::types::AttributeValue::S(raw_key.to_owned()),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item?;
+    (item.get("status")?.as_s().ok()? == "PROCESSED").then_some(item)
+}
+
+#[test]
+fn the_auditor_on_its_schedule_heals_objects_whose_notification_was_lost() {
+    // The shortest schedule the environment schema allows: stuck after a minute, a run a minute.
+    let adjust = |env: &mut pipeline_config::Environment| {
+        env.storage.stuck_after_minutes = 1;
+        env.auditor.period_minutes = 1;
+    };
+    with_stack_of(adjust, &runtime::Options::default(), async |local| {
+        let started = Instant::now();
+        // Lose every notification on purpose: the raw bucket notifies nobody from now on, so
+        // only the auditor can bring these objects to the transformer.
+        local
+            .admin
+            .s3
+            .put_bucket_notification_configuration()
+            .bucket(&local.stack.raw_bucket)
+            .notification_configuration(
+                aws_sdk_s3::types::NotificationConfiguration::builder().build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        // Objects the stream processor writes and records (their item stays pending) ...
+        let n = 40;
+        put(local, clicks("lost", 0..n)).await;
+        // ... and one of another writer (a restore), which has no item at all.
+        let (outside, body) = outside_raw_object(2_000_000, 15);
+        local
+            .admin
+            .s3
+            .put_object()
+            .bucket(&local.stack.raw_bucket)
+            .key(&outside)
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
+        let recorded = eventually(
+            "the stream processor recorded every event",
+            Duration::from_secs(60),
+            async || {
+                // As root: the operator's role may not list raw objects.
+                let keys = list(&local.admin, &local.stack.raw_bucket, "raw/")
+                    .await
+                    .unwrap();
+                let p = reconcile::progress(&local.clients, &local.stack)
+                    .await
+                    .unwrap();
+                (p.raw_records >= n as u64 && local.mapping_idle()).then_some(keys)
+            },
+        )
+        .await;
+        assert!(recorded.contains(&outside), "{recorded:?}");
+        let stream_keys: Vec<&String> = recorded.iter().filter(|k| **k != outside).collect();
+        assert!(!stream_keys.is_empty());
+        for key in &stream_keys {
+            assert!(
+                processed_item(local, key).await.is_none(),
+                "{key} processed without a notification"
+            );
+        }
+
+        // The rule fires every minute; an object is stuck a minute after it was written and a
+        // run re-drives what became stuck in its last two periods: within stuck_after + two
+        // periods, plus the emulator's 10 s scheduler tick and the transformer's run.
+        let limit = Duration::from_secs(60 + 2 * 60 + 40);
+        for key in recorded.iter() {
+            let item = eventually(
+                "the auditor re-drove it and it was processed",
+                limit,
+                async || processed_item(local, key).await,
+            )
+            .await;
+            assert!(!item.contains_key("pending"), "{key}");
+        }
+        let healed_after = started.elapsed();
+        assert_eq!(
+            processed_item(local, &outside)
+                .await
+                .and_then(|i| i.get("registered_by").and_then(|v| v.as_s().ok()).cloned())
+                .as_deref(),
+            Some("transformer")
+        );
+
+        // Every record exactly once.
+        let mut ids: Vec<String> = rows(local)
+            .await
+            .into_iter()
+            .map(|(_, r)| r.event_id)
+            .collect();
+        ids.sort();
+        let before = ids.len();
+        ids.dedup();
+        assert_eq!(before, ids.len(), "a record processed twice");
+        assert_eq!(ids.len(), n + 15);
+        eprintln!(
+            "healed {} raw objects after {healed_after:?}",
+            recorded.len()
+        );
+    });
+}
+
+/// Changes one environment variable of a function, as a deployment of a new artifact would, and
+/// waits until the update took effect.
+async fn set_function_variable(local: &Local, function: &str, name: &str, value: &str) {
+    let config = local
+        .admin
+        .lambda
+        .get_function_configuration()
+        .function_name(function)
+        .send()
+        .await
+        .unwrap();
+    let mut vars = config
+        .environment
+        .and_then(|e| e.variables)
+        .unwrap_or_default();
+    vars.insert(name.to_owned(), value.to_owned());
+    local
+        .admin
+        .lambda
+        .update_function_configuration()
+        .function_name(function)
+        .environment(
+            aws_sdk_lambda::types::Environment::builder()
+                .set_variables(Some(vars))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    eventually(
+        "the function's update took effect",
+        Duration::from_secs(30),
+        async || {
+            let c = local
+                .admin
+                .lambda
+                .get_function_configuration()
+                .function_name(function)
+                .send()
+                .await
+                .unwrap();
+            let done = c
+                .last_update_status
+                .is_none_or(|s| s == aws_sdk_lambda::types::LastUpdateStatus::Successful);
+            let set = c
+                .environment
+                .and_then(|e| e.variables)
+                .is_some_and(|v| v.get(name).map(String::as_str) == Some(value));
+            (done && set).then_some(())
+        },
+    )
+    .await;
+}
+
+#[test]
+fn a_replay_re_transforms_a_range_of_hours_into_the_new_version_once() {
+    with_stack(async |local| {
+        use local_runtime::replay::replay;
+        let n = 60;
+        put(local, clicks("replay", 0..n)).await;
+        let before = eventually(
+            "every event processed",
+            Duration::from_secs(60),
+            async || {
+                let r = rows(local).await;
+                (r.len() == n).then_some(r)
+            },
+        )
+        .await;
+        let now = chrono::Utc::now();
+        let (from, to) = (
+            now - chrono::Duration::hours(1),
+            now + chrono::Duration::hours(2),
+        );
+        let mut quiet = |_: u64, _: u64| {};
+
+        // A dry run lists and counts, and sends nothing.
+        let dry = replay(&local.clients, &local.stack, from, to, true, &mut quiet)
+            .await
+            .unwrap();
+        assert!(dry.objects > 0, "{dry:?}");
+        assert_eq!((dry.retransformed, dry.current), (0, 0));
+
+        // The version that processed them: every object is current already.
+        let same = replay(&local.clients, &local.stack, from, to, false, &mut quiet)
+            .await
+            .unwrap();
+        assert_eq!(
+            (same.current, same.retransformed),
+            (dry.objects, 0),
+            "{same:?}"
+        );
+
+        // A transformer fix deployed (a new artifact, so a new version): the replay re-transforms
+        // every object of the range, once.
+        set_function_variable(
+            local,
+            &local.stack.transformer,
+            "TRANSFORM_VERSION",
+            "fixed",
+        )
+        .await;
+        let fixed = replay(&local.clients, &local.stack, from, to, false, &mut quiet)
+            .await
+            .unwrap();
+        assert!(fixed.failed.is_empty(), "{fixed:?}");
+        assert_eq!(
+            (fixed.retransformed, fixed.current),
+            (dry.objects, 0),
+            "{fixed:?}"
+        );
+        for key in list(&local.admin, &local.stack.raw_bucket, "raw/")
+            .await
+            .unwrap()
+        {
+            let item = processed_item(local, &key).await.unwrap();
+            assert_eq!(
+                item.get("processed_version")
+                    .and_then(|v| v.as_s().ok())
+                    .map(String::as_str),
+                Some("fixed"),
+                "{key}"
+            );
+        }
+        let after = rows(local).await;
+        let ids = |rows: &[(String, pipeline_core::parquet_io::Row)]| {
+            let mut ids: Vec<String> = rows.iter().map(|(_, r)| r.event_id.clone()).collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(
+            ids(&after),
+            ids(&before),
+            "each record once, before and after"
+        );
+        let keys = |rows: &[(String, pipeline_core::parquet_io::Row)]| {
+            let mut keys: Vec<String> = rows.iter().map(|(k, _)| k.clone()).collect();
+            keys.dedup();
+            keys.sort();
+            keys.dedup();
+            keys
+        };
+        assert_eq!(
+            keys(&after),
+            keys(&before),
+            "the same deterministic outputs"
+        );
+
+        // Resumed or repeated, a replay finds everything current.
+        let again = replay(&local.clients, &local.stack, from, to, false, &mut quiet)
+            .await
+            .unwrap();
+        assert_eq!((again.current, again.retransformed), (dry.objects, 0));
     });
 }

@@ -298,6 +298,7 @@ impl Model {
                 function_name: "tf".into(),
                 item_wait: Duration::from_millis(1),
                 lease: Duration::ZERO,
+                version: "model".into(),
             },
         );
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -13,7 +13,7 @@ use crate::build::Arch;
 use crate::package::{hex, package_dir};
 
 /// The functions every manifest must hold, and the keys of a stack's `artifactDigests`.
-pub const FUNCTIONS: [&str; 2] = ["stream-processor", "transformer"];
+pub const FUNCTIONS: [&str; 3] = ["auditor", "stream-processor", "transformer"];
 
 /// Where the deployment commands expect the arm64 package.
 pub fn manifest_path() -> PathBuf {
@@ -25,7 +25,8 @@ pub fn manifest_path() -> PathBuf {
 pub struct Digests(pub BTreeMap<String, String>);
 
 impl Digests {
-    /// Parses `stream-processor=<sha256>,transformer=<sha256>` (the `--digests` flag).
+    /// Parses `auditor=<sha256>,stream-processor=<sha256>,transformer=<sha256>` (the `--digests`
+    /// flag).
     pub fn parse_flag(text: &str) -> Result<Digests> {
         let mut map = BTreeMap::new();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -35,9 +36,9 @@ impl Digests {
             map.insert(function.trim().to_owned(), sha.trim().to_ascii_lowercase());
         }
         let digests = Digests(map);
-        digests
-            .check()
-            .context("`--digests` must be `stream-processor=<sha256>,transformer=<sha256>`")?;
+        digests.check().context(
+            "`--digests` must be `auditor=<sha256>,stream-processor=<sha256>,transformer=<sha256>`",
+        )?;
         Ok(digests)
     }
 
@@ -59,7 +60,7 @@ impl Digests {
         Ok(digests)
     }
 
-    /// Exactly the two functions, each with a 64-digit lower-case hex digest.
+    /// Exactly the functions of `FUNCTIONS`, each with a 64-digit lower-case hex digest.
     pub fn check(&self) -> Result<()> {
         for f in FUNCTIONS {
             match self.0.get(f) {
@@ -73,7 +74,7 @@ impl Digests {
         if let Some(other) = self.0.keys().find(|k| !FUNCTIONS.contains(&k.as_str())) {
             bail!(
                 "unknown function `{other}`: expected {}",
-                FUNCTIONS.join(" and ")
+                FUNCTIONS.join(", ")
             );
         }
         Ok(())
@@ -271,7 +272,7 @@ pub fn verify_attestations(manifest: &Manifest, repo: &str) -> Result<()> {
 pub mod tests {
     use super::*;
 
-    /// A package directory with two fake zips and their manifest; returns the manifest's path.
+    /// A package directory with a fake zip per function and their manifest; returns the manifest's path.
     pub fn write_package(dir: &Path) -> PathBuf {
         std::fs::create_dir_all(dir).unwrap();
         let mut functions = Vec::new();
@@ -294,7 +295,8 @@ pub mod tests {
 
     pub fn digests(sp: char, tr: char) -> Digests {
         Digests::parse_flag(&format!(
-            "stream-processor={},transformer={}",
+            "auditor={},stream-processor={},transformer={}",
+            "f".repeat(64),
             sp.to_string().repeat(64),
             tr.to_string().repeat(64)
         ))
@@ -351,7 +353,7 @@ pub mod tests {
         let only_one = serde_json::json!({"git_sha": "x", "functions": []});
         std::fs::write(&path, only_one.to_string()).unwrap();
         let err = format!("{:#}", verify_manifest(&path).unwrap_err());
-        assert!(err.contains("no digest for `stream-processor`"), "{err}");
+        assert!(err.contains("no digest for `auditor`"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -366,6 +368,7 @@ pub mod tests {
         let upper = d
             .to_string()
             .to_ascii_uppercase()
+            .replace("AUDITOR", "auditor")
             .replace("STREAM-PROCESSOR", "stream-processor")
             .replace("TRANSFORMER", "transformer");
         assert_eq!(Digests::parse_flag(&upper).unwrap(), d);
@@ -432,7 +435,7 @@ pub mod tests {
         let m = verify_manifest(&write_package(&dir)).unwrap();
         assert_eq!(
             m.zips.keys().collect::<Vec<_>>(),
-            vec!["stream-processor", "transformer"]
+            vec!["auditor", "stream-processor", "transformer"]
         );
         assert!(m.zips["transformer"].is_absolute());
         assert!(m.zips["transformer"].ends_with("transformer.zip"));

@@ -1,4 +1,4 @@
-//! `cargo xtask build`: the two Lambda binaries.
+//! `cargo xtask build`: the Lambda binaries (`artifact::FUNCTIONS`).
 //!
 //! - `x86_64` (the host, for the local stack): plain cargo with the `local` profile (thin-local
 //!   LTO, many codegen units), cheap to build on a laptop.
@@ -13,7 +13,7 @@ use clap::ValueEnum;
 
 use crate::util::{cargo, root, run, target_dir, venv};
 
-pub const FUNCTIONS: [&str; 2] = ["stream-processor", "transformer"];
+pub use crate::artifact::FUNCTIONS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Arch {
@@ -49,7 +49,7 @@ impl Arch {
     }
 }
 
-/// Builds both functions; returns each function's binary.
+/// Builds every function; returns each function's binary.
 pub fn build(arch: Arch, profile: Option<&str>) -> Result<BTreeMap<&'static str, PathBuf>> {
     let profile = profile.unwrap_or(arch.default_profile());
     let target = target_dir();

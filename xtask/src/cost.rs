@@ -153,16 +153,20 @@ pub mod assume {
     pub const PER_RECORD_MS: f64 = 0.05;
     /// Processed objects (event_type × hour partitions) per raw object.
     pub const PARTITIONS_PER_RAW_OBJECT: f64 = 4.0;
+    /// One auditor run: 16 queries, a few listings and item reads.
+    pub const AUDITOR_MS: f64 = 500.0;
     pub const COMPRESSION_RATIO: f64 = 5.0;
     /// Stream processor 1 (raw item) + transformer 2 (lease, mark).
     pub const DYNAMODB_WRITES_PER_RAW_OBJECT: f64 = 3.0;
     pub const DYNAMODB_READS_PER_RAW_OBJECT: f64 = 2.0;
     pub const METADATA_ITEM_BYTES: f64 = 1024.0;
     pub const LOG_BYTES_PER_INVOCATION: f64 = 1024.0;
-    /// 7 alarms; the two error-rate alarms evaluate two metrics each.
-    pub const ALARM_METRICS: f64 = 9.0;
-    /// EMF metric names × the `Function` dimension (about 17 + 10 with the usual quarantine reasons).
-    pub const CUSTOM_METRICS: f64 = 27.0;
+    /// 7 alarms, the two error-rate alarms evaluating two metrics each, and the auditor's two
+    /// (stuck objects, errors).
+    pub const ALARM_METRICS: f64 = 11.0;
+    /// EMF metric names × the `Function` dimension (about 17 + 10 with the usual quarantine
+    /// reasons, and the auditor's 9).
+    pub const CUSTOM_METRICS: f64 = 36.0;
 }
 
 const GB: f64 = 1024.0 * 1024.0 * 1024.0;
@@ -355,6 +359,46 @@ pub fn estimate(env: &Environment, inputs: &Inputs, batch_size: u32) -> Estimate
             gb_s * price::LAMBDA_ARM64_GB_SECOND,
         );
     }
+
+    // The auditor: one run a period whatever the rate. Each run lists the lookback's `raw/` hours
+    // (a LIST per 1,000 keys), queries each pending bucket and reads the item of every object
+    // written in its last two periods (so each raw object's item is read twice).
+    let runs = HOURS_PER_MONTH * 60.0 / f64::from(env.auditor.period_minutes.max(1));
+    line(
+        "Lambda",
+        format!("auditor requests ({runs:.0} scheduled runs)"),
+        runs / 1e6 * price::LAMBDA_REQUESTS_PER_MILLION,
+    );
+    let auditor_gb_s = runs * AUDITOR_MS / 1000.0 * f64::from(env.auditor.memory_mb) / 1024.0;
+    line(
+        "Lambda",
+        format!(
+            "auditor compute ({auditor_gb_s:.0} GB-s: {} MB × {AUDITOR_MS:.0} ms)",
+            env.auditor.memory_mb
+        ),
+        auditor_gb_s * price::LAMBDA_ARM64_GB_SECOND,
+    );
+    let raw_per_hour = raw_objects / HOURS_PER_MONTH;
+    let lists =
+        runs * f64::from(env.auditor.lookback_hours) * (raw_per_hour / 1000.0).ceil().max(1.0);
+    line(
+        "S3",
+        format!(
+            "auditor LIST requests ({:.2} M: {} h of raw/ a run)",
+            lists / 1e6,
+            env.auditor.lookback_hours
+        ),
+        lists / 1000.0 * price::S3_PUT_PER_THOUSAND,
+    );
+    let audit_reads = 2.0 * raw_objects + runs * pipeline_core::metadata::PENDING_BUCKETS as f64;
+    line(
+        "DynamoDB",
+        format!(
+            "auditor reads ({:.1} M: two item reads per raw object, a query per pending bucket a run)",
+            audit_reads / 1e6
+        ),
+        audit_reads / 1e6 * price::DYNAMODB_READS_PER_MILLION,
+    );
 
     let puts = raw_objects * (1.0 + PARTITIONS_PER_RAW_OBJECT);
     line(

@@ -66,7 +66,7 @@ fn prepare() -> Result<(PathBuf, PathBuf)> {
 }
 
 /// The producer, built with the same light release profile as the local functions.
-fn build_producer() -> Result<PathBuf> {
+pub(crate) fn build_producer() -> Result<PathBuf> {
     run(cargo().args([
         "build",
         "--locked",
@@ -82,7 +82,7 @@ fn build_producer() -> Result<PathBuf> {
 
 /// Runs the producer binary against a stack, as the stack's producer role; returns its JSON
 /// summary.
-fn produce(
+pub(crate) fn produce(
     producer: &Path,
     stack: &Stack,
     access: &Access,
@@ -472,6 +472,18 @@ pub async fn attach(id: &str) -> Result<(Stack, Clients)> {
         state.stack,
         runtime::act_as(&admin, &state.access, id).await,
     ))
+}
+
+/// [`attach`], and how the running local stack authorises (for running the producer as its role).
+pub async fn attach_with_access(id: &str) -> Result<(Stack, Clients, Access)> {
+    let state = current()?;
+    let admin = Clients::for_endpoint(
+        &state.stack.endpoint,
+        state.access.ca_certificate.as_deref(),
+    )
+    .await?;
+    let clients = runtime::act_as(&admin, &state.access, id).await;
+    Ok((state.stack, clients, state.access))
 }
 
 pub fn status() -> Result<()> {

@@ -3,6 +3,7 @@
 
 mod artifact;
 mod authz;
+mod backfill;
 mod bench;
 mod build;
 mod cost;
@@ -12,6 +13,7 @@ mod local;
 mod monitor;
 mod package;
 mod pulumi;
+mod replay;
 mod test;
 mod tidy;
 mod util;
@@ -82,6 +84,39 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Sends the records of a file or directory into an environment's stream through the contract
+    /// (JSON lines of events, or the raw and quarantine objects the pipeline wrote, plain or gzip),
+    /// then waits for the pipeline and reconciles: lost and duplicated must be 0.
+    Backfill {
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        from: PathBuf,
+        /// Records per second.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// Give up waiting for the pipeline after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Re-transforms the raw objects of a range of hours after a transformer fix; each record is
+    /// then once in processed, in the deployed transformer's form.
+    Replay {
+        #[arg(long)]
+        env: String,
+        /// The first hour (UTC), e.g. 2026-11-30T00.
+        #[arg(long)]
+        from: String,
+        /// The hour after the last one, e.g. 2026-11-30T06 (exclusive).
+        #[arg(long)]
+        to: String,
+        /// Only list and count the raw objects.
+        #[arg(long)]
+        dry_run: bool,
+        /// Give up waiting for the pipeline after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
     /// Dead-letter queues.
     Dlq {
         #[command(subcommand)]
@@ -126,7 +161,7 @@ enum Cmd {
         from: String,
         #[arg(long)]
         to: String,
-        /// `stream-processor=<sha256>,transformer=<sha256>`: promote these instead of what `--from` runs.
+        /// `auditor=<sha256>,stream-processor=<sha256>,transformer=<sha256>`: promote these instead of what `--from` runs.
         #[arg(long)]
         digests: Option<String>,
         /// `<owner>/<name>`: first verify each zip's build-provenance attestation from that repository.
@@ -288,6 +323,25 @@ fn main() -> Result<()> {
             action: LocalAction::Down,
         } => local::down(),
         Cmd::Produce { env, args } => local_only(&env).and_then(|()| local::produce_local(&args)),
+        Cmd::Backfill {
+            env,
+            from,
+            rate,
+            timeout,
+        } => backfill::backfill(&env, &from, rate, std::time::Duration::from_secs(timeout)),
+        Cmd::Replay {
+            env,
+            from,
+            to,
+            dry_run,
+            timeout,
+        } => replay::replay(
+            &env,
+            &from,
+            &to,
+            dry_run,
+            std::time::Duration::from_secs(timeout),
+        ),
         Cmd::Dlq {
             action: DlqAction::Redrive { env, dry_run },
         } => local_only(&env).and_then(|()| local::redrive(dry_run)),

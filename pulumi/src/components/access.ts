@@ -3,7 +3,7 @@ import * as pulumi from "@pulumi/pulumi";
 
 import { permissionsBoundaryArn } from "../boundary";
 import { arn, policyDocument, type Context, type Statement } from "../iam";
-import { PROCESSED_PREFIX, QUARANTINE_PREFIX } from "../names";
+import { PROCESSED_PREFIX, QUARANTINE_PREFIX, RAW_PREFIX } from "../names";
 import type { Ingest } from "./ingest";
 import type { Storage } from "./storage";
 import type { Transform } from "./transform";
@@ -87,7 +87,7 @@ export class Access extends pulumi.ComponentResource {
             encryptEvents,
         ]);
 
-        this.operator = role("operator", extra.operatorRole, "Checks, reconciles and heals the pipeline (smoke, reconcile, redrive)", [
+        this.operator = role("operator", extra.operatorRole, "Checks, reconciles and heals the pipeline (smoke, reconcile, redrive, replay)", [
             // `xtask smoke` sends its canaries one by one.
             { Sid: "PutCanaries", Effect: "Allow", Action: "kinesis:PutRecord", Resource: ingest.stream.arn },
             encryptEvents,
@@ -106,11 +106,13 @@ export class Access extends pulumi.ComponentResource {
                 Resource: [ingest.fn.arn, transform.fn.arn],
             },
             {
+                // Reconciliation lists quarantine and processed objects; `xtask replay` lists the
+                // raw objects of the hours it re-transforms.
                 Sid: "ListPipelineObjects",
                 Effect: "Allow",
                 Action: "s3:ListBucket",
                 Resource: [storage.raw.arn, storage.processed.arn],
-                Condition: { StringLike: { "s3:prefix": [`${QUARANTINE_PREFIX}*`, `${PROCESSED_PREFIX}*`] } },
+                Condition: { StringLike: { "s3:prefix": [`${RAW_PREFIX}*`, `${QUARANTINE_PREFIX}*`, `${PROCESSED_PREFIX}*`] } },
             },
             {
                 // Reconciliation reads back every processed row and quarantine line.

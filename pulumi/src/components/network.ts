@@ -14,9 +14,10 @@ export type EndpointType = "Gateway" | "Interface";
  * (xtask/src/cost.rs) reads this table and MAX_ZONES from this file: keep one entry per line.
  */
 export const VPC_ENDPOINTS: readonly { service: string; type: EndpointType; reason: string }[] = [
-    { service: "s3", type: "Gateway", reason: "stream processor: PUT raw/ and quarantine/ objects; transformer: GET raw/, PUT and DELETE processed/ (pipeline-aws s3.rs)" },
-    { service: "dynamodb", type: "Gateway", reason: "both functions: the metadata item and the transformer's lease (pipeline-aws dynamodb.rs)" },
+    { service: "s3", type: "Gateway", reason: "stream processor: PUT raw/ and quarantine/ objects; transformer: GET raw/, PUT and DELETE processed/; auditor: list and HEAD raw/ (pipeline-aws s3.rs)" },
+    { service: "dynamodb", type: "Gateway", reason: "every function: the metadata item, the transformer's lease, the auditor's pending-index queries (pipeline-aws dynamodb.rs)" },
     { service: "secretsmanager", type: "Interface", reason: "transformer: GetSecretValue of the PII HMAC key, once per container (transformer main.rs)" },
+    { service: "lambda", type: "Interface", reason: "auditor: Invoke of the transformer to re-drive a stuck raw object, a few per run at most (auditor lib.rs)" },
 ];
 
 /**

@@ -20,6 +20,22 @@ export const EMF_METRICS = [
     "ColdStart",
 ] as const;
 
+/**
+ * The metrics the auditor emits per run (`services/auditor`, same namespace and dimension): what it
+ * found stuck and why, what it re-drove, how many `raw/` objects it listed.
+ */
+export const AUDITOR_EMF_METRICS = [
+    "StuckObjects",
+    "StuckNotProcessed",
+    "StuckNoItem",
+    "OrphanObjects",
+    "Redriven",
+    "RawObjectsListed",
+    "InvocationsFailed",
+    "DurationMs",
+    "ColdStart",
+] as const;
+
 /** Where each alarm's runbook lives; the alarm description points there. */
 export const RUNBOOK = "docs/operations.md";
 
@@ -27,7 +43,7 @@ export interface ObservabilityArgs {
     ctx: Context;
     kmsKeyArn: pulumi.Input<string>;
     streamName: pulumi.Input<string>;
-    functionNames: { streamProcessor: pulumi.Input<string>; transformer: pulumi.Input<string> };
+    functionNames: { streamProcessor: pulumi.Input<string>; transformer: pulumi.Input<string>; auditor: pulumi.Input<string> };
     queueNames: { streamDlq: pulumi.Input<string>; transformDlq: pulumi.Input<string> };
 }
 
@@ -133,6 +149,35 @@ export class Observability extends pulumi.ComponentResource {
             });
         }
 
+        // The auditor runs once a period and emits its metrics once a run: its alarms look at one
+        // period at a time.
+        const auditorPeriod = env.auditor.period_minutes * 60;
+        add("auditor-stuck-objects", {
+            name: alarm.auditorStuckObjects,
+            alarmDescription: `auditor: raw objects are not processed ${env.storage.stuck_after_minutes} minutes after they were written (the auditor re-drives those that became stuck in its last two periods). Runbook: ${RUNBOOK}#stuck-raw-objects`,
+            comparisonOperator: "GreaterThanThreshold",
+            threshold: 0,
+            evaluationPeriods: 1,
+            namespace: EMF_NAMESPACE,
+            metricName: "StuckObjects",
+            dimensions: { [EMF_DIMENSION]: args.functionNames.auditor },
+            period: auditorPeriod,
+            statistic: "Maximum",
+        });
+        add("auditor-errors", {
+            name: alarm.auditorErrors,
+            alarmDescription: `auditor: runs failed in two periods in a row (${env.auditor.period_minutes} min each), so stuck objects are neither found nor re-driven. Runbook: ${RUNBOOK}#auditor-errors`,
+            comparisonOperator: "GreaterThanThreshold",
+            threshold: 0,
+            evaluationPeriods: 2,
+            datapointsToAlarm: 2,
+            namespace: "AWS/Lambda",
+            metricName: "Errors",
+            dimensions: { FunctionName: args.functionNames.auditor },
+            period: auditorPeriod,
+            statistic: "Sum",
+        });
+
         add("iterator-age", {
             name: alarm.iteratorAge,
             alarmDescription: `The oldest unread record of the stream is older than ${env.observability.iterator_age_alarm_seconds} s in 3 of 5 minutes. Runbook: ${RUNBOOK}#stream-iterator-age`,
@@ -170,8 +215,24 @@ export class Observability extends pulumi.ComponentResource {
             {
                 dashboardName: ctx.extra.dashboard,
                 dashboardBody: pulumi
-                    .all([args.streamName, args.functionNames.streamProcessor, args.functionNames.transformer, args.queueNames.streamDlq, args.queueNames.transformDlq])
-                    .apply(([stream, sp, tr, sdlq, tdlq]) => JSON.stringify(dashboardBody(ctx.region, { stream, functions: [sp, tr], queues: [sdlq, tdlq] }))),
+                    .all([
+                        args.streamName,
+                        args.functionNames.streamProcessor,
+                        args.functionNames.transformer,
+                        args.functionNames.auditor,
+                        args.queueNames.streamDlq,
+                        args.queueNames.transformDlq,
+                    ])
+                    .apply(([stream, sp, tr, au, sdlq, tdlq]) =>
+                        JSON.stringify(
+                            dashboardBody(ctx.region, {
+                                stream,
+                                functions: [sp, tr],
+                                auditor: { name: au, periodSeconds: auditorPeriod },
+                                queues: [sdlq, tdlq],
+                            }),
+                        ),
+                    ),
             },
             { parent: this },
         );
@@ -191,8 +252,15 @@ interface Widget {
     properties: Record<string, unknown>;
 }
 
-/** The dashboard: stream, functions, dead letter queues and the pipeline's own metrics. */
-export function dashboardBody(region: string, r: { stream: string; functions: string[]; queues: string[] }): { widgets: Widget[] } {
+/**
+ * The dashboard: stream, functions, dead letter queues and the pipeline's own metrics. `functions`
+ * are the two that move data; the auditor has the Lambda rows and a row of its own metrics, drawn
+ * at its schedule's period (one data point a run).
+ */
+export function dashboardBody(
+    region: string,
+    r: { stream: string; functions: string[]; auditor: { name: string; periodSeconds: number }; queues: string[] },
+): { widgets: Widget[] } {
     const widgets: Widget[] = [];
     let y = 0;
     const row = (cells: { title: string; metrics: MetricLine[]; stat?: string; period?: number; yAxis?: Record<string, unknown> }[]) => {
@@ -220,6 +288,9 @@ export function dashboardBody(region: string, r: { stream: string; functions: st
     };
     const perFunction = (namespace: string, metric: string, dimension: string, extra: Record<string, unknown> = {}): MetricLine[] =>
         r.functions.map((fn) => [namespace, metric, dimension, fn, { label: `${fn} ${metric}`, ...extra }]);
+    const lambdaFunctions = [...r.functions, r.auditor.name];
+    const perLambda = (metric: string, extra: Record<string, unknown> = {}): MetricLine[] =>
+        lambdaFunctions.map((fn) => ["AWS/Lambda", metric, "FunctionName", fn, { label: `${fn} ${metric}`, ...extra }]);
 
     widgets.push({
         type: "text",
@@ -228,7 +299,7 @@ export function dashboardBody(region: string, r: { stream: string; functions: st
         width: 24,
         height: 2,
         properties: {
-            markdown: `## ${r.stream}\nStream → stream processor → raw bucket → transformer → processed bucket. Alarms and runbooks: \`${RUNBOOK}\`.`,
+            markdown: `## ${r.stream}\nStream → stream processor → raw bucket → transformer → processed bucket; the auditor re-drives stuck raw objects. Alarms and runbooks: \`${RUNBOOK}\`.`,
         },
     });
     y += 2;
@@ -242,17 +313,17 @@ export function dashboardBody(region: string, r: { stream: string; functions: st
         },
     ]);
     row([
-        { title: "Functions: invocations", metrics: perFunction("AWS/Lambda", "Invocations", "FunctionName") },
-        { title: "Functions: errors", metrics: perFunction("AWS/Lambda", "Errors", "FunctionName") },
-        { title: "Functions: throttles", metrics: perFunction("AWS/Lambda", "Throttles", "FunctionName") },
+        { title: "Functions: invocations", metrics: perLambda("Invocations") },
+        { title: "Functions: errors", metrics: perLambda("Errors") },
+        { title: "Functions: throttles", metrics: perLambda("Throttles") },
     ]);
     row([
         {
             title: "Functions: duration p50 / p99 (ms)",
             stat: "p50",
             metrics: [
-                ...perFunction("AWS/Lambda", "Duration", "FunctionName", { stat: "p50" }),
-                ...r.functions.map((fn) => ["AWS/Lambda", "Duration", "FunctionName", fn, { stat: "p99", label: `${fn} Duration p99` }]),
+                ...perLambda("Duration", { stat: "p50" }),
+                ...lambdaFunctions.map((fn) => ["AWS/Lambda", "Duration", "FunctionName", fn, { stat: "p99", label: `${fn} Duration p99` }]),
             ],
         },
         {
@@ -282,6 +353,27 @@ export function dashboardBody(region: string, r: { stream: string; functions: st
             metrics: emf("DurationMs", { stat: "p99" }),
         },
         { title: "Pipeline: cold starts", metrics: emf("ColdStart") },
+    ]);
+    const au = r.auditor.name;
+    const auditor = (metric: string): MetricLine => [EMF_NAMESPACE, metric, EMF_DIMENSION, au, { label: metric }];
+    row([
+        {
+            title: "Auditor: stuck objects (alarm above 0)",
+            stat: "Maximum",
+            period: r.auditor.periodSeconds,
+            metrics: ["StuckObjects", "StuckNotProcessed", "StuckNoItem", "OrphanObjects"].map(auditor),
+        },
+        {
+            title: "Auditor: re-driven, listed, failed runs",
+            period: r.auditor.periodSeconds,
+            metrics: ["Redriven", "RawObjectsListed", "InvocationsFailed"].map(auditor),
+        },
+        {
+            title: "Auditor: run duration (ms), cold starts",
+            stat: "Maximum",
+            period: r.auditor.periodSeconds,
+            metrics: [auditor("DurationMs"), [EMF_NAMESPACE, "ColdStart", EMF_DIMENSION, au, { label: "ColdStart", stat: "Sum", yAxis: "right" }]],
+        },
     ]);
     return { widgets };
 }

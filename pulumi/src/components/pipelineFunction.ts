@@ -25,6 +25,12 @@ export interface PipelineFunctionArgs {
     environment: Record<string, pulumi.Input<string>>;
     /** The function's own permissions; logs, tracing, KMS and VPC statements are added here. */
     statements: Statement[];
+    /**
+     * What the function's requests ask of the pipeline key through the services that encrypt with
+     * it (SSE-KMS objects, the stream, the queues, the secret): the `UsePipelineKey` statement,
+     * left out when empty. Default `kms:Decrypt` and `kms:GenerateDataKey`.
+     */
+    keyActions?: readonly string[];
     network?: FunctionNetwork;
 }
 
@@ -67,14 +73,10 @@ export function pipelineFunction(name: string, args: PipelineFunctionArgs, paren
         opts,
     );
 
+    const keyActions = args.keyActions ?? ["kms:Decrypt", "kms:GenerateDataKey"];
     const statements: Statement[] = [
         ...args.statements,
-        {
-            Sid: "UsePipelineKey",
-            Effect: "Allow",
-            Action: ["kms:Decrypt", "kms:GenerateDataKey"],
-            Resource: args.kmsKeyArn,
-        },
+        ...(keyActions.length > 0 ? [{ Sid: "UsePipelineKey", Effect: "Allow" as const, Action: [...keyActions], Resource: args.kmsKeyArn }] : []),
         {
             Sid: "WriteOwnLogs",
             Effect: "Allow",

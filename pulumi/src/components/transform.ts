@@ -69,6 +69,9 @@ export class Transform extends pulumi.ComponentResource {
                     // A run cannot outlive the function's timeout: a crashed run's lease on a raw
                     // object expires soon after, before the async retries are used up.
                     LEASE_SECONDS: String(env.transformer.timeout_seconds + 5),
+                    // Recorded with every processed object: `cargo xtask replay` re-transforms
+                    // only what another artifact produced.
+                    TRANSFORM_VERSION: args.artifact.sha256,
                 },
                 statements: [
                     {

@@ -87,6 +87,16 @@ impl Settings {
     }
 }
 
+/// The time a run audits as of: the `time` of the EventBridge scheduled event that started it
+/// (so a run EventBridge retries late still covers its own slot of the schedule), or `None`
+/// for an invocation without one (a manual `{}`), which audits as of the clock.
+pub fn scheduled_time(event: &Value) -> Option<DateTime<Utc>> {
+    let time = event.get("time")?.as_str()?;
+    DateTime::parse_from_rfc3339(time)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 /// Sends the transformer a notification: an asynchronous invocation, so its retries and
 /// on-failure destination apply as to S3's own notifications.
 pub trait Redrive: Send + Sync {
@@ -192,7 +202,7 @@ impl Report {
             .count("RawObjectsListed", self.listed)
             .count("ColdStart", u64::from(cold_start))
             .add(
-                "Duration",
+                "DurationMs",
                 started.elapsed().as_secs_f64() * 1000.0,
                 Unit::Milliseconds,
             );

@@ -24,9 +24,8 @@ async fn main() -> Result<(), Error> {
     let (handler, cold, function) = (&handler, &cold, settings.function_name.as_str());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let started = Instant::now();
-        let result = handler
-            .audit(chrono::Utc::now(), &event.context.request_id)
-            .await;
+        let now = auditor::scheduled_time(&event.payload).unwrap_or_else(chrono::Utc::now);
+        let result = handler.audit(now, &event.context.request_id).await;
         let cold_start = cold.swap(false, Ordering::Relaxed);
         // A failed run reports no findings: a zero would read as "nothing stuck".
         let mut metrics = match &result {

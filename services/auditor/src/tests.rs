@@ -105,6 +105,7 @@ fn world(fail: &[&str]) -> World {
             function_name: "tf".into(),
             item_wait: std::time::Duration::from_millis(20),
             lease: std::time::Duration::from_secs(60),
+            version: "v1".into(),
         },
     );
     let sent = Sent {
@@ -316,4 +317,18 @@ fn settings_come_from_the_environment() {
     })
     .unwrap_err();
     assert!(err.to_string().contains("STUCK_AFTER_MINUTES"), "{err}");
+}
+
+#[test]
+fn a_scheduled_event_sets_the_time_a_run_audits_as_of() {
+    let event: Value = serde_json::from_str(
+        r#"{"version":"0","id":"53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa","detail-type":"Scheduled Event",
+            "source":"aws.events","account":"123456789012","time":"2026-11-25T10:20:00Z",
+            "region":"eu-west-1","resources":["arn:aws:events:eu-west-1:123456789012:rule/eventpipe-dev-auditor-schedule"],
+            "detail":{}}"#,
+    )
+    .unwrap();
+    assert_eq!(scheduled_time(&event), Some(at("2026-11-25T10:20:00Z")));
+    assert_eq!(scheduled_time(&serde_json::json!({})), None);
+    assert_eq!(scheduled_time(&serde_json::json!({"time": "soon"})), None);
 }

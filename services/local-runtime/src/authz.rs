@@ -125,6 +125,7 @@ pub struct Model {
 pub mod principal {
     pub const STREAM_PROCESSOR: &str = "stream-processor";
     pub const TRANSFORMER: &str = "transformer";
+    pub const AUDITOR: &str = "auditor";
     pub const PRODUCER: &str = "producer";
     pub const OPERATOR: &str = "operator";
 }
@@ -246,6 +247,7 @@ mod tests {
             for id in [
                 principal::STREAM_PROCESSOR,
                 principal::TRANSFORMER,
+                principal::AUDITOR,
                 principal::PRODUCER,
                 principal::OPERATOR,
             ] {

@@ -13,6 +13,7 @@ pub mod provision;
 pub mod queue;
 pub mod reconcile;
 pub mod redrive;
+pub mod replay;
 pub mod runtime;
 pub mod smoke;
 
@@ -40,6 +41,8 @@ pub enum Error {
     },
     #[error("reconciliation: {0}")]
     Reconcile(String),
+    #[error("replay: {0}")]
+    Replay(String),
     #[error("event-source mapping lease: {0}")]
     Lease(String),
 }

@@ -1,6 +1,6 @@
 //! Creates the local stack from the environment file, idempotently: stream, buckets, table, DLQs,
-//! alarm topic, HMAC secret, both functions from the packaged zips, the S3 notification with the
-//! transformer's async-invoke settings, and alarms. Every call goes through the official SDKs.
+//! alarm topic, HMAC secret, the three functions from the packaged zips, the S3 notification with
+//! the transformer's async-invoke settings, the auditor's EventBridge schedule, and alarms. Every call goes through the official SDKs.
 //!
 //! With an authorisation model (`authz`, rendered from the Pulumi program), it also creates what
 //! the emulator enforces, as the program declares it: the customer managed key and its key
@@ -48,6 +48,10 @@ pub struct Stack {
     pub stream_processor_arn: String,
     pub transformer: String,
     pub transformer_arn: String,
+    pub auditor: String,
+    pub auditor_arn: String,
+    /// The EventBridge rule that runs the auditor on its schedule.
+    pub audit_schedule_rule: String,
     pub stream_dlq_url: String,
     pub stream_dlq_arn: String,
     pub transform_dlq_url: String,
@@ -76,6 +80,10 @@ pub fn expressed_settings(env: &Environment, account_id: &str) -> Value {
         "transformerAsync": {
             "maximumRetryAttempts": env.transformer_async.maximum_retry_attempts,
             "maximumEventAgeInSeconds": env.transformer_async.maximum_event_age_seconds,
+        },
+        "auditorSchedule": {
+            "ruleName": pipeline_config::Auditor::schedule_rule(&env.names(account_id).auditor),
+            "scheduleExpression": env.auditor.schedule_expression(),
         },
         "metadataTable": {
             "hashKey": metadata::HASH_KEY,
@@ -115,7 +123,8 @@ fn exists<E: ProvideErrorMetadata>(e: &E) -> bool {
     )
 }
 
-/// Provisions everything; `packages` holds `stream-processor.zip` and `transformer.zip`. With a
+/// Provisions everything; `packages` holds `stream-processor.zip`, `transformer.zip` and
+/// `auditor.zip`. With a
 /// model, returns the role ARN of each principal it declares.
 pub async fn provision(
     clients: &Clients,
@@ -463,6 +472,11 @@ pub async fn provision(
             // The emulator delivers notifications fast: a short wait for the metadata item keeps
             // failures (and their async retries) quick.
             ("ITEM_WAIT_MS", "3000".to_owned()),
+            // As the Pulumi program does: the version is the artifact's SHA-256.
+            (
+                "TRANSFORM_VERSION",
+                zip_sha256(&packages.join("transformer.zip"))?,
+            ),
         ]);
         v.insert(
             "AWS_LAMBDA_LOG_GROUP_NAME".into(),
@@ -549,7 +563,85 @@ pub async fn provision(
         .await
         .map_err(|e| sdk("PutBucketNotificationConfiguration", e.into_service_error()))?;
 
-    // Alarms: any message in a dead-letter queue, any function error.
+    // The auditor, and the EventBridge rule that runs it (the emulator fires `rate()` rules).
+    let auditor_env = HashMap::from([
+        ("RAW_BUCKET".to_owned(), names.raw_bucket.clone()),
+        ("METADATA_TABLE".to_owned(), names.metadata_table.clone()),
+        ("TRANSFORMER_FUNCTION".to_owned(), names.transformer.clone()),
+        (
+            "STUCK_AFTER_MINUTES".to_owned(),
+            env.storage.stuck_after_minutes.to_string(),
+        ),
+        (
+            "AUDIT_PERIOD_MINUTES".to_owned(),
+            env.auditor.period_minutes.to_string(),
+        ),
+        (
+            "LOOKBACK_HOURS".to_owned(),
+            env.auditor.lookback_hours.to_string(),
+        ),
+        ("PIPELINE_ENV".to_owned(), env.name.clone()),
+        ("RUST_LOG".to_owned(), env.auditor.log_level.clone()),
+        (
+            "AWS_LAMBDA_LOG_GROUP_NAME".to_owned(),
+            format!("/aws/lambda/{}", names.auditor),
+        ),
+    ]);
+    let auditor_arn = function(
+        clients,
+        &names.auditor,
+        role_of(crate::authz::principal::AUDITOR)?,
+        &packages.join("auditor.zip"),
+        &env.auditor.function(),
+        auditor_env,
+    )
+    .await?;
+    let audit_schedule_rule = pipeline_config::Auditor::schedule_rule(&names.auditor);
+    let rule_arn = clients
+        .events
+        .put_rule()
+        .name(&audit_schedule_rule)
+        .schedule_expression(env.auditor.schedule_expression())
+        .state(aws_sdk_eventbridge::types::RuleState::Enabled)
+        .description("Runs the auditor: stuck raw objects are re-driven to the transformer")
+        .send()
+        .await
+        .map_err(|e| sdk("PutRule", e.into_service_error()))?
+        .rule_arn
+        .unwrap_or_else(|| {
+            format!("arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{audit_schedule_rule}")
+        });
+    let target = aws_sdk_eventbridge::types::Target::builder()
+        .id("auditor")
+        .arn(&auditor_arn)
+        .build()
+        .map_err(|e| Error::Provision(e.to_string()))?;
+    let put = clients
+        .events
+        .put_targets()
+        .rule(&audit_schedule_rule)
+        .targets(target)
+        .send()
+        .await
+        .map_err(|e| sdk("PutTargets", e.into_service_error()))?;
+    if put.failed_entry_count() > 0 {
+        return Err(Error::Provision(format!(
+            "PutTargets of {audit_schedule_rule}: {:?}",
+            put.failed_entries()
+        )));
+    }
+    let _ = clients
+        .lambda
+        .add_permission()
+        .function_name(&names.auditor)
+        .statement_id("eventbridge-schedule")
+        .action("lambda:InvokeFunction")
+        .principal("events.amazonaws.com")
+        .source_arn(&rule_arn)
+        .send()
+        .await;
+
+    // Alarms: any message in a dead-letter queue, any function error, any stuck raw object.
     for queue in [&names.stream_dlq, &names.transform_dlq] {
         alarm(
             clients,
@@ -562,7 +654,7 @@ pub async fn provision(
         )
         .await?;
     }
-    for function in [&names.stream_processor, &names.transformer] {
+    for function in [&names.stream_processor, &names.transformer, &names.auditor] {
         alarm(
             clients,
             &format!("{function}-errors"),
@@ -574,6 +666,17 @@ pub async fn provision(
         )
         .await?;
     }
+
+    alarm(
+        clients,
+        &format!("{}-stuck-objects", names.auditor),
+        pipeline_aws::emf::NAMESPACE,
+        "StuckObjects",
+        "Function",
+        &names.auditor,
+        &alarm_topic_arn,
+    )
+    .await?;
 
     let stack = Stack {
         environment: env.name.clone(),
@@ -587,6 +690,9 @@ pub async fn provision(
         stream_processor_arn,
         transformer: names.transformer,
         transformer_arn,
+        auditor: names.auditor,
+        auditor_arn,
+        audit_schedule_rule,
         stream_dlq_url,
         stream_dlq_arn,
         transform_dlq_url,
@@ -894,6 +1000,18 @@ async fn function(
     } else {
         arn
     })
+}
+
+/// The lower-case hex SHA-256 of a packaged zip: what a function's artifact digest is.
+fn zip_sha256(zip: &Path) -> Result<String, Error> {
+    use sha2::Digest;
+    let bytes = std::fs::read(zip).map_err(|e| {
+        Error::Provision(format!(
+            "reading {}: {e}; build the zips with `cargo xtask package`",
+            zip.display()
+        ))
+    })?;
+    Ok(hex::encode(sha2::Sha256::digest(&bytes)))
 }
 
 async fn wait_function(clients: &Clients, name: &str) -> Result<(), Error> {

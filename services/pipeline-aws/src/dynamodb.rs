@@ -279,7 +279,7 @@ impl MetadataStore for DynamoStore {
                 "SET #status = :processed, processed_sha256 = :sha, output_generation = :generation, \
                  output_pages = :pages, output_count = :count, processed_rows = :rows, \
                  duplicates = :dups, processed_at = :at, processed_correlation_id = :correlation, \
-                 processed_sequencer = :sequencer \
+                 processed_sequencer = :sequencer, processed_version = :version \
                  REMOVE #pending, lease_owner, lease_until, #outputs, written_outputs",
             )
             .condition_expression(format!(
@@ -298,6 +298,7 @@ impl MetadataStore for DynamoStore {
             .expression_attribute_values(":rows", n(u.rows))
             .expression_attribute_values(":dups", n(u.duplicates))
             .expression_attribute_values(":at", s(&u.processed_at))
+            .expression_attribute_values(":version", s(&u.version))
             .expression_attribute_values(":correlation", s(&u.correlation_id));
         req = req.expression_attribute_values(
             ":sequencer",
@@ -563,6 +564,7 @@ fn to_item(m: &HashMap<String, AttributeValue>) -> MetadataItem {
         status: str_of("status").unwrap_or_default(),
         raw_sha256: str_of("raw_sha256"),
         processed_sha256: str_of("processed_sha256"),
+        processed_version: str_of("processed_version"),
         outputs,
         legacy_outputs,
         valid_records: num_of("valid_records").unwrap_or(0),

@@ -267,6 +267,7 @@ struct Item {
     /// `expires_at` set by a lease on an item the stream processor has not written.
     lease_expires_at: Option<i64>,
     processed_sha256: Option<String>,
+    processed_version: Option<String>,
     rows: Option<u64>,
     duplicates: Option<u64>,
     processed_at: Option<String>,
@@ -328,6 +329,9 @@ impl Item {
         }
         if let Some(s) = &self.processed_sha256 {
             a.push(("processed_sha256", V::S(s)));
+        }
+        if let Some(v) = &self.processed_version {
+            a.push(("processed_version", V::S(v)));
         }
         if let Some(o) = &self.outputs {
             a.push(("output_generation", V::number(o.generation)));
@@ -551,6 +555,7 @@ fn to_item(key: &str, i: &Item) -> MetadataItem {
         status: i.status.clone(),
         raw_sha256: i.raw.as_ref().map(|r| r.raw_sha256.clone()),
         processed_sha256: i.processed_sha256.clone(),
+        processed_version: i.processed_version.clone(),
         outputs: i.outputs,
         legacy_outputs: i.legacy_outputs.clone(),
         valid_records: i.raw.as_ref().map_or(0, |r| r.valid_records),
@@ -637,6 +642,7 @@ impl MetadataStore for MemoryMetadataStore {
                 item.status = STATUS_PROCESSED.to_owned();
                 item.pending = false;
                 item.processed_sha256 = Some(u.raw_sha256.clone());
+                item.processed_version = Some(u.version.clone());
                 item.outputs = Some(u.outputs);
                 item.legacy_outputs.clear();
                 item.rows = Some(u.rows);

@@ -4,6 +4,16 @@
 
 use serde_json::{Value, json};
 
+/// The member of a transformer invocation's payload that marks a replay (`cargo xtask replay`):
+/// an `ObjectCreated` notification with `"replay": true` beside its `Records`. The transformer then
+/// re-transforms an object unless its own version processed the object's current content.
+pub const REPLAY_MEMBER: &str = "replay";
+
+/// Whether a payload is a replay's.
+pub fn is_replay(payload: &Value) -> bool {
+    payload.get(REPLAY_MEMBER).and_then(Value::as_bool) == Some(true)
+}
+
 /// One object of a notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreatedObject<'a> {

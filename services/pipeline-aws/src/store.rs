@@ -162,6 +162,8 @@ pub struct ProcessedUpdate {
     pub sequencer: Option<String>,
     pub processed_at: String,
     pub correlation_id: String,
+    /// The transformer's version that produced the outputs.
+    pub version: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +201,9 @@ pub struct MetadataItem {
     pub status: String,
     pub raw_sha256: Option<String>,
     pub processed_sha256: Option<String>,
+    /// The transformer's version that processed it (absent on items processed before versions
+    /// were recorded).
+    pub processed_version: Option<String>,
     /// The output set the item refers to: every output key of the raw object that may exist.
     /// Exactly the outputs of `processed_sha256` once processed; a superset while a run is under
     /// way or after one died.

@@ -142,6 +142,31 @@ pub struct Auditor {
     pub lookback_hours: u32,
 }
 
+impl Auditor {
+    /// The function's settings, as for the other functions.
+    pub fn function(&self) -> Function {
+        Function {
+            memory_mb: self.memory_mb,
+            timeout_seconds: self.timeout_seconds,
+            reserved_concurrency: self.reserved_concurrency,
+            log_level: self.log_level.clone(),
+        }
+    }
+
+    /// The EventBridge schedule that runs it: `rate(1 minute)`, `rate(5 minutes)`.
+    pub fn schedule_expression(&self) -> String {
+        match self.period_minutes {
+            1 => "rate(1 minute)".to_owned(),
+            n => format!("rate({n} minutes)"),
+        }
+    }
+
+    /// The name of the EventBridge rule that runs the auditor named `function`.
+    pub fn schedule_rule(function: &str) -> String {
+        format!("{function}-schedule")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Storage {
@@ -506,6 +531,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field `cron`"), "{err}");
+    }
+
+    #[test]
+    fn the_auditors_schedule_is_an_eventbridge_rate() {
+        let text = std::fs::read_to_string(environments_dir().join("dev.toml")).unwrap();
+        let mut env: Environment = toml::from_str(&text).unwrap();
+        env.auditor.period_minutes = 1;
+        assert_eq!(env.auditor.schedule_expression(), "rate(1 minute)");
+        env.auditor.period_minutes = 5;
+        assert_eq!(env.auditor.schedule_expression(), "rate(5 minutes)");
+        assert_eq!(env.auditor.function().memory_mb, env.auditor.memory_mb);
+        assert_eq!(
+            Auditor::schedule_rule("eventpipe-dev-auditor"),
+            "eventpipe-dev-auditor-schedule"
+        );
     }
 
     #[test]

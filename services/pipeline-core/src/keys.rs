@@ -93,6 +93,35 @@ pub fn parse_raw_key(key: &str) -> Option<RawKey<'_>> {
     })
 }
 
+/// `raw/dt=YYYY-MM-DD/hour=HH/`: the prefix of the raw objects whose first record arrived in the
+/// hour of `t`.
+pub fn raw_hour_prefix(t: DateTime<Utc>) -> String {
+    format!(
+        "{RAW_PREFIX}dt={}/hour={}/",
+        t.format("%Y-%m-%d"),
+        t.format("%H")
+    )
+}
+
+/// The raw hour prefixes from the hour of `from` up to, not including, the hour of `to`, oldest
+/// first (none when `to` is not after `from`'s hour).
+pub fn raw_hour_range(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<String> {
+    let hour = |t: DateTime<Utc>| {
+        t.date_naive()
+            .and_hms_opt(t.hour(), 0, 0)
+            .map(|n| n.and_utc())
+    };
+    let (Some(mut t), Some(end)) = (hour(from), hour(to)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    while t < end {
+        out.push(raw_hour_prefix(t));
+        t += chrono::Duration::hours(1);
+    }
+    out
+}
+
 /// What S3 leaves as it is in a notification's key: unreserved characters, `/`, and the space
 /// (which becomes `+`).
 const S3_KEY_KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -123,6 +152,34 @@ pub fn decode_s3_key(key: &str) -> Result<String, std::str::Utf8Error> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn an_hour_range_lists_each_hour_from_the_first_up_to_the_last() {
+        let t = |d: u32, h: u32, m: u32| Utc.with_ymd_and_hms(2026, 11, d, h, m, 0).unwrap();
+        assert_eq!(
+            raw_hour_range(
+                t(30, 22, 30),
+                Utc.with_ymd_and_hms(2026, 12, 1, 1, 0, 0).unwrap()
+            ),
+            [
+                "raw/dt=2026-11-30/hour=22/",
+                "raw/dt=2026-11-30/hour=23/",
+                "raw/dt=2026-12-01/hour=00/",
+            ]
+        );
+        assert_eq!(
+            raw_hour_range(t(30, 0, 0), t(30, 0, 59)),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            raw_hour_range(t(30, 6, 0), t(30, 0, 0)),
+            Vec::<String>::new()
+        );
+        assert_eq!(raw_hour_prefix(t(30, 6, 59)), "raw/dt=2026-11-30/hour=06/");
+        // Every raw key of an hour falls under that hour's prefix.
+        let key = raw_key("shardId-000000000000", "49", t(30, 6, 59));
+        assert!(key.starts_with(&raw_hour_prefix(t(30, 6, 0))), "{key}");
+    }
 
     #[test]
     fn keys_are_encoded_as_s3_notifications_carry_them() {

@@ -5,6 +5,7 @@
 //! per-record problem is a value ([`Rejection`]) rather than a panic or an early return.
 
 pub mod audit;
+pub mod backfill;
 pub mod event;
 pub mod ingest;
 pub mod keys;

@@ -1,5 +1,5 @@
 use std::collections::HashMap;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,7 +33,9 @@ struct Args {
     /// How many events to send.
     #[arg(long)]
     count: Option<u64>,
-    /// Send the lines of this JSON-lines file instead of synthetic events.
+    /// Send the records of this file, or of every file under this directory, instead of
+    /// synthetic events: JSON lines, plain or gzip, of events, or of the raw and quarantine lines
+    /// the pipeline writes (a backfill; see `pipeline_core::backfill`).
     #[arg(long)]
     from_file: Option<PathBuf>,
     /// Pack events into KPL aggregated records.
@@ -77,6 +79,11 @@ enum Error {
         path: String,
         source: std::io::Error,
     },
+    #[error("{path}: {source}")]
+    Backfill {
+        path: String,
+        source: pipeline_core::backfill::BackfillError,
+    },
     #[error(transparent)]
     Config(#[from] pipeline_config::ConfigError),
     #[error("{0} events were permanently lost (see the summary)")]
@@ -116,6 +123,35 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// `path` if it is a file, else every file under it, in name order (hidden files skipped).
+fn files_under(path: &std::path::Path) -> Result<Vec<PathBuf>, Error> {
+    let io = |p: &std::path::Path| {
+        let p = p.display().to_string();
+        move |source| Error::Io { path: p, source }
+    };
+    if !std::fs::metadata(path).map_err(io(path))?.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut out = Vec::new();
+    let mut dirs = vec![path.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
+            let entry = entry.map_err(io(&dir))?;
+            let p = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if entry.file_type().map_err(io(&p))?.is_dir() {
+                dirs.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Where events come from.
 enum Source {
     Synthetic(Box<Generator>),
@@ -138,18 +174,25 @@ async fn run(args: Args) -> Result<(), Error> {
     };
     let mut source = match &args.from_file {
         Some(path) => {
-            let file = std::fs::File::open(path).map_err(|source| Error::Io {
-                path: path.display().to_string(),
-                source,
-            })?;
             let mut lines = Vec::new();
-            for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-                let line = line.map_err(|source| Error::Io {
-                    path: path.display().to_string(),
+            for file in files_under(path)? {
+                let io = |source| Error::Io {
+                    path: file.display().to_string(),
                     source,
+                };
+                let body = std::fs::read(&file).map_err(io)?;
+                let records = pipeline_core::backfill::resend_records(&body).map_err(|source| {
+                    Error::Backfill {
+                        path: file.display().to_string(),
+                        source,
+                    }
                 })?;
-                if !line.trim().is_empty() {
-                    lines.push((format!("line-{i}"), line.into_bytes()));
+                let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+                for r in records {
+                    let key = r.partition_key.unwrap_or_else(|| {
+                        format!("{}-line-{}", name.as_deref().unwrap_or("file"), r.line)
+                    });
+                    lines.push((key, r.data));
                 }
             }
             Source::File(lines.into_iter())

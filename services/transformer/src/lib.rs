@@ -87,6 +87,10 @@ pub struct Settings {
     /// How long a lease is held at most: a little longer than the function's timeout, so that a
     /// crashed run's lease expires before the platform's retries are used up.
     pub lease: Duration,
+    /// The transformer's version (the deployed artifact's SHA-256, `TRANSFORM_VERSION`): recorded
+    /// with every processed object, so that a replay re-transforms only what an earlier version
+    /// produced.
+    pub version: String,
 }
 
 impl Settings {
@@ -100,6 +104,7 @@ impl Settings {
             function_name: env.or("AWS_LAMBDA_FUNCTION_NAME", "transformer"),
             item_wait: Duration::from_millis(env.number("ITEM_WAIT_MS", 10_000, "milliseconds")?),
             lease: Duration::from_secs(env.number("LEASE_SECONDS", 905, "seconds")?),
+            version: env.required("TRANSFORM_VERSION")?,
         })
     }
 }
@@ -172,6 +177,7 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
             return Ok(report);
         }
         let event: S3Event = serde_json::from_value(payload.clone()).map_err(Error::BadEvent)?;
+        let replay = pipeline_aws::notification::is_replay(payload);
         for record in &event.records {
             let name = record.event_name.as_deref().unwrap_or_default();
             let bucket = record.s3.bucket.name.as_deref().unwrap_or_default();
@@ -189,11 +195,12 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                 }
             } else {
                 match self
-                    .process(
+                    .process_as(
                         bucket,
                         &key,
                         record.s3.object.sequencer.as_deref(),
                         correlation_id,
+                        replay,
                     )
                     .await
                 {
@@ -234,7 +241,22 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
         sequencer: Option<&str>,
         owner: &str,
     ) -> Result<Outcome, Error> {
-        let result = self.process_passes(bucket, key, sequencer, owner).await;
+        self.process_as(bucket, key, sequencer, owner, false).await
+    }
+
+    /// [`Self::process`]; a `replay` also re-transforms content that is processed already, unless
+    /// this version of the transformer processed it.
+    pub async fn process_as(
+        &self,
+        bucket: &str,
+        key: &str,
+        sequencer: Option<&str>,
+        owner: &str,
+        replay: bool,
+    ) -> Result<Outcome, Error> {
+        let result = self
+            .process_passes(bucket, key, sequencer, owner, replay)
+            .await;
         if result.is_err() {
             // Best effort: an unreleased lease expires by itself.
             let _ = self.metadata.release_lease(key, owner).await;
@@ -259,6 +281,7 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
         key: &str,
         sequencer: Option<&str>,
         owner: &str,
+        replay: bool,
     ) -> Result<Outcome, Error> {
         let transform_error = |source| Error::Transform {
             bucket: bucket.to_owned(),
@@ -308,7 +331,9 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                     }
                 }
             };
-            if pass == 0 && item.processed_sha256.as_deref() == Some(sha.as_str()) {
+            let current = item.processed_sha256.as_deref() == Some(sha.as_str())
+                && (!replay || item.processed_version.as_deref() == Some(&self.settings.version));
+            if pass == 0 && current {
                 return Ok(Outcome::Duplicate {
                     key: key.to_owned(),
                 });
@@ -408,6 +433,7 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                 sequencer: sequencer.map(str::to_owned),
                 processed_at: fmt_time(Utc::now()),
                 correlation_id: owner.to_owned(),
+                version: self.settings.version.clone(),
             };
             match self.metadata.mark_processed(&update).await? {
                 MarkOutcome::Marked => {

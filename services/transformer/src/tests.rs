@@ -43,6 +43,7 @@ fn settings() -> Settings {
         function_name: "tf".into(),
         item_wait: Duration::from_millis(50),
         lease: Duration::from_secs(60),
+        version: "v1".into(),
     }
 }
 
@@ -785,5 +786,57 @@ fn a_raw_object_spanning_2000_partitions_is_processed_completely_and_again_when_
     process(&second, "tf-wide-2", 2000);
     // A duplicate notification finds it done.
     let report = block_on(w.tf.handle(&notification(&second), "tf-wide-3")).unwrap();
+    assert!(matches!(report.outcomes[0], Outcome::Duplicate { .. }));
+}
+
+#[test]
+fn a_replay_re_transforms_what_an_earlier_version_processed_and_skips_its_own() {
+    let w = world();
+    let (_, notices) = ingest_fixture(&w, "kinesis-event-mixed.json");
+    let plain = notification(&notices[0]);
+    let mut replay = plain.clone();
+    replay[pipeline_aws::notification::REPLAY_MEMBER] = Value::Bool(true);
+    assert!(
+        pipeline_aws::notification::is_replay(&replay)
+            && !pipeline_aws::notification::is_replay(&plain)
+    );
+
+    // Version 1 processes it; a replay by version 1 changes nothing.
+    block_on(w.tf.handle(&plain, "v1-run")).unwrap();
+    let first = w.metadata.all();
+    assert_eq!(first[0].processed_version.as_deref(), Some("v1"));
+    let outputs = w.objects.keys(PROCESSED, "processed/");
+    let report = block_on(w.tf.handle(&replay, "v1-replay")).unwrap();
+    assert!(matches!(report.outcomes[0], Outcome::Duplicate { .. }));
+    assert_eq!(w.metadata.all(), first);
+
+    // Version 2 (a fix deployed): a plain notification is still a duplicate, a replay re-transforms
+    // the object into exactly the same outputs, each record once, and records the new version.
+    let v2 = Transformer::new(
+        w.objects.clone(),
+        w.metadata.clone(),
+        pii(),
+        Settings {
+            version: "v2".into(),
+            ..settings()
+        },
+    );
+    let report = block_on(v2.handle(&plain, "v2-notification")).unwrap();
+    assert!(matches!(report.outcomes[0], Outcome::Duplicate { .. }));
+    let report = block_on(v2.handle(&replay, "v2-replay")).unwrap();
+    assert!(
+        matches!(report.outcomes[0], Outcome::Processed { rows: 5, .. }),
+        "{report:?}"
+    );
+    let items = w.metadata.all();
+    assert_eq!(items[0].processed_version.as_deref(), Some("v2"));
+    assert_eq!(items[0].status, STATUS_PROCESSED);
+    assert_eq!(w.objects.keys(PROCESSED, "processed/"), outputs);
+    assert_eq!(
+        processed_ids(&w),
+        ["kpl-mix-1", "kpl-mix-2", "kpl-mix-3", "mix-1", "mix-5"]
+    );
+    // And a second replay of version 2 is a duplicate: a replay can be resumed or repeated.
+    let report = block_on(v2.handle(&replay, "v2-replay-again")).unwrap();
     assert!(matches!(report.outcomes[0], Outcome::Duplicate { .. }));
 }
