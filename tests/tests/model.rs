@@ -1,11 +1,13 @@
 //! The pipeline's central invariant, checked against a model of the platform.
 //!
 //! The real handlers run over in-memory stores that fail at random (before or after a write takes
-//! effect). Around them, a model of Lambda's Kinesis event-source mapping (partial batch failures
-//! with checkpointing at the lowest reported sequence number, function errors, bisection,
-//! `MaximumRetryAttempts`, the on-failure destination and a redrive) and of S3 → Lambda async
-//! invocation (duplicate and out-of-order notifications, retries, a dead-letter queue and a
-//! redrive). After quiescence:
+//! effect), behind the real Kinesis event-source mapping of the local stack (`local_runtime::esm`:
+//! batches, `ParallelizationFactor` lanes, partial batch failures with checkpointing at the lowest
+//! reported sequence number, function errors, bisection, `MaximumRetryAttempts` and the
+//! on-failure destination in AWS's format), invoking the stream processor in process and crashing
+//! it after its work at random; a redrive of every dead letter by its range; and a model of S3 →
+//! Lambda async invocation (duplicate and out-of-order notifications, retries, a dead-letter queue
+//! and a redrive). After quiescence:
 //! - every valid unit is in exactly one processed row (event ids are unique here);
 //! - every invalid unit is in exactly one quarantine line, with the expected reason;
 //! - every metadata item is `PROCESSED` and its output set lists exactly the processed objects of
@@ -18,12 +20,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
-use base64::Engine;
 use chrono::{DateTime, TimeZone, Utc};
+use local_runtime::esm;
 use pipeline_aws::memory::{Faults, MemoryMetadataStore, MemoryObjectStore, PutNotice};
 use pipeline_aws::read_output_set;
 use pipeline_aws::store::STATUS_PROCESSED;
 use pipeline_core::ingest::{QuarantineLine, gunzip};
+use pipeline_core::keys::seq_cmp;
 use pipeline_core::kpl::{self, SubRecord};
 use pipeline_core::parquet_io::read_rows;
 use pipeline_core::transform::Pseudonymizer;
@@ -72,6 +75,8 @@ fn rec() -> impl Strategy<Value = Rec> {
 #[derive(Debug, Clone)]
 struct Platform {
     batch_size: usize,
+    /// `ParallelizationFactor`: lanes of a shard by partition key.
+    parallelization: usize,
     max_retries: u32,
     bisect: bool,
     sp_fail_before: f64,
@@ -84,7 +89,7 @@ struct Platform {
 
 fn platform() -> impl Strategy<Value = Platform> {
     (
-        1usize..8,
+        (1usize..8, 1usize..4),
         0u32..3,
         any::<bool>(),
         0.0..0.25f64,
@@ -96,7 +101,7 @@ fn platform() -> impl Strategy<Value = Platform> {
     )
         .prop_map(
             |(
-                batch_size,
+                (batch_size, parallelization),
                 max_retries,
                 bisect,
                 sp_fail_before,
@@ -107,6 +112,7 @@ fn platform() -> impl Strategy<Value = Platform> {
                 seed,
             )| Platform {
                 batch_size,
+                parallelization,
                 max_retries,
                 bisect,
                 sp_fail_before,
@@ -200,26 +206,6 @@ fn build(records: &[Rec], shards: usize) -> (Vec<StreamRecord>, Expected) {
     (stream, expected)
 }
 
-fn kinesis_event(records: &[&StreamRecord]) -> KinesisEvent {
-    let records: Vec<Value> = records
-        .iter()
-        .map(|r| {
-            json!({
-                "kinesis": {
-                    "partitionKey": "pk",
-                    "sequenceNumber": r.seq,
-                    "approximateArrivalTimestamp": arrival().timestamp() as f64,
-                    "data": base64::engine::general_purpose::STANDARD.encode(&r.data),
-                    "kinesisSchemaVersion": "1.0",
-                },
-                "eventID": format!("{}:{}", r.shard, r.seq),
-                "eventSource": "aws:kinesis",
-            })
-        })
-        .collect();
-    serde_json::from_value(json!({ "Records": records })).unwrap()
-}
-
 fn s3_event(n: &PutNotice) -> Value {
     json!({"Records": [{
         "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "eu-west-1",
@@ -254,17 +240,9 @@ struct Model {
     metadata: MemoryMetadataStore,
     sp: StreamProcessor<MemoryObjectStore, MemoryMetadataStore>,
     tf: Transformer<MemoryObjectStore, MemoryMetadataStore>,
-    rt: tokio::runtime::Runtime,
     notifications: Vec<PutNotice>,
-    stream_dlq: Vec<Vec<usize>>,
     transform_dlq: Vec<PutNotice>,
     invocations: u64,
-}
-
-enum Invocation {
-    Ok,
-    Partial(String),
-    FunctionError,
 }
 
 impl Model {
@@ -301,10 +279,6 @@ impl Model {
                 version: "model".into(),
             },
         );
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
         Model {
             coin: Coin(p.seed | 1),
             p,
@@ -312,9 +286,7 @@ impl Model {
             metadata,
             sp,
             tf,
-            rt,
             notifications: Vec::new(),
-            stream_dlq: Vec::new(),
             transform_dlq: Vec::new(),
             invocations: 0,
         }
@@ -336,33 +308,21 @@ impl Model {
         ));
     }
 
-    fn invoke_sp(&mut self, stream: &[StreamRecord], batch: &[usize], faults: bool) -> Invocation {
+    /// One invocation of the stream processor with the mapping's event: its response, or `None`
+    /// when it crashed after doing its work (the response is lost, the mapping sees a function
+    /// error).
+    async fn invoke_sp(&mut self, payload: &[u8], faults: bool) -> Option<Vec<u8>> {
         self.invocations += 1;
         self.set_faults(faults);
-        let records: Vec<&StreamRecord> = batch.iter().map(|&i| &stream[i]).collect();
-        let event = kinesis_event(&records);
-        let (response, _) = self.rt.block_on(self.sp.handle(
-            &event,
-            &format!("sp-{}", self.invocations),
-            arrival(),
-        ));
+        let event: KinesisEvent =
+            serde_json::from_slice(payload).expect("the mapping sends a Kinesis event");
+        let id = format!("sp-{}", self.invocations);
+        let (response, _) = self.sp.handle(&event, &id, arrival()).await;
         self.collect_notices();
         if faults && self.coin.flip(self.p.sp_crash) {
-            return Invocation::FunctionError; // the work happened, the response was lost
+            return None;
         }
-        let ids: Vec<Option<String>> = response
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.clone())
-            .collect();
-        match ids
-            .iter()
-            .flatten()
-            .min_by_key(|s| s.parse::<u64>().unwrap_or(0))
-        {
-            None => Invocation::Ok,
-            Some(lowest) => Invocation::Partial(lowest.clone()),
-        }
+        Some(serde_json::to_vec(&response).unwrap())
     }
 
     fn collect_notices(&mut self) {
@@ -376,52 +336,8 @@ impl Model {
         }
     }
 
-    /// One shard through the event-source mapping, in order, one batch in flight.
-    fn run_shard(&mut self, stream: &[StreamRecord], indices: &[usize]) {
-        let mut pos = 0;
-        while pos < indices.len() {
-            let end = (pos + self.p.batch_size).min(indices.len());
-            let mut retries = 0;
-            let mut work = vec![(pos, end)];
-            while let Some((s, e)) = work.pop() {
-                match self.invoke_sp(stream, &indices[s..e], true) {
-                    Invocation::Ok => {}
-                    Invocation::Partial(lowest) => {
-                        let at = indices[s..e]
-                            .iter()
-                            .position(|&i| stream[i].seq == lowest)
-                            .expect("reported a sequence number of the batch");
-                        if retries >= self.p.max_retries {
-                            self.stream_dlq.push(indices[s + at..e].to_vec());
-                        } else {
-                            retries += 1;
-                            work.push((s + at, e));
-                        }
-                    }
-                    Invocation::FunctionError => {
-                        if self.p.bisect && e - s > 1 {
-                            let m = s + (e - s) / 2;
-                            work.push((m, e));
-                            work.push((s, m));
-                        } else if retries >= self.p.max_retries {
-                            self.stream_dlq.push(indices[s..e].to_vec());
-                        } else {
-                            retries += 1;
-                            work.push((s, e));
-                        }
-                    }
-                }
-                // Notifications are delivered while the stream is still being consumed.
-                if self.coin.flip(0.5) {
-                    self.deliver_some(true);
-                }
-            }
-            pos = end;
-        }
-    }
-
     /// Delivers queued notifications in random order, each with async retries (1 + 2 attempts).
-    fn deliver_some(&mut self, faults: bool) {
+    async fn deliver_some(&mut self, faults: bool) {
         let mut queue = std::mem::take(&mut self.notifications);
         // Shuffle: out-of-order delivery.
         for i in (1..queue.len()).rev() {
@@ -441,7 +357,7 @@ impl Model {
                     p / 2.0,
                 ));
                 let owner = format!("tf-{}-{attempt}", n.sequencer);
-                match self.rt.block_on(self.tf.handle(&s3_event(&n), &owner)) {
+                match self.tf.handle(&s3_event(&n), &owner).await {
                     Ok(_) => {
                         done = true;
                         break;
@@ -457,42 +373,210 @@ impl Model {
             }
         }
     }
+}
 
-    /// Quiescence: the on-failure destinations are redriven with the cause fixed.
-    fn quiesce(&mut self, stream: &[StreamRecord]) {
-        self.deliver_some(true);
-        for batch in std::mem::take(&mut self.stream_dlq) {
-            match self.invoke_sp(stream, &batch, false) {
-                Invocation::Ok => {}
-                _ => panic!("a redrive without faults must succeed"),
-            }
+/// The stream processor behind the real event-source mapping: invoked in process, over the
+/// failing stores; notifications are delivered while the stream is still being consumed.
+struct InProcess<'m> {
+    model: &'m tokio::sync::Mutex<Model>,
+}
+
+impl esm::Invoker for InProcess<'_> {
+    async fn invoke(&self, payload: Vec<u8>) -> Result<esm::Invocation, local_runtime::Error> {
+        let mut m = self.model.lock().await;
+        let response = m.invoke_sp(&payload, true).await;
+        if m.coin.flip(0.5) {
+            m.deliver_some(true).await;
         }
-        self.notifications
-            .extend(std::mem::take(&mut self.transform_dlq));
-        // Leases left by runs that died are time-bounded (zero-length here): an operator's redrive
-        // comes after they expire.
-        std::thread::sleep(Duration::from_millis(2));
-        self.deliver_some(false);
-        assert!(
-            self.transform_dlq.is_empty(),
-            "a transform redrive without faults must succeed"
-        );
-        // The checks read the stores (output pages) too: no fault of the last run may outlive it.
-        self.set_faults(false);
+        let request_id = format!("sp-{}", m.invocations);
+        Ok(match response {
+            Some(payload) => esm::Invocation {
+                request_id,
+                status_code: 200,
+                function_error: None,
+                payload,
+            },
+            None => esm::Invocation {
+                request_id,
+                status_code: 200,
+                function_error: Some("Unhandled".into()),
+                payload:
+                    br#"{"errorType":"Runtime.ExitError","errorMessage":"crashed after its work"}"#
+                        .to_vec(),
+            },
+        })
     }
+}
+
+/// The on-failure destination: the messages, in AWS's format, that a redrive reads.
+#[derive(Default)]
+struct Destination {
+    messages: std::sync::Mutex<Vec<String>>,
+}
+
+impl esm::FailureDestination for &Destination {
+    async fn send(&self, message: String) -> Result<(), local_runtime::Error> {
+        self.messages.lock().unwrap().push(message);
+        Ok(())
+    }
+}
+
+/// The mapping reads each shard's records at once.
+struct Shard(Vec<esm::Record>);
+
+impl esm::ShardReader for Shard {
+    async fn read(&mut self) -> Result<Vec<esm::Record>, local_runtime::Error> {
+        Ok(std::mem::take(&mut self.0))
+    }
+}
+
+fn partition_key(i: usize) -> String {
+    format!("pk-{}", i % 5)
+}
+
+fn mapping_settings(p: &Platform) -> esm::Settings {
+    esm::Settings {
+        batch_size: p.batch_size,
+        batching_window: Duration::ZERO,
+        starting_position: pipeline_config::StartingPosition::TrimHorizon,
+        starting_timestamp: None,
+        bisect_on_error: p.bisect,
+        maximum_retry_attempts: p.max_retries as i32,
+        maximum_record_age_seconds: -1,
+        report_batch_item_failures: true,
+        parallelization_factor: p.parallelization,
+        // The model's time does not pass.
+        retry_base: Duration::ZERO,
+        retry_cap: Duration::ZERO,
+    }
+}
+
+/// One shard through the real event-source mapping (`local_runtime::esm`): batches, lanes,
+/// partial failures, bisection, retries and the on-failure destination as it implements them.
+async fn run_shard(
+    model: &tokio::sync::Mutex<Model>,
+    destination: &Destination,
+    stream: &[StreamRecord],
+    shard: &str,
+) {
+    let p = model.lock().await.p.clone();
+    let records = stream
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.shard == shard)
+        .map(|(i, r)| esm::Record {
+            sequence_number: r.seq.clone(),
+            arrival: arrival(),
+            partition_key: partition_key(i),
+            data: r.data.clone(),
+        })
+        .collect();
+    let mut mapping = esm::ShardMapping::new(
+        shard.to_owned(),
+        STREAM_ARN.to_owned(),
+        "arn:aws:lambda:eu-west-1:000000000000:function:sp".to_owned(),
+        "eu-west-1".to_owned(),
+        mapping_settings(&p),
+        Shard(records),
+        InProcess { model },
+        destination,
+    );
+    let delivered = mapping.step(arrival).await.unwrap();
+    assert_eq!(mapping.pending(), 0);
+    assert!(delivered > 0 || stream.iter().all(|r| r.shard != shard));
+}
+
+const STREAM_ARN: &str = "arn:aws:kinesis:eu-west-1:000000000000:stream/model";
+
+/// Quiescence: the on-failure destinations are redriven with the cause fixed. A stream dead
+/// letter names its batch's range of one shard; with lanes, only the batch's lane of it.
+async fn quiesce(model: &mut Model, destination: &Destination, stream: &[StreamRecord]) {
+    model.deliver_some(true).await;
+    let lanes = model.p.parallelization;
+    let messages = std::mem::take(&mut *destination.messages.lock().unwrap());
+    for message in messages {
+        let m: Value = serde_json::from_str(&message).unwrap();
+        let info = &m["KinesisBatchInfo"];
+        let shard = info["shardId"].as_str().unwrap();
+        let (start, end) = (
+            info["startSequenceNumber"].as_str().unwrap(),
+            info["endSequenceNumber"].as_str().unwrap(),
+        );
+        let first = stream
+            .iter()
+            .position(|r| r.shard == shard && r.seq == start)
+            .expect("a dead letter names a record of the stream");
+        let lane = esm::lane(&partition_key(first), lanes);
+        let batch: Vec<esm::Record> = stream
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| {
+                r.shard == shard
+                    && seq_cmp(&r.seq, start).is_ge()
+                    && seq_cmp(&r.seq, end).is_le()
+                    && esm::lane(&partition_key(*i), lanes) == lane
+            })
+            .map(|(i, r)| esm::Record {
+                sequence_number: r.seq.clone(),
+                arrival: arrival(),
+                partition_key: partition_key(i),
+                data: r.data.clone(),
+            })
+            .collect();
+        assert_eq!(
+            batch.len() as u64,
+            info["batchSize"].as_u64().unwrap(),
+            "{message}"
+        );
+        let payload = esm::event(&batch, shard, STREAM_ARN, "eu-west-1");
+        let response = model
+            .invoke_sp(&payload, false)
+            .await
+            .expect("a redrive without faults does not crash");
+        let response: Value = serde_json::from_slice(&response).unwrap();
+        assert!(
+            response["batchItemFailures"]
+                .as_array()
+                .is_none_or(Vec::is_empty),
+            "a redrive without faults must succeed: {response}"
+        );
+    }
+    model
+        .notifications
+        .extend(std::mem::take(&mut model.transform_dlq));
+    // Leases left by runs that died are time-bounded (zero-length here): an operator's redrive
+    // comes after they expire.
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    model.deliver_some(false).await;
+    assert!(
+        model.transform_dlq.is_empty(),
+        "a transform redrive without faults must succeed"
+    );
+    // The checks read the stores (output pages) too: no fault of the last run may outlive it.
+    model.set_faults(false);
 }
 
 fn check(records: Vec<Rec>, shards: usize, p: Platform) -> Result<(), TestCaseError> {
     let (stream, expected) = build(&records, shards);
-    let mut model = Model::new(p);
-    for shard in 0..shards {
-        let name = format!("shardId-{shard:012}");
-        let indices: Vec<usize> = (0..stream.len())
-            .filter(|&i| stream[i].shard == name)
-            .collect();
-        model.run_shard(&stream, &indices);
-    }
-    model.quiesce(&stream);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let model = tokio::sync::Mutex::new(Model::new(p));
+    let destination = Destination::default();
+    rt.block_on(async {
+        for shard in 0..shards {
+            run_shard(
+                &model,
+                &destination,
+                &stream,
+                &format!("shardId-{shard:012}"),
+            )
+            .await;
+        }
+    });
+    let mut model = model.into_inner();
+    rt.block_on(quiesce(&mut model, &destination, &stream));
 
     // Processed: every valid unit exactly once.
     let mut processed: BTreeMap<(String, String, u64), usize> = BTreeMap::new();
@@ -578,8 +662,7 @@ fn check(records: Vec<Rec>, shards: usize, p: Platform) -> Result<(), TestCaseEr
         let set = item
             .outputs
             .expect("a processed item refers to its output set");
-        let keys = model
-            .rt
+        let keys = rt
             .block_on(read_output_set(&model.metadata, &item.raw_key, &set))
             .unwrap();
         prop_assert_eq!(keys.len() as u64, set.count);
@@ -622,6 +705,7 @@ fn a_fault_free_run_is_exact_too() {
         .collect();
     let p = Platform {
         batch_size: 7,
+        parallelization: 1,
         max_retries: 0,
         bisect: false,
         sp_fail_before: 0.0,
