@@ -1193,24 +1193,7 @@ fn a_raw_object_another_writer_puts_is_registered_and_processed_exactly_once() {
         let item = eventually(
             "the registered object processed",
             Duration::from_secs(60),
-            async || {
-                let item = local
-                    .admin
-                    .dynamodb
-                    .get_item()
-                    .table_name(&local.stack.metadata_table)
-                    .key(
-                        "raw_key",
-                        aws_sdk_dynamodb::types::AttributeValue::S(key.clone()),
-                    )
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .unwrap()
-                    .item?;
-                let status = item.get("status")?.as_s().ok()?.clone();
-                (status == "PROCESSED").then_some(item)
-            },
+            async || processed_item(local, &key).await,
         )
         .await;
         let s = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();

@@ -97,7 +97,7 @@ pub fn backfill(env: &str, from: &Path, rate: f64, timeout: Duration) -> Result<
         target.stack.stream
     );
     let report = rt.block_on(settle(&target.operator, &target.stack, sent, timeout))?;
-    write(&report, &out)?;
+    write_report(&report, &out)?;
     println!("\n{}", report.text());
     println!("{:<28} {}", "report", out.join("report.html").display());
     verdict(&report)
@@ -135,7 +135,8 @@ pub async fn settle(
     Ok(reconcile::reconcile(clients, stack, sent, 0, 0).await?)
 }
 
-fn write(report: &Report, out: &Path) -> Result<()> {
+/// `report.json` and `report.html` in `out`.
+pub fn write_report(report: &Report, out: &Path) -> Result<()> {
     std::fs::write(
         out.join("report.json"),
         serde_json::to_string_pretty(report)?,

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use local_runtime::Clients;
 use local_runtime::authz::{Access, Policies, principal};
 use local_runtime::provision::Stack;
-use local_runtime::reconcile::{Report, progress, reconcile};
+use local_runtime::reconcile::{progress, reconcile};
 use local_runtime::runtime::{self, Local, environment};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -287,7 +287,7 @@ async fn demo_on(local: &Local, o: &DemoOptions, producer: &Path, out: &Path) ->
         }
         .with_mapping(&m),
     );
-    write_report(&report, out)?;
+    crate::backfill::write_report(&report, out)?;
     println!("\n{}", report.text());
     println!(
         "{:<28} {} invocations, {} function errors, {} bisections",
@@ -316,30 +316,7 @@ async fn demo_on(local: &Local, o: &DemoOptions, producer: &Path, out: &Path) ->
         }
     }
     println!("{:<28} {}", "report", out.join("report.html").display());
-    if report.lost != 0
-        || report.duplicated != 0
-        || report.stream_dlq_messages > 0
-        || report.transform_dlq_messages > 0
-        || report.pending_objects > 0
-    {
-        bail!(
-            "reconciliation failed: lost = {}, duplicated = {}, DLQ messages = {}, pending raw objects = {}",
-            report.lost,
-            report.duplicated,
-            report.stream_dlq_messages + report.transform_dlq_messages,
-            report.pending_objects
-        );
-    }
-    Ok(())
-}
-
-fn write_report(report: &Report, out: &Path) -> Result<()> {
-    std::fs::write(
-        out.join("report.json"),
-        serde_json::to_string_pretty(report)?,
-    )?;
-    std::fs::write(out.join("report.html"), report.html())?;
-    Ok(())
+    crate::backfill::verdict(&report)
 }
 
 async fn status_line(local: &Local) {
