@@ -1260,7 +1260,7 @@ async fn processed_item(
         .await
         .unwrap()
         .item?;
-    (item.get("status")?.as_s().ok()? == "PROCESSED").then_some(item)
+    (item.get("status")?.as_s().ok()? == pipeline_aws::store::STATUS_PROCESSED).then_some(item)
 }
 
 #[test]
