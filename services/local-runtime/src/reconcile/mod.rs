@@ -301,22 +301,34 @@ pub async fn list(clients: &Clients, bucket: &str, prefix: &str) -> Result<Vec<S
 }
 
 pub async fn get(clients: &Clients, bucket: &str, key: &str) -> Result<Vec<u8>, Error> {
-    let out = clients
-        .s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|e| Error::aws("s3 GetObject", DisplayErrorContext(e)))?;
-    Ok(out
-        .body
-        .collect()
-        .await
-        .map_err(|e| Error::aws("s3 GetObject body", e))?
-        .into_bytes()
-        .to_vec())
+    // The SDK retries a request that fails, not a body cut off after the response began: a
+    // streaming error is read again, a few times, before the reading fails.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let out = clients
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| Error::aws("s3 GetObject", DisplayErrorContext(e)))?;
+        match out.body.collect().await {
+            Ok(body) => return Ok(body.into_bytes().to_vec()),
+            Err(e) if attempt >= BODY_ATTEMPTS => {
+                return Err(Error::aws(
+                    "s3 GetObject body",
+                    format!("s3://{bucket}/{key}: {e} ({attempt} attempts)"),
+                ));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200 * attempt)).await,
+        }
+    }
 }
+
+/// Reads of an object's body before a streaming error fails the reading.
+const BODY_ATTEMPTS: u64 = 5;
 
 #[cfg(test)]
 mod tests {
@@ -330,6 +342,40 @@ mod tests {
             .build()
             .unwrap()
             .block_on(f)
+    }
+
+    /// A server whose first answer to each object read is cut off after 10 of its 100 bytes.
+    #[tokio::test]
+    async fn a_body_cut_off_is_read_again() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let body = [b'x'; 100];
+        let server = tokio::spawn(async move {
+            for answer in 0.. {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = socket.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                }
+                let head = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n";
+                socket.write_all(head.as_bytes()).await.unwrap();
+                let sent = if answer == 0 { 10 } else { 100 };
+                socket.write_all(&body[..sent]).await.unwrap();
+                socket.shutdown().await.unwrap();
+            }
+        });
+        let clients = Clients::for_endpoint(&endpoint, None).await.unwrap();
+        let got = get(&clients, "bucket", "processed/k.parquet")
+            .await
+            .unwrap();
+        assert_eq!(got, body);
+        server.abort();
     }
 
     fn message(batch_size: u64) -> String {
