@@ -47,8 +47,8 @@ impl Target {
         Ok(Target {
             stack: outputs.stack,
             operator,
-            // The caller's own credentials (the default chain): assume the stack's producer role
-            // in the profile, as `docs/operations.md` shows.
+            // The caller's own credentials (the default chain), which need what the stack's
+            // producer role grants (`docs/operations.md`).
             produce: Box::new(move |producer, args, summary| {
                 let status = std::process::Command::new(producer)
                     .args(["--stream", &stream, "--summary-json"])
