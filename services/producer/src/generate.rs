@@ -1,7 +1,9 @@
 //! Realistic synthetic events, reproducible from a seed.
 
 use chrono::{DateTime, Utc};
+use pipeline_core::Reason;
 use pipeline_core::event::fmt_time;
+use pipeline_core::kpl;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -27,18 +29,19 @@ const PATHS: [&str; 6] = [
 const COUNTRIES: [&str; 6] = ["DE", "FR", "US", "BR", "JP", "IN"];
 const DEVICES: [&str; 3] = ["desktop", "mobile", "tablet"];
 
-/// The kinds of invalid event the generator can produce, one per rejection reason that a single
-/// plain record can trigger.
-pub const INVALID_KINDS: [&str; 9] = [
-    "not_utf8",
-    "invalid_json",
-    "not_an_object",
-    "missing_field",
-    "wrong_type",
-    "invalid_value",
-    "too_deep",
-    "unsupported_schema_version",
-    "occurred_at_out_of_range",
+/// The rejection reasons the generator draws its invalid events from: every reason one small plain
+/// record triggers. [`invalid`] makes the others too (an oversized `attributes`, broken KPL
+/// aggregates), for tests; the generator leaves them out to keep its events small and plain.
+pub const INVALID_KINDS: [Reason; 9] = [
+    Reason::NotUtf8,
+    Reason::InvalidJson,
+    Reason::NotAnObject,
+    Reason::MissingField,
+    Reason::WrongType,
+    Reason::InvalidValue,
+    Reason::TooDeep,
+    Reason::UnsupportedSchemaVersion,
+    Reason::OccurredAtOutOfRange,
 ];
 
 /// One generated event: its bytes, partition key, and whether it is meant to be valid.
@@ -145,25 +148,40 @@ impl Generator {
     }
 }
 
-/// An event that the pipeline must quarantine with the reason `kind`.
-pub fn invalid(kind: &str, event_id: &str, now: DateTime<Utc>) -> Vec<u8> {
+/// A record that the pipeline must quarantine with `reason`: one for every reason of the contract.
+pub fn invalid(reason: Reason, event_id: &str, now: DateTime<Utc>) -> Vec<u8> {
     let t = fmt_time(now);
     let base = |extra: &str| {
         format!(r#"{{"event_id":"{event_id}","event_type":"page_view","occurred_at":"{t}","source":"web"{extra}}}"#).into_bytes()
     };
-    match kind {
-        "not_utf8" => vec![b'{', 0xff, 0xfe, b'}'],
-        "invalid_json" => format!(r#"{{"event_id":"{event_id}","#).into_bytes(),
-        "not_an_object" => format!(r#"["{event_id}"]"#).into_bytes(),
-        "missing_field" => format!(r#"{{"event_id":"{event_id}","occurred_at":"{t}","source":"web"}}"#).into_bytes(),
-        "wrong_type" => base(r#","user_id":42"#),
-        "invalid_value" => format!(r#"{{"event_id":"{event_id}","event_type":"9-bad","occurred_at":"{t}","source":"web"}}"#).into_bytes(),
-        "too_deep" => base(&format!(r#","attributes":{}1{}"#, r#"{"a":"#.repeat(20), "}".repeat(20))),
-        "unsupported_schema_version" => base(r#","schema_version":2"#),
-        "occurred_at_out_of_range" => {
+    match reason {
+        Reason::NotUtf8 => vec![b'{', 0xff, 0xfe, b'}'],
+        Reason::InvalidJson => format!(r#"{{"event_id":"{event_id}","#).into_bytes(),
+        Reason::NotAnObject => format!(r#"["{event_id}"]"#).into_bytes(),
+        Reason::MissingField => format!(r#"{{"event_id":"{event_id}","occurred_at":"{t}","source":"web"}}"#).into_bytes(),
+        Reason::WrongType => base(r#","user_id":42"#),
+        Reason::InvalidValue => format!(r#"{{"event_id":"{event_id}","event_type":"9-bad","occurred_at":"{t}","source":"web"}}"#).into_bytes(),
+        Reason::TooLarge => base(&format!(
+            r#","attributes":{{"blob":"{}"}}"#,
+            "x".repeat(pipeline_core::event::ATTRIBUTES_MAX_BYTES)
+        )),
+        Reason::TooDeep => base(&format!(r#","attributes":{}1{}"#, r#"{"a":"#.repeat(20), "}".repeat(20))),
+        Reason::UnsupportedSchemaVersion => base(r#","schema_version":2"#),
+        Reason::KplMalformed => [kpl::MAGIC.as_slice(), b"short"].concat(),
+        Reason::KplChecksumMismatch => {
+            let mut aggregate = kpl::aggregate(&[kpl::SubRecord {
+                partition_key: event_id.to_owned(),
+                explicit_hash_key: None,
+                data: base(""),
+            }]);
+            if let Some(last) = aggregate.last_mut() {
+                *last ^= 1;
+            }
+            aggregate
+        }
+        Reason::OccurredAtOutOfRange => {
             format!(r#"{{"event_id":"{event_id}","event_type":"page_view","occurred_at":"2001-01-01T00:00:00Z","source":"web"}}"#).into_bytes()
         }
-        _ => b"?".to_vec(),
     }
 }
 
@@ -197,11 +215,20 @@ mod tests {
     }
 
     #[test]
-    fn each_invalid_kind_is_rejected_with_its_reason() {
+    fn every_reason_has_a_record_that_is_rejected_with_it() {
         let now = Utc::now();
-        for kind in INVALID_KINDS {
-            let r = validate(&invalid(kind, "e", now), now).unwrap_err();
-            assert_eq!(r.reason.as_str(), kind);
+        for reason in Reason::ALL {
+            let data = invalid(reason, "e", now);
+            let got = if kpl::is_aggregated(&data) {
+                kpl::deaggregate(&data).unwrap_err().reason
+            } else {
+                validate(&data, now).unwrap_err().reason
+            };
+            assert_eq!(got, reason);
+        }
+        for reason in INVALID_KINDS {
+            let data = invalid(reason, "e", now);
+            assert!(!kpl::is_aggregated(&data) && data.len() < 1024, "{reason}");
         }
     }
 }
