@@ -125,11 +125,8 @@ impl Clients {
     }
 
     pub fn from_config(endpoint: &str, config: aws_config::SdkConfig) -> Clients {
-        let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&config)
-                .force_path_style(true)
-                .build(),
-        );
+        // Path-style against the emulator only: a deployed stack's buckets are virtual hosts.
+        let s3 = pipeline_aws::s3::client(&config);
         Clients {
             endpoint: endpoint.to_owned(),
             kinesis: aws_sdk_kinesis::Client::new(&config),

@@ -12,16 +12,25 @@ pub struct S3Store {
     client: aws_sdk_s3::Client,
 }
 
+/// Whether S3 requests must name the bucket in the path: an emulator's endpoint serves buckets
+/// under its path, not as virtual hosts; AWS's own endpoints take virtual-hosted requests.
+pub fn needs_path_style(config: &aws_config::SdkConfig, endpoint_env: Option<&str>) -> bool {
+    config.endpoint_url().is_some() || endpoint_env.is_some_and(|e| !e.is_empty())
+}
+
+/// The S3 client of `config`: path-style only against an endpoint that needs it.
+pub fn client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let endpoint_env = std::env::var("AWS_ENDPOINT_URL").ok();
+    let conf = aws_sdk_s3::config::Builder::from(config)
+        .force_path_style(needs_path_style(config, endpoint_env.as_deref()))
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
 impl S3Store {
     pub fn new(config: &aws_config::SdkConfig) -> Self {
-        // Emulators serve buckets under the endpoint's path, not as virtual hosts.
-        let path_style =
-            std::env::var_os("AWS_ENDPOINT_URL").is_some() || config.endpoint_url().is_some();
-        let conf = aws_sdk_s3::config::Builder::from(config)
-            .force_path_style(path_style)
-            .build();
         S3Store {
-            client: aws_sdk_s3::Client::from_conf(conf),
+            client: client(config),
         }
     }
 
@@ -151,5 +160,22 @@ impl ObjectCatalog for S3Store {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
             Err(e) => Err(from_sdk("HeadObject", &target, e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_endpoint_of_its_own_needs_path_style() {
+        let aws = aws_config::SdkConfig::builder().build();
+        assert!(!needs_path_style(&aws, None));
+        assert!(!needs_path_style(&aws, Some("")));
+        assert!(needs_path_style(&aws, Some("https://127.0.0.1:4566")));
+        let emulator = aws_config::SdkConfig::builder()
+            .endpoint_url("https://127.0.0.1:4566")
+            .build();
+        assert!(needs_path_style(&emulator, None));
     }
 }
