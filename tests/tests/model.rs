@@ -235,6 +235,8 @@ impl Coin {
 
 struct Model {
     p: Platform,
+    /// The transformer's time: milliseconds after [`arrival`]; the model steps it.
+    clock: std::sync::Arc<std::sync::atomic::AtomicI64>,
     coin: Coin,
     objects: MemoryObjectStore,
     metadata: MemoryMetadataStore,
@@ -247,6 +249,7 @@ struct Model {
 
 impl Model {
     fn new(p: Platform) -> Self {
+        let clock = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
         let objects =
             MemoryObjectStore::new(Faults::new(p.seed, p.sp_fail_before, p.sp_fail_after));
         let metadata = MemoryMetadataStore::new(Faults::new(
@@ -264,7 +267,7 @@ impl Model {
                 function_name: "sp".into(),
             },
         );
-        let tf = Transformer::new(
+        let tf = Transformer::with_clock(
             objects.clone(),
             metadata.clone(),
             Pseudonymizer::new(b"model").unwrap(),
@@ -278,8 +281,18 @@ impl Model {
                 lease: Duration::ZERO,
                 version: "model".into(),
             },
+            {
+                let clock = clock.clone();
+                std::sync::Arc::new(move || {
+                    arrival()
+                        + chrono::Duration::milliseconds(
+                            clock.load(std::sync::atomic::Ordering::SeqCst),
+                        )
+                })
+            },
         );
         Model {
+            clock,
             coin: Coin(p.seed | 1),
             p,
             objects,
@@ -348,6 +361,8 @@ impl Model {
             let mut done = false;
             for attempt in 0..3 {
                 self.invocations += 1;
+                // Time passes between attempts: a dead attempt's zero-length lease has expired.
+                self.clock.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let p = if faults { self.p.tf_fail } else { 0.0 };
                 self.objects
                     .set_faults(Faults::new(self.p.seed ^ self.invocations, p, p / 2.0));
@@ -546,7 +561,9 @@ async fn quiesce(model: &mut Model, destination: &Destination, stream: &[StreamR
         .extend(std::mem::take(&mut model.transform_dlq));
     // Leases left by runs that died are time-bounded (zero-length here): an operator's redrive
     // comes after they expire.
-    tokio::time::sleep(Duration::from_millis(2)).await;
+    model
+        .clock
+        .fetch_add(1_000, std::sync::atomic::Ordering::SeqCst);
     model.deliver_some(false).await;
     assert!(
         model.transform_dlq.is_empty(),

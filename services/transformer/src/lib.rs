@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use aws_lambda_events::event::s3::S3Event;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures_util::future::try_join_all;
 use pipeline_aws::emf::{Metrics, Unit};
 use pipeline_aws::{
@@ -140,21 +140,54 @@ pub struct Report {
     pub outcomes: Vec<Outcome>,
 }
 
-#[derive(Debug)]
+/// Where the transformer reads the time: leases, processing and registration times. The wall
+/// clock in the function; tests step their own.
+pub type Clock = std::sync::Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
 pub struct Transformer<O, M> {
     objects: O,
     metadata: M,
     pii: Pseudonymizer,
     settings: Settings,
+    clock: Clock,
+}
+
+impl<O: std::fmt::Debug, M: std::fmt::Debug> std::fmt::Debug for Transformer<O, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transformer")
+            .field("objects", &self.objects)
+            .field("metadata", &self.metadata)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
+    /// A transformer on the wall clock.
     pub fn new(objects: O, metadata: M, pii: Pseudonymizer, settings: Settings) -> Self {
+        Self::with_clock(
+            objects,
+            metadata,
+            pii,
+            settings,
+            std::sync::Arc::new(Utc::now),
+        )
+    }
+
+    /// A transformer that reads the time from `clock`.
+    pub fn with_clock(
+        objects: O,
+        metadata: M,
+        pii: Pseudonymizer,
+        settings: Settings,
+        clock: Clock,
+    ) -> Self {
         Transformer {
             objects,
             metadata,
             pii,
             settings,
+            clock,
         }
     }
 
@@ -265,7 +298,7 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
     }
 
     fn lease(&self, key: &str, owner: &str) -> Lease {
-        let now = Utc::now();
+        let now = (self.clock)();
         Lease {
             raw_key: key.to_owned(),
             owner: owner.to_owned(),
@@ -431,7 +464,7 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                 rows: output.rows,
                 duplicates: output.duplicates,
                 sequencer: sequencer.map(str::to_owned),
-                processed_at: fmt_time(Utc::now()),
+                processed_at: fmt_time((self.clock)()),
                 correlation_id: owner.to_owned(),
                 version: self.settings.version.clone(),
             };
@@ -555,7 +588,7 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
         output: &transform::TransformOutput,
         owner: &str,
     ) -> RawItem {
-        let now = Utc::now();
+        let now = (self.clock)();
         let parsed = pipeline_core::keys::parse_raw_key(key);
         let (first, last, first_arrival, last_arrival) = match &output.span {
             Some(span) => (

@@ -709,7 +709,7 @@ fn wide_batch(types: usize, hours: usize, records: usize) -> KinesisEvent {
     let records: Vec<Value> = (0..records)
         .map(|i| {
             let (ty, hour) = (i % types, (i / types) % hours);
-            let occurred = chrono::DateTime::from_timestamp(arrival - 60 - hour as i64 * 3600, 0)
+            let occurred = DateTime::from_timestamp(arrival - 60 - hour as i64 * 3600, 0)
                 .unwrap()
                 .format("%Y-%m-%dT%H:%M:%SZ");
             let data = format!(
@@ -839,4 +839,23 @@ fn a_replay_re_transforms_what_an_earlier_version_processed_and_skips_its_own() 
     // And a second replay of version 2 is a duplicate: a replay can be resumed or repeated.
     let report = block_on(v2.handle(&replay, "v2-replay-again")).unwrap();
     assert!(matches!(report.outcomes[0], Outcome::Duplicate { .. }));
+}
+
+#[test]
+fn the_transformer_reads_the_time_from_its_clock() {
+    let w = world();
+    let (_, notices) = ingest_fixture(&w, "kinesis-event-mixed.json");
+    let at: DateTime<Utc> = "2026-11-25T10:07:00Z".parse().unwrap();
+    let tf = Transformer::with_clock(
+        w.objects.clone(),
+        w.metadata.clone(),
+        pii(),
+        settings(),
+        std::sync::Arc::new(move || at),
+    );
+    block_on(tf.handle(&notification(&notices[0]), "clocked")).unwrap();
+    assert_eq!(
+        w.metadata.all()[0].processed_at.as_deref(),
+        Some("2026-11-25T10:07:00.000000Z")
+    );
 }
