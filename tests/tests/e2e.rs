@@ -1134,6 +1134,20 @@ fn raw_put_event(local: &Local, raw_key: &str) -> Value {
     event
 }
 
+/// Writes a raw object as an outside client does (as root, with no `sha256` metadata).
+async fn put_raw_object(local: &Local, key: &str, body: Vec<u8>) {
+    local
+        .admin
+        .s3
+        .put_object()
+        .bucket(&local.stack.raw_bucket)
+        .key(key)
+        .body(body.into())
+        .send()
+        .await
+        .unwrap();
+}
+
 /// A raw object in the documented raw format, as a backfill job or a restore writes it: `n`
 /// events of one made-up batch of shard 0.
 fn outside_raw_object(first_seq: u64, n: u64) -> (String, Vec<u8>) {
@@ -1161,16 +1175,7 @@ fn a_raw_object_another_writer_puts_is_registered_and_processed_exactly_once() {
     with_stack(async |local| {
         let (key, body) = outside_raw_object(1_000_000, 25);
         // Written by an outside client (not the stream processor): no `sha256` metadata.
-        local
-            .admin
-            .s3
-            .put_object()
-            .bucket(&local.stack.raw_bucket)
-            .key(&key)
-            .body(body.clone().into())
-            .send()
-            .await
-            .unwrap();
+        put_raw_object(local, &key, body.clone()).await;
         let item = eventually(
             "the registered object processed",
             Duration::from_secs(60),
@@ -1195,16 +1200,7 @@ fn a_raw_object_another_writer_puts_is_registered_and_processed_exactly_once() {
         assert_eq!(ids.len(), 25);
         ids.windows(2).for_each(|w| assert_ne!(w[0], w[1]));
         // The same object written again (a backfill run twice): its notification is a duplicate.
-        local
-            .admin
-            .s3
-            .put_object()
-            .bucket(&local.stack.raw_bucket)
-            .key(&key)
-            .body(body.into())
-            .send()
-            .await
-            .unwrap();
+        put_raw_object(local, &key, body).await;
         let s3_event = raw_put_event(local, &key);
         let out = local
             .admin
@@ -1271,16 +1267,7 @@ fn the_auditor_on_its_schedule_heals_objects_whose_notification_was_lost() {
         put(local, clicks("lost", 0..n)).await;
         // ... and one of another writer (a restore), which has no item at all.
         let (outside, body) = outside_raw_object(2_000_000, 15);
-        local
-            .admin
-            .s3
-            .put_object()
-            .bucket(&local.stack.raw_bucket)
-            .key(&outside)
-            .body(body.into())
-            .send()
-            .await
-            .unwrap();
+        put_raw_object(local, &outside, body).await;
         let recorded = eventually(
             "the stream processor recorded every event",
             Duration::from_secs(60),

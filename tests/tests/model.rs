@@ -449,6 +449,16 @@ fn partition_key(i: usize) -> String {
     format!("pk-{}", i % 5)
 }
 
+/// Record `i` of the stream as the mapping reads it.
+fn esm_record(i: usize, r: &StreamRecord) -> esm::Record {
+    esm::Record {
+        sequence_number: r.seq.clone(),
+        arrival: arrival(),
+        partition_key: partition_key(i),
+        data: r.data.clone(),
+    }
+}
+
 fn mapping_settings(p: &Platform) -> esm::Settings {
     esm::Settings {
         batch_size: p.batch_size,
@@ -479,12 +489,7 @@ async fn run_shard(
         .iter()
         .enumerate()
         .filter(|(_, r)| r.shard == shard)
-        .map(|(i, r)| esm::Record {
-            sequence_number: r.seq.clone(),
-            arrival: arrival(),
-            partition_key: partition_key(i),
-            data: r.data.clone(),
-        })
+        .map(|(i, r)| esm_record(i, r))
         .collect();
     let mut mapping = esm::ShardMapping::new(
         shard.to_owned(),
@@ -531,12 +536,7 @@ async fn quiesce(model: &mut Model, destination: &Destination, stream: &[StreamR
                     && seq_cmp(&r.seq, end).is_le()
                     && esm::lane(&partition_key(*i), lanes) == lane
             })
-            .map(|(i, r)| esm::Record {
-                sequence_number: r.seq.clone(),
-                arrival: arrival(),
-                partition_key: partition_key(i),
-                data: r.data.clone(),
-            })
+            .map(|(i, r)| esm_record(i, r))
             .collect();
         assert_eq!(
             batch.len() as u64,
