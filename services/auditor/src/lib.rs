@@ -25,7 +25,7 @@ mod events;
 use std::future::Future;
 
 use chrono::{DateTime, Duration, Utc};
-use pipeline_aws::emf::{Metrics, Unit};
+use pipeline_aws::emf::Metrics;
 use pipeline_aws::notification::{CreatedObject, object_created};
 use pipeline_aws::{MetadataStore, ObjectCatalog, StoreError};
 use pipeline_core::audit::{Stuck, Unrecorded, Window, raw_hour_prefixes, unrecorded};
@@ -187,25 +187,16 @@ impl Report {
         self.stuck_not_processed + self.stuck_no_item
     }
 
-    pub fn metrics(
-        &self,
-        function: &str,
-        started: std::time::Instant,
-        cold_start: bool,
-    ) -> Metrics {
+    /// The run's EMF metrics (the invocation's own are added by
+    /// [`pipeline_aws::emf::Invocation`]).
+    pub fn metrics(&self, function: &str) -> Metrics {
         let mut m = Metrics::new(function);
         m.count("StuckObjects", self.stuck_objects())
             .count("StuckNotProcessed", self.stuck_not_processed)
             .count("StuckNoItem", self.stuck_no_item)
             .count("OrphanObjects", self.orphans)
             .count("Redriven", self.redriven)
-            .count("RawObjectsListed", self.listed)
-            .count("ColdStart", u64::from(cold_start))
-            .add(
-                "DurationMs",
-                started.elapsed().as_secs_f64() * 1000.0,
-                Unit::Milliseconds,
-            );
+            .count("RawObjectsListed", self.listed);
         m
     }
 }

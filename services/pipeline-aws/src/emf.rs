@@ -101,9 +101,87 @@ impl Metrics {
     }
 }
 
+/// One function's invocations in a container: what every invocation's metrics record whatever
+/// the function (`ColdStart`, `DurationMs`, the `RequestId` property), so that each function's
+/// report adds only its own.
+#[derive(Debug)]
+pub struct Invocations {
+    function: String,
+    cold: std::sync::atomic::AtomicBool,
+}
+
+impl Invocations {
+    pub fn new(function: impl Into<String>) -> Self {
+        Invocations {
+            function: function.into(),
+            cold: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+
+    /// Starts an invocation: the container's first is its cold start.
+    pub fn start(&self, request_id: impl Into<String>) -> Invocation {
+        Invocation {
+            function: self.function.clone(),
+            request_id: request_id.into(),
+            started: std::time::Instant::now(),
+            cold_start: self.cold.swap(false, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
+/// One invocation under way.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    function: String,
+    request_id: String,
+    started: std::time::Instant,
+    cold_start: bool,
+}
+
+impl Invocation {
+    pub fn function(&self) -> &str {
+        &self.function
+    }
+
+    /// `metrics` (what the handler reported) with what every invocation records.
+    pub fn complete(&self, mut metrics: Metrics) -> Metrics {
+        metrics
+            .add(
+                "DurationMs",
+                self.started.elapsed().as_secs_f64() * 1000.0,
+                Unit::Milliseconds,
+            )
+            .count("ColdStart", u64::from(self.cold_start))
+            .property("RequestId", self.request_id.clone());
+        metrics
+    }
+
+    /// Emits [`Self::complete`] of `metrics`.
+    pub fn finish(&self, metrics: Metrics) {
+        self.complete(metrics).emit();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_invocation_adds_its_duration_cold_start_and_request_id() {
+        let invocations = Invocations::new("f");
+        let first = invocations.start("r-1");
+        let second = invocations.start("r-2");
+        let mut reported = Metrics::new(first.function());
+        reported.count("RecordsValid", 3);
+        let m = first.complete(reported);
+        assert_eq!(m.get("RecordsValid"), Some(3.0));
+        assert_eq!(m.get("ColdStart"), Some(1.0));
+        assert!(m.get("DurationMs").is_some_and(|d| d >= 0.0));
+        assert_eq!(m.to_json(0)["RequestId"], "r-1");
+        let m = second.complete(Metrics::new("f"));
+        assert_eq!(m.get("ColdStart"), Some(0.0));
+        assert_eq!(m.to_json(0)["RequestId"], "r-2");
+    }
 
     #[test]
     fn document_follows_the_emf_specification() {

@@ -10,7 +10,6 @@ mod batch;
 mod events;
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
@@ -255,8 +254,9 @@ impl<O: ObjectStore, M: MetadataStore> StreamProcessor<O, M> {
 }
 
 impl Report {
-    /// The invocation's EMF metrics.
-    pub fn metrics(&self, function: &str, started: Instant, cold_start: bool) -> Metrics {
+    /// The invocation's EMF metrics (the invocation's own are added by
+    /// [`pipeline_aws::emf::Invocation`]).
+    pub fn metrics(&self, function: &str) -> Metrics {
         let mut m = Metrics::new(function);
         m.count("KinesisRecords", self.kinesis_records)
             .count("RecordsReceived", self.units)
@@ -264,13 +264,7 @@ impl Report {
             .count("RecordsQuarantined", self.quarantined.values().sum())
             .count("RecordsFailed", self.failed_units)
             .count("ObjectsWritten", self.objects_written)
-            .add("BytesWritten", self.bytes_written as f64, Unit::Bytes)
-            .add(
-                "DurationMs",
-                started.elapsed().as_secs_f64() * 1000.0,
-                Unit::Milliseconds,
-            )
-            .count("ColdStart", u64::from(cold_start));
+            .add("BytesWritten", self.bytes_written as f64, Unit::Bytes);
         for (reason, n) in &self.quarantined {
             m.count(&format!("Quarantined_{reason}"), *n);
         }

@@ -1,9 +1,7 @@
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
-
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use pipeline_aws::dynamodb::DynamoStore;
+use pipeline_aws::emf::Invocations;
 use pipeline_aws::s3::S3Store;
 use stream_processor::{KinesisBatch, Settings, StreamProcessor};
 
@@ -17,11 +15,11 @@ async fn main() -> Result<(), Error> {
         DynamoStore::new(&config, &settings.metadata_table),
         settings.clone(),
     );
-    let cold = AtomicBool::new(true);
-    let (handler, cold, function) = (&handler, &cold, settings.function_name.as_str());
+    let invocations = Invocations::new(settings.function_name.clone());
+    let (handler, invocations) = (&handler, &invocations);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<KinesisBatch>| async move {
-            let started = Instant::now();
+            let invocation = invocations.start(event.context.request_id.clone());
             let (response, report) = handler
                 .handle_batch(
                     &event.payload,
@@ -29,10 +27,7 @@ async fn main() -> Result<(), Error> {
                     chrono::Utc::now(),
                 )
                 .await;
-            let mut metrics =
-                report.metrics(function, started, cold.swap(false, Ordering::Relaxed));
-            metrics.property("RequestId", event.context.request_id.clone());
-            metrics.emit();
+            invocation.finish(report.metrics(invocation.function()));
             Ok::<KinesisEventResponse, Error>(response)
         },
     ))

@@ -250,9 +250,8 @@ fn report_becomes_emf_metrics() {
     let event: KinesisEvent = serde_json::from_str(&fixture("kinesis-event-mixed.json")).unwrap();
     let (sp, _, _) = processor(Faults::none());
     let (_, report) = block_on(sp.handle(&event, "r", now()));
-    let m = report.metrics("sp", Instant::now(), true);
+    let m = report.metrics("sp");
     assert_eq!(m.get("RecordsReceived"), Some(report.units as f64));
     assert_eq!(m.get("Quarantined_invalid_json"), Some(1.0));
-    assert_eq!(m.get("ColdStart"), Some(1.0));
     assert_eq!(m.get("ObjectsWritten"), Some(2.0));
 }

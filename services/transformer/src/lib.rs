@@ -637,12 +637,9 @@ enum Recorded {
 }
 
 impl Report {
-    pub fn metrics(
-        &self,
-        function: &str,
-        started: std::time::Instant,
-        cold_start: bool,
-    ) -> Metrics {
+    /// The invocation's EMF metrics (the invocation's own are added by
+    /// [`pipeline_aws::emf::Invocation`]).
+    pub fn metrics(&self, function: &str) -> Metrics {
         let mut m = Metrics::new(function);
         let mut max_lag: Option<i64> = None;
         for o in &self.outcomes {
@@ -671,12 +668,6 @@ impl Report {
         if let Some(lag) = max_lag {
             m.add("IngestLagMs", lag as f64, Unit::Milliseconds);
         }
-        m.add(
-            "DurationMs",
-            started.elapsed().as_secs_f64() * 1000.0,
-            Unit::Milliseconds,
-        )
-        .count("ColdStart", u64::from(cold_start));
         m
     }
 }

@@ -1,8 +1,6 @@
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
-
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use pipeline_aws::dynamodb::DynamoStore;
+use pipeline_aws::emf::Invocations;
 use pipeline_aws::s3::S3Store;
 use pipeline_core::transform::Pseudonymizer;
 use serde_json::Value;
@@ -25,18 +23,17 @@ async fn main() -> Result<(), Error> {
         pii,
         settings.clone(),
     );
-    let cold = AtomicBool::new(true);
-    let (handler, cold, function) = (&handler, &cold, settings.function_name.as_str());
+    let invocations = Invocations::new(settings.function_name.clone());
+    let (handler, invocations) = (&handler, &invocations);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let started = Instant::now();
+        let invocation = invocations.start(event.context.request_id.clone());
         let result = handler
             .handle(&event.payload, &event.context.request_id)
             .await;
         let report = result.as_ref().cloned().unwrap_or_default();
-        let mut metrics = report.metrics(function, started, cold.swap(false, Ordering::Relaxed));
+        let mut metrics = report.metrics(invocation.function());
         metrics.count("InvocationsFailed", u64::from(result.is_err()));
-        metrics.property("RequestId", event.context.request_id.clone());
-        metrics.emit();
+        invocation.finish(metrics);
         result
             .map_err(Error::from)
             .map(|r: Report| serde_json::to_value(r).unwrap_or(Value::Null))

@@ -453,7 +453,7 @@ fn an_object_another_writer_put_is_registered_from_its_lines_and_processed_once(
         panic!("{report:?}");
     };
     assert_eq!((*rows, *registered), (1, true));
-    let m = report.metrics("tf", std::time::Instant::now(), false);
+    let m = report.metrics("tf");
     assert_eq!(m.get("RawObjectsRegistered"), Some(1.0));
     let item = block_on(w.metadata.get(&key)).unwrap().unwrap();
     assert_eq!(item.status, STATUS_PROCESSED);
@@ -476,7 +476,7 @@ fn an_object_another_writer_put_is_registered_from_its_lines_and_processed_once(
     // A second notification of the same put is a duplicate, not a second registration.
     let again = block_on(w.tf.handle(&notification(&notices[0]), "t2")).unwrap();
     assert_eq!(again.outcomes, [Outcome::Duplicate { key: key.clone() }]);
-    let m = again.metrics("tf", std::time::Instant::now(), false);
+    let m = again.metrics("tf");
     assert_eq!(m.get("RawObjectsRegistered"), None);
 }
 
