@@ -16,6 +16,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::aws::LambdaInvoker;
+use crate::esm::Invoker;
 use crate::provision::Stack;
 use crate::reconcile::list;
 use crate::{Clients, Error, REGION};
@@ -70,8 +72,9 @@ pub async fn replay(
     };
     if !dry_run {
         let of = keys.len() as u64;
+        let invoker = LambdaInvoker::new(clients, &stack.transformer);
         for (i, key) in keys.iter().enumerate() {
-            match invoke(clients, stack, key).await {
+            match invoke(&invoker, stack, key).await {
                 Ok(outcome) => match outcome.as_str() {
                     "processed" => summary.retransformed += 1,
                     "duplicate" => summary.current += 1,
@@ -105,21 +108,12 @@ pub fn notification(stack: &Stack, key: &str) -> Value {
 
 /// Invokes the transformer synchronously with the object's replay notification; its outcome
 /// (`processed`, `duplicate`, `ignored`) or why it failed.
-async fn invoke(clients: &Clients, stack: &Stack, key: &str) -> Result<String, String> {
-    let payload = notification(stack, key).to_string().into_bytes();
-    let out = clients
-        .lambda
-        .invoke()
-        .function_name(&stack.transformer)
-        .payload(payload.into())
-        .send()
+async fn invoke(invoker: &LambdaInvoker, stack: &Stack, key: &str) -> Result<String, String> {
+    let out = invoker
+        .invoke(notification(stack, key).to_string().into_bytes())
         .await
-        .map_err(|e| aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())?;
-    let body: Value = out
-        .payload
-        .as_ref()
-        .and_then(|p| serde_json::from_slice(p.as_ref()).ok())
-        .unwrap_or(Value::Null);
+        .map_err(|e| e.to_string())?;
+    let body: Value = serde_json::from_slice(&out.payload).unwrap_or(Value::Null);
     if let Some(kind) = out.function_error {
         return Err(format!("{kind}: {body}"));
     }

@@ -228,7 +228,7 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                 }
             } else {
                 match self
-                    .process_as(
+                    .process(
                         bucket,
                         &key,
                         record.s3.object.sequencer.as_deref(),
@@ -266,20 +266,9 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
     /// key about to be written (writing a new set and switching the item to it if not), write the
     /// outputs, delete stale ones, and mark the item with a set of exactly the outputs. A rewrite
     /// of the raw object during the pass makes the mark fail, and the next pass processes the new
-    /// content.
+    /// content. A `replay` also re-transforms content that is processed already, unless this
+    /// version of the transformer processed it.
     pub async fn process(
-        &self,
-        bucket: &str,
-        key: &str,
-        sequencer: Option<&str>,
-        owner: &str,
-    ) -> Result<Outcome, Error> {
-        self.process_as(bucket, key, sequencer, owner, false).await
-    }
-
-    /// [`Self::process`]; a `replay` also re-transforms content that is processed already, unless
-    /// this version of the transformer processed it.
-    pub async fn process_as(
         &self,
         bucket: &str,
         key: &str,
