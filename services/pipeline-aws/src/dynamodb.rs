@@ -9,7 +9,10 @@
 //!   `pending` = `PENDING#<bucket>` with `raw_written_at`, indexed by `pending-by-age` (keys only),
 //!   present only until the object is processed;
 //! - one item per page of an output set, hash key `<raw key>#outputs/<generation>/<index>`:
-//!   `page_of` (the raw key), `output_keys` (a list of output keys), `expires_at`.
+//!   `page_of` (the raw key), `output_keys` (a list of output keys), `expires_at`;
+//! - one item per shard and minute of the raw objects' ledger, hash key
+//!   `ledger/<shard-id>/<YYYY-MM-DDTHH:MM>`: `ledger_entries` (a string set), `expires_at`
+//!   ([`pipeline_core::owner`]).
 
 use std::collections::HashMap;
 
@@ -25,6 +28,9 @@ use crate::{
     Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, OutputPage, OutputSet,
     OutputsOutcome, PendingObject, ProcessedUpdate, RawItem, RecordOutcome, StoreError,
 };
+
+use pipeline_core::metadata::TTL_ATTRIBUTE;
+use pipeline_core::owner::LEDGER_ENTRIES_ATTRIBUTE;
 
 pub use pipeline_core::metadata::PENDING_INDEX;
 
@@ -279,7 +285,8 @@ impl MetadataStore for DynamoStore {
                 "SET #status = :processed, processed_sha256 = :sha, output_generation = :generation, \
                  output_pages = :pages, output_count = :count, processed_rows = :rows, \
                  duplicates = :dups, processed_at = :at, processed_correlation_id = :correlation, \
-                 processed_sequencer = :sequencer, processed_version = :version \
+                 processed_sequencer = :sequencer, processed_version = :version, \
+                 processed_owners = :owners \
                  REMOVE #pending, lease_owner, lease_until, #outputs, written_outputs",
             )
             .condition_expression(format!(
@@ -299,6 +306,7 @@ impl MetadataStore for DynamoStore {
             .expression_attribute_values(":dups", n(u.duplicates))
             .expression_attribute_values(":at", s(&u.processed_at))
             .expression_attribute_values(":version", s(&u.version))
+            .expression_attribute_values(":owners", s(&u.owners))
             .expression_attribute_values(":correlation", s(&u.correlation_id));
         req = req.expression_attribute_values(
             ":sequencer",
@@ -493,6 +501,46 @@ impl MetadataStore for DynamoStore {
         }
     }
 
+    async fn add_to_ledger(
+        &self,
+        ledger_key: &str,
+        entry: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(HASH_KEY, s(ledger_key))
+            .update_expression("ADD #entries :entry SET #ttl = :ttl")
+            .expression_attribute_names("#entries", LEDGER_ENTRIES_ATTRIBUTE)
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":entry", AttributeValue::Ss(vec![entry.to_owned()]))
+            .expression_attribute_values(":ttl", n(expires_at))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| from_sdk("UpdateItem", &format!("{}/{ledger_key}", self.table), e))
+    }
+
+    async fn ledger(&self, ledger_key: &str) -> Result<Vec<String>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(HASH_KEY, s(ledger_key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| from_sdk("GetItem", &format!("{}/{ledger_key}", self.table), e))?;
+        Ok(out
+            .item
+            .as_ref()
+            .and_then(|item| item.get(LEDGER_ENTRIES_ATTRIBUTE))
+            .and_then(|v| v.as_ss().ok())
+            .cloned()
+            .unwrap_or_default())
+    }
+
     async fn pending_before(&self, written_before: &str) -> Result<Vec<PendingObject>, StoreError> {
         let mut objects = Vec::new();
         // One query per bucket; the index projects its keys only, which is all this returns.
@@ -565,6 +613,7 @@ fn to_item(m: &HashMap<String, AttributeValue>) -> MetadataItem {
         raw_sha256: str_of("raw_sha256"),
         processed_sha256: str_of("processed_sha256"),
         processed_version: str_of("processed_version"),
+        processed_owners: str_of("processed_owners"),
         outputs,
         legacy_outputs,
         valid_records: num_of("valid_records").unwrap_or(0),

@@ -6,13 +6,14 @@
 //! ([`pipeline_core::metadata::item_size`]) over the attributes [`crate::dynamodb`] writes, and
 //! answers an oversized write as DynamoDB does: a `ValidationException`, which no retry can fix.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use pipeline_core::metadata::{
     AttributeValue, MAX_ITEM_SIZE, PENDING_BUCKETS, item_size, output_page_item, output_page_key,
     pending_bucket, pending_value_of,
 };
+use pipeline_core::owner::ledger_item_size;
 
 use crate::store::{STATUS_PROCESSED, STATUS_RAW_WRITTEN};
 use crate::{
@@ -268,6 +269,7 @@ struct Item {
     lease_expires_at: Option<i64>,
     processed_sha256: Option<String>,
     processed_version: Option<String>,
+    processed_owners: Option<String>,
     rows: Option<u64>,
     duplicates: Option<u64>,
     processed_at: Option<String>,
@@ -332,6 +334,9 @@ impl Item {
         }
         if let Some(v) = &self.processed_version {
             a.push(("processed_version", V::S(v)));
+        }
+        if let Some(o) = &self.processed_owners {
+            a.push(("processed_owners", V::S(o)));
         }
         if let Some(o) = &self.outputs {
             a.push(("output_generation", V::number(o.generation)));
@@ -425,11 +430,13 @@ fn update_checked<T>(
     Ok(out)
 }
 
-/// The table: raw objects' items and output pages, which share it in DynamoDB.
+/// The table: raw objects' items, output pages and ledger items, which share it in DynamoDB.
 #[derive(Debug, Default)]
 struct Table {
     items: HashMap<String, Item>,
     pages: HashMap<String, Page>,
+    /// Ledger items: entries and TTL.
+    ledgers: HashMap<String, (BTreeSet<String>, i64)>,
 }
 
 /// The metadata table in memory, with the same conditional writes as [`crate::dynamodb`].
@@ -556,6 +563,7 @@ fn to_item(key: &str, i: &Item) -> MetadataItem {
         raw_sha256: i.raw.as_ref().map(|r| r.raw_sha256.clone()),
         processed_sha256: i.processed_sha256.clone(),
         processed_version: i.processed_version.clone(),
+        processed_owners: i.processed_owners.clone(),
         outputs: i.outputs,
         legacy_outputs: i.legacy_outputs.clone(),
         valid_records: i.raw.as_ref().map_or(0, |r| r.valid_records),
@@ -643,6 +651,7 @@ impl MetadataStore for MemoryMetadataStore {
                 item.pending = false;
                 item.processed_sha256 = Some(u.raw_sha256.clone());
                 item.processed_version = Some(u.version.clone());
+                item.processed_owners = Some(u.owners.clone());
                 item.outputs = Some(u.outputs);
                 item.legacy_outputs.clear();
                 item.rows = Some(u.rows);
@@ -749,6 +758,34 @@ impl MetadataStore for MemoryMetadataStore {
             item.lease = None;
         }
         Ok(())
+    }
+
+    async fn add_to_ledger(
+        &self,
+        ledger_key: &str,
+        entry: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.faulty("UpdateItem", ledger_key, |t| {
+            let mut next = t.ledgers.get(ledger_key).cloned().unwrap_or_default();
+            next.0.insert(entry.to_owned());
+            next.1 = expires_at;
+            let size = ledger_item_size(ledger_key, &next.0, next.1);
+            if size > MAX_ITEM_SIZE {
+                return Err(too_large(ledger_key, size));
+            }
+            t.ledgers.insert(ledger_key.to_owned(), next);
+            Ok(())
+        })
+    }
+
+    async fn ledger(&self, ledger_key: &str) -> Result<Vec<String>, StoreError> {
+        self.faulty("GetItem", ledger_key, |t| {
+            Ok(t.ledgers
+                .get(ledger_key)
+                .map(|(entries, _)| entries.iter().cloned().collect())
+                .unwrap_or_default())
+        })
     }
 
     async fn pending_before(&self, written_before: &str) -> Result<Vec<PendingObject>, StoreError> {
@@ -946,8 +983,7 @@ mod tests {
             found.iter().map(|p| p.raw_key.clone()).collect::<Vec<_>>(),
             want
         );
-        let buckets: std::collections::BTreeSet<u32> =
-            keys.iter().map(|k| pending_bucket(k)).collect();
+        let buckets: BTreeSet<u32> = keys.iter().map(|k| pending_bucket(k)).collect();
         assert!(
             buckets.len() > 8,
             "the keys spread over the buckets: {buckets:?}"

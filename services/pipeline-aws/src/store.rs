@@ -164,6 +164,9 @@ pub struct ProcessedUpdate {
     pub correlation_id: String,
     /// The transformer's version that produced the outputs.
     pub version: String,
+    /// The overlapping raw objects that owned some of the content's records when the outputs
+    /// were made ([`pipeline_core::owner`]): a digest of their keys and contents, empty for none.
+    pub owners: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +207,9 @@ pub struct MetadataItem {
     /// The transformer's version that processed it (absent on items processed before versions
     /// were recorded).
     pub processed_version: Option<String>,
+    /// [`ProcessedUpdate::owners`] of the processing (absent on items processed before owners
+    /// were recorded: none then).
+    pub processed_owners: Option<String>,
     /// The output set the item refers to: every output key of the raw object that may exist.
     /// Exactly the outputs of `processed_sha256` once processed; a superset while a run is under
     /// way or after one died.
@@ -304,6 +310,22 @@ pub trait MetadataStore: Send + Sync {
         &self,
         update: &ProcessedUpdate,
     ) -> impl Future<Output = Result<MarkOutcome, StoreError>> + Send;
+
+    /// Adds `entry` ([`pipeline_core::owner::Entry::encode`]) to the ledger item of `ledger_key`
+    /// ([`pipeline_core::owner::ledger_key`]), created if absent; adding an entry it holds changes
+    /// nothing. Its TTL becomes `expires_at`.
+    fn add_to_ledger(
+        &self,
+        ledger_key: &str,
+        entry: &str,
+        expires_at: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The entries of a ledger item, strongly consistent; none when it does not exist.
+    fn ledger(
+        &self,
+        ledger_key: &str,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
     /// Raw objects written before `written_before` (RFC 3339) and not processed yet: one query
     /// per pending bucket on the sparse pending index, each a range condition on

@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod keys;
 pub mod kpl;
 pub mod metadata;
+pub mod owner;
 pub mod parquet_io;
 pub mod reason;
 pub mod transform;

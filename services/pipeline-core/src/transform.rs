@@ -9,7 +9,7 @@
 //! - lineage: `kinesis_shard`, `kinesis_seq`, `kinesis_subseq`, `raw_key`.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, Timelike, Utc};
 use hmac::{Hmac, Mac};
@@ -258,6 +258,10 @@ pub struct TransformOutput {
     pub span: Option<Span>,
     /// The size of the gunzipped body.
     pub uncompressed_bytes: u64,
+    /// The minutes ([`crate::owner::minute_of`]) in which the lines' records arrived.
+    pub minutes: BTreeSet<i64>,
+    /// Lines skipped because an overlapping raw object owns their record ([`crate::owner`]).
+    pub owned_elsewhere: u64,
     /// Sorted by key.
     pub objects: Vec<ProcessedObject>,
 }
@@ -274,7 +278,40 @@ pub fn transform(
     body: &[u8],
     pii: &Pseudonymizer,
 ) -> Result<TransformOutput, TransformError> {
-    transform_with(raw_key, body, pii, true)
+    transform_with(raw_key, body, pii, true, &RecordIds::new())
+}
+
+/// A record's place in its shard: sequence number and sub-sequence number.
+pub type RecordIds = HashSet<(String, u64)>;
+
+/// [`transform`] without the records in `skip`, which another raw object owns: they still count
+/// as lines and in the span, and are counted in `owned_elsewhere`, but make no row and take no
+/// part in the dedupe.
+pub fn transform_skipping(
+    raw_key: &str,
+    body: &[u8],
+    pii: &Pseudonymizer,
+    skip: &RecordIds,
+) -> Result<TransformOutput, TransformError> {
+    transform_with(raw_key, body, pii, true, skip)
+}
+
+/// The records a raw object's gzip body holds.
+pub fn record_ids(body: &[u8]) -> Result<RecordIds, TransformError> {
+    let text = gunzip(body).map_err(TransformError::NotGzip)?;
+    let text = std::str::from_utf8(&text).map_err(|_| TransformError::NotUtf8)?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(i, line)| {
+            let raw: RawLine<'_> =
+                serde_json::from_str(line).map_err(|e| TransformError::BadLine {
+                    line: i + 1,
+                    message: e.to_string(),
+                })?;
+            Ok((raw.seq.into_owned(), raw.subseq))
+        })
+        .collect()
 }
 
 /// [`transform`] reading every line with `serde_json`: the reference the fast line reader is
@@ -285,7 +322,7 @@ pub fn transform_reference(
     body: &[u8],
     pii: &Pseudonymizer,
 ) -> Result<TransformOutput, TransformError> {
-    transform_with(raw_key, body, pii, false)
+    transform_with(raw_key, body, pii, false, &RecordIds::new())
 }
 
 fn transform_with(
@@ -293,6 +330,7 @@ fn transform_with(
     body: &[u8],
     pii: &Pseudonymizer,
     fast_lines: bool,
+    skip: &RecordIds,
 ) -> Result<TransformOutput, TransformError> {
     let parsed_key = keys::parse_raw_key(raw_key)
         .ok_or_else(|| TransformError::NotARawKey(raw_key.to_owned()))?;
@@ -306,6 +344,8 @@ fn transform_with(
     let (mut lines, mut rows, mut duplicates, mut max_lag) = (0u64, 0u64, 0u64, None::<i64>);
     let mut arrivals = Arrivals::default();
     let mut span: Option<Span> = None;
+    let mut minutes = BTreeSet::new();
+    let mut owned_elsewhere = 0u64;
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
         let n = i + 1;
         lines += 1;
@@ -338,6 +378,11 @@ fn transform_with(
             }
         };
         Span::include(&mut span, &lineage.seq, arrival);
+        minutes.insert(crate::owner::minute_of(arrival));
+        if !skip.is_empty() && skip.contains(&(lineage.seq.to_string(), lineage.subseq)) {
+            owned_elsewhere += 1;
+            continue;
+        }
         if !seen.insert(ev.event_id.clone()) {
             duplicates += 1;
             continue;
@@ -380,6 +425,8 @@ fn transform_with(
         max_ingest_lag_ms: max_lag,
         span,
         uncompressed_bytes: text.len() as u64,
+        minutes,
+        owned_elsewhere,
         objects,
     })
 }
@@ -549,6 +596,46 @@ mod tests {
         format!(
             r#"{{"event_id":"{id}","event_type":"{ty}","occurred_at":"{at}","source":"web"{rest}}}"#
         )
+    }
+
+    #[test]
+    fn records_another_object_owns_are_skipped_before_the_dedupe() {
+        let (key, body) = raw_object(&[
+            ev("a", "click", "2026-11-25T09:00:00Z", ""),
+            ev("b", "click", "2026-11-25T09:00:00Z", ""),
+            ev("a", "click", "2026-11-25T09:00:00Z", ""),
+        ]);
+        let ids = record_ids(&body).unwrap();
+        assert_eq!(
+            ids,
+            RecordIds::from([
+                ("1000".to_owned(), 0),
+                ("1001".to_owned(), 0),
+                ("1002".to_owned(), 0)
+            ])
+        );
+        let whole = transform(&key, &body, &pii()).unwrap();
+        assert_eq!(
+            (whole.rows, whole.duplicates, whole.owned_elsewhere),
+            (2, 1, 0)
+        );
+        // The first `a` belongs to another object: the second is this object's own.
+        let skip = RecordIds::from([("1000".to_owned(), 0)]);
+        let out = transform_skipping(&key, &body, &pii(), &skip).unwrap();
+        assert_eq!(
+            (out.lines, out.rows, out.duplicates, out.owned_elsewhere),
+            (3, 2, 0, 1)
+        );
+        let seqs: Vec<&str> = out.objects[0]
+            .rows
+            .iter()
+            .map(|r| r.kinesis_seq.as_str())
+            .collect();
+        assert_eq!(seqs, ["1001", "1002"]);
+        // The span and the minutes still describe every line.
+        assert_eq!(out.span, whole.span);
+        assert_eq!(out.minutes, whole.minutes);
+        assert_eq!(out.minutes.len(), 1);
     }
 
     #[test]

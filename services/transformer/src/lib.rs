@@ -25,6 +25,7 @@ use pipeline_aws::{
 };
 use pipeline_core::event::fmt_time;
 use pipeline_core::keys::{RAW_PREFIX, RAW_SHA256_METADATA, decode_s3_key};
+use pipeline_core::owner;
 use pipeline_core::transform::{self, Pseudonymizer, TransformError};
 use serde::Serialize;
 use serde_json::Value;
@@ -131,6 +132,11 @@ pub enum Outcome {
         upstream_correlation_id: Option<String>,
         /// Whether this run registered the object (the stream processor had not recorded it).
         registered: bool,
+        /// Lines whose record an overlapping raw object of the shard owns (`pipeline_core::owner`).
+        owned_elsewhere: u64,
+        /// Raw objects starting inside this one that were processed again because this one
+        /// owns some of their records now.
+        reprocessed: Vec<String>,
     },
 }
 
@@ -276,8 +282,9 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
         owner: &str,
         replay: bool,
     ) -> Result<Outcome, Error> {
+        let pass = if replay { Pass::Replay } else { Pass::Notified };
         let result = self
-            .process_passes(bucket, key, sequencer, owner, replay)
+            .process_passes(bucket, key, sequencer, owner, pass)
             .await;
         if result.is_err() {
             // Best effort: an unreleased lease expires by itself.
@@ -303,7 +310,7 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
         key: &str,
         sequencer: Option<&str>,
         owner: &str,
-        replay: bool,
+        pass_kind: Pass,
     ) -> Result<Outcome, Error> {
         let transform_error = |source| Error::Transform {
             bucket: bucket.to_owned(),
@@ -354,7 +361,13 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                 }
             };
             let current = item.processed_sha256.as_deref() == Some(sha.as_str())
-                && (!replay || item.processed_version.as_deref() == Some(&self.settings.version));
+                && match pass_kind {
+                    Pass::Notified => true,
+                    Pass::Replay => {
+                        item.processed_version.as_deref() == Some(&self.settings.version)
+                    }
+                    Pass::Owners => false,
+                };
             if pass == 0 && current {
                 return Ok(Outcome::Duplicate {
                     key: key.to_owned(),
@@ -366,9 +379,6 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                     transform::transform(key, &object.body, &self.pii).map_err(transform_error)?
                 }
             };
-            let encoded = transform::encode(&output).map_err(transform_error)?;
-            let new_keys: BTreeSet<String> = encoded.iter().map(|(k, _)| k.clone()).collect();
-
             let lease = self.lease(key, owner);
             if self.metadata.acquire_lease(&lease).await? == LeaseOutcome::HeldByAnother {
                 return Err(Error::Leased {
@@ -380,6 +390,18 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
             if item.raw_sha256.as_deref() != Some(sha.as_str()) {
                 continue;
             }
+            // Under the lease, after this object entered the ledger: any object entered later
+            // processes this one again if it owns some of its records.
+            let ledger = Ledger::enter(&self.metadata, key, &output, lease.expires_at).await?;
+            let owners = self.owners(bucket, &ledger).await?;
+            let output = if owners.skip.is_empty() {
+                output
+            } else {
+                transform::transform_skipping(key, &object.body, &self.pii, &owners.skip)
+                    .map_err(transform_error)?
+            };
+            let encoded = transform::encode(&output).map_err(transform_error)?;
+            let new_keys: BTreeSet<String> = encoded.iter().map(|(k, _)| k.clone()).collect();
             // Every output of this raw key that may exist.
             let mut known: BTreeSet<String> = item.legacy_outputs.iter().cloned().collect();
             if let Some(set) = &item.outputs {
@@ -428,6 +450,14 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                     .delete(&self.settings.processed_bucket, k)
                     .await?;
             }
+            // Objects that start inside this one may hold records this one owns: they drop
+            // them before this one is marked, so a retry of this run does it again.
+            let reprocessed = if pass_kind == Pass::Owners {
+                Vec::new()
+            } else {
+                self.reprocess_followers(bucket, key, &ledger, owner)
+                    .await?
+            };
             let new_keys: Vec<String> = new_keys.into_iter().collect();
             // The set the processed item refers to: exactly the outputs, written in this pass
             // (so that its pages expire no earlier than the item).
@@ -456,6 +486,7 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                 processed_at: fmt_time((self.clock)()),
                 correlation_id: owner.to_owned(),
                 version: self.settings.version.clone(),
+                owners: owners.digest,
             };
             match self.metadata.mark_processed(&update).await? {
                 MarkOutcome::Marked => {
@@ -471,6 +502,8 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                         max_ingest_lag_ms: output.max_ingest_lag_ms,
                         upstream_correlation_id: object.metadata.get("correlation-id").cloned(),
                         registered,
+                        owned_elsewhere: output.owned_elsewhere,
+                        reprocessed,
                     });
                 }
                 // Rewritten while we worked, or the lease ran out: process the new content. A set
@@ -483,6 +516,121 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
             key: key.to_owned(),
             passes: MAX_PASSES,
         })
+    }
+
+    /// The overlapping raw objects of the shard that own records of this one: the candidates
+    /// the ledger names in this object's minutes, read from the raw bucket. A candidate that no
+    /// longer exists holds nothing; one whose lines do not read (it fails its own processing and
+    /// ends in the transform dead-letter queue) emits nothing, so it owns nothing either.
+    async fn owners(&self, bucket: &str, ledger: &Ledger) -> Result<Owners, Error> {
+        let mut owners = Owners::default();
+        let Some(first) = &ledger.first else {
+            return Ok(owners);
+        };
+        let mut candidates = BTreeSet::new();
+        for entries in ledger.minutes.values() {
+            candidates.extend(owner::holders_before(entries, first));
+        }
+        let mut digest = Sha256::new();
+        for candidate in &candidates {
+            let candidate = owner::candidate_key(&ledger.shard, candidate);
+            let Some(object) = self.objects.get(bucket, &candidate).await? else {
+                continue;
+            };
+            digest.update(format!(
+                "{candidate} {}\n",
+                hex::encode(Sha256::digest(&object.body))
+            ));
+            owners.objects += 1;
+            if let Ok(ids) = transform::record_ids(&object.body) {
+                owners.skip.extend(ids);
+            }
+        }
+        if owners.objects > 0 {
+            owners.digest = hex::encode(digest.finalize());
+        }
+        Ok(owners)
+    }
+
+    /// Processes again the raw objects that start inside this one (in any content it had), so
+    /// that each drops the records this one owns. Returns their keys.
+    async fn reprocess_followers(
+        &self,
+        bucket: &str,
+        key: &str,
+        ledger: &Ledger,
+        owner: &str,
+    ) -> Result<Vec<String>, Error> {
+        let (Some(first), Some(&first_minute)) = (&ledger.first, ledger.minutes.keys().next())
+        else {
+            return Ok(Vec::new());
+        };
+        let Some((last, last_minute)) =
+            owner::Entry::span_of(&ledger.minutes[&first_minute], first)
+        else {
+            return Ok(Vec::new());
+        };
+        let mut followers = BTreeSet::new();
+        for minute in first_minute..=last_minute {
+            let entries = match ledger.minutes.get(&minute) {
+                Some(entries) => std::borrow::Cow::Borrowed(entries),
+                None => std::borrow::Cow::Owned(
+                    Ledger::read(&self.metadata, &owner::ledger_key(&ledger.shard, minute)).await?,
+                ),
+            };
+            followers.extend(owner::starting_within(entries.iter(), first, &last));
+        }
+        let mut reprocessed = Vec::new();
+        for follower in &followers {
+            let follower = owner::candidate_key(&ledger.shard, follower);
+            if follower != key && self.recheck(bucket, &follower, owner).await? {
+                reprocessed.push(follower);
+            }
+        }
+        Ok(reprocessed)
+    }
+
+    /// Processes a processed raw object again if the objects that own some of its records are
+    /// not those its outputs were made without. One that is not processed yet is left to its own
+    /// run: that run takes the lease after this one, and reads the ledger as it is now.
+    async fn recheck(&self, bucket: &str, key: &str, owner: &str) -> Result<bool, Error> {
+        let Some(object) = self.objects.get(bucket, key).await? else {
+            return Ok(false);
+        };
+        let sha = hex::encode(Sha256::digest(&object.body));
+        let lease = self.lease(key, owner);
+        if self.metadata.acquire_lease(&lease).await? == LeaseOutcome::HeldByAnother {
+            return Err(Error::Leased {
+                key: key.to_owned(),
+            });
+        }
+        let stale = async {
+            let Some(item) = self.metadata.get(key).await? else {
+                return Ok(false);
+            };
+            if item.raw_sha256.as_deref() != Some(sha.as_str())
+                || item.processed_sha256.as_deref() != Some(sha.as_str())
+            {
+                return Ok(false);
+            }
+            let output = transform::transform(key, &object.body, &self.pii).map_err(|source| {
+                Error::Transform {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    source,
+                }
+            })?;
+            let ledger = Ledger::enter(&self.metadata, key, &output, lease.expires_at).await?;
+            let owners = self.owners(bucket, &ledger).await?;
+            Ok::<_, Error>(item.processed_owners.unwrap_or_default() != owners.digest)
+        }
+        .await;
+        self.metadata.release_lease(key, owner).await?;
+        if !stale? {
+            return Ok(false);
+        }
+        Box::pin(self.process_passes(bucket, key, None, owner, Pass::Owners)).await?;
+        Ok(true)
     }
 
     async fn put_outputs(
@@ -619,6 +767,79 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
     }
 }
 
+/// Why a raw object is processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// An S3 notification (or the auditor's): content already processed is a duplicate.
+    Notified,
+    /// A replay: content is processed again unless this version processed it.
+    Replay,
+    /// Another object now owns a different share of its records: processed again, and the
+    /// objects inside it are not revisited (its own range did not change).
+    Owners,
+}
+
+/// The overlapping objects that own records of a raw object.
+#[derive(Debug, Default)]
+struct Owners {
+    /// Their records.
+    skip: transform::RecordIds,
+    /// A digest of their keys and contents; empty when there are none.
+    digest: String,
+    objects: usize,
+}
+
+/// A raw object's place in its shard's ledger: its entries, and the ledger items of the minutes
+/// its records arrived in, read after it entered them.
+#[derive(Debug, Default)]
+struct Ledger {
+    shard: String,
+    /// Its key's first sequence number; `None` for an object without lines.
+    first: Option<String>,
+    minutes: std::collections::BTreeMap<i64, Vec<owner::Entry>>,
+}
+
+impl Ledger {
+    async fn enter<M: MetadataStore>(
+        metadata: &M,
+        key: &str,
+        output: &transform::TransformOutput,
+        expires_at: i64,
+    ) -> Result<Ledger, Error> {
+        let mut ledger = Ledger::default();
+        let (Some(parsed), Some(span)) = (pipeline_core::keys::parse_raw_key(key), &output.span)
+        else {
+            return Ok(ledger);
+        };
+        let entry =
+            owner::Entry::new(&parsed, &span.last_sequence_number, span.last_arrival).encode();
+        ledger.shard = parsed.shard_id.to_owned();
+        ledger.first = Some(parsed.first_sequence_number.to_owned());
+        for &minute in &output.minutes {
+            let ledger_key = owner::ledger_key(parsed.shard_id, minute);
+            metadata
+                .add_to_ledger(&ledger_key, &entry, expires_at)
+                .await?;
+            ledger
+                .minutes
+                .insert(minute, Ledger::read(metadata, &ledger_key).await?);
+        }
+        Ok(ledger)
+    }
+
+    async fn read<M: MetadataStore>(
+        metadata: &M,
+        ledger_key: &str,
+    ) -> Result<Vec<owner::Entry>, Error> {
+        Ok(metadata
+            .ledger(ledger_key)
+            .await?
+            .iter()
+            .filter_map(|e| owner::Entry::parse(e))
+            .collect())
+    }
+}
+
 /// What the metadata table says of a raw object's current content.
 enum Recorded {
     Item(Box<MetadataItem>),
@@ -642,11 +863,15 @@ impl Report {
                     deleted,
                     max_ingest_lag_ms,
                     registered,
+                    owned_elsewhere,
+                    reprocessed,
                     ..
                 } => {
                     max_lag = max_lag.max(*max_ingest_lag_ms);
                     m.count("RawObjectsProcessed", 1)
                         .count("RawObjectsRegistered", u64::from(*registered))
+                        .count("RecordsOwnedElsewhere", *owned_elsewhere)
+                        .count("OverlapsReprocessed", reprocessed.len() as u64)
                         .count("RecordsValid", *rows)
                         .count("DuplicatesDropped", *duplicates)
                         .count("ObjectsWritten", outputs.len() as u64)

@@ -859,3 +859,131 @@ fn the_transformer_reads_the_time_from_its_clock() {
         Some("2026-11-25T10:07:00.000000Z")
     );
 }
+
+/// Every processed row's (sequence number, sub-sequence number), sorted.
+fn processed_records(w: &World) -> Vec<(String, i64)> {
+    let mut ids: Vec<(String, i64)> = w
+        .objects
+        .keys(PROCESSED, "processed/")
+        .iter()
+        .flat_map(|k| read_rows(w.objects.object(PROCESSED, k).unwrap().body).unwrap())
+        .map(|r| (r.kinesis_seq, r.kinesis_subseq))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The stream processor writes `event`'s records as one batch; returns the raw object's notice.
+fn write_batch(w: &World, event: &KinesisEvent) -> PutNotice {
+    let now = "2026-11-25T10:05:02Z".parse().unwrap();
+    let (response, _) = block_on(w.sp.handle(event, "sp-req", now));
+    assert!(response.batch_item_failures.is_empty());
+    let mut notices = raw_notices(w);
+    assert_eq!(notices.len(), 1);
+    notices.remove(0)
+}
+
+fn slice(event: &KinesisEvent, range: std::ops::Range<usize>) -> KinesisEvent {
+    let mut event = event.clone();
+    event.records = event.records[range].to_vec();
+    event
+}
+
+fn transform_notice(w: &World, n: &PutNotice) -> Outcome {
+    let mut report = block_on(w.tf.handle(&notification(n), "tf-req")).unwrap();
+    report.outcomes.remove(0)
+}
+
+fn seqs(range: std::ops::Range<u32>) -> Vec<(String, i64)> {
+    range.map(|s| (s.to_string(), 0)).collect()
+}
+
+/// A batch of six whose object was written but whose invocation failed, bisected: the second
+/// half (from record 103) is written under its own key, and the first half is never written
+/// again (its retries ran out). Whichever object is processed first, records 103–105 are
+/// processed once, by the object that starts first; when the first half is written after all,
+/// they move to the second half's object.
+#[test]
+fn records_in_two_overlapping_raw_objects_are_processed_once_by_the_earlier_one() {
+    let events: Vec<(String, &str)> = (0..6).map(|i| (format!("e{i}"), "click")).collect();
+    let events: Vec<(&str, &str)> = events.iter().map(|(id, ty)| (id.as_str(), *ty)).collect();
+    let batch = small_batch(&events);
+    for second_half_first in [false, true] {
+        let w = world();
+        let whole = write_batch(&w, &batch);
+        let half = write_batch(&w, &slice(&batch, 3..6));
+        assert_ne!(whole.key, half.key);
+        let (a, b) = if second_half_first {
+            (&half, &whole)
+        } else {
+            (&whole, &half)
+        };
+        let first = transform_notice(&w, a);
+        let second = transform_notice(&w, b);
+        assert_eq!(
+            processed_records(&w),
+            seqs(100..106),
+            "{first:?} {second:?}"
+        );
+        // The second half owns nothing of its own: its item says so, as processed.
+        let item = block_on(w.metadata.get(&half.key)).unwrap().unwrap();
+        assert_eq!(item.status, STATUS_PROCESSED);
+        assert_eq!(item.processed_rows, Some(0));
+        assert!(listed(&w, &item).is_empty());
+        if second_half_first {
+            let Outcome::Processed { reprocessed, .. } = &second else {
+                panic!("{second:?}")
+            };
+            assert_eq!(reprocessed, &[half.key.clone()]);
+        } else {
+            let Outcome::Processed {
+                owned_elsewhere, ..
+            } = &second
+            else {
+                panic!("{second:?}")
+            };
+            assert_eq!(*owned_elsewhere, 3);
+        }
+        // A duplicate notification of either changes nothing.
+        for n in [&whole, &half] {
+            assert!(matches!(transform_notice(&w, n), Outcome::Duplicate { .. }));
+        }
+        assert_eq!(processed_records(&w), seqs(100..106));
+
+        // The first half is written after all: the whole batch's object now holds 100–102, and
+        // the second half's object takes 103–105 back.
+        let rewritten = write_batch(&w, &slice(&batch, 0..3));
+        assert_eq!(rewritten.key, whole.key);
+        let Outcome::Processed { reprocessed, .. } = transform_notice(&w, &rewritten) else {
+            panic!()
+        };
+        assert_eq!(reprocessed, [half.key.clone()]);
+        assert_eq!(processed_records(&w), seqs(100..106));
+        let item = block_on(w.metadata.get(&half.key)).unwrap().unwrap();
+        assert_eq!(item.processed_rows, Some(3));
+    }
+}
+
+/// Objects that do not overlap read the ledger and own all their records: nothing reprocessed.
+#[test]
+fn adjacent_raw_objects_own_all_their_records() {
+    let events: Vec<(String, &str)> = (0..6).map(|i| (format!("e{i}"), "click")).collect();
+    let events: Vec<(&str, &str)> = events.iter().map(|(id, ty)| (id.as_str(), *ty)).collect();
+    let batch = small_batch(&events);
+    let w = world();
+    let left = write_batch(&w, &slice(&batch, 0..3));
+    let right = write_batch(&w, &slice(&batch, 3..6));
+    for n in [&right, &left] {
+        let Outcome::Processed {
+            owned_elsewhere,
+            reprocessed,
+            rows,
+            ..
+        } = transform_notice(&w, n)
+        else {
+            panic!()
+        };
+        assert_eq!((owned_elsewhere, reprocessed.len(), rows), (0, 0, 3));
+    }
+    assert_eq!(processed_records(&w), seqs(100..106));
+}
