@@ -501,6 +501,38 @@ impl MetadataStore for DynamoStore {
         }
     }
 
+    async fn forget_processed(&self, raw_key: &str, owner: &str) -> Result<(), StoreError> {
+        match self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(HASH_KEY, s(raw_key))
+            .update_expression("REMOVE processed_sha256")
+            .condition_expression("lease_owner = :owner")
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::new(
+                    "UpdateItem",
+                    format!("{}/{raw_key}", self.table),
+                    true,
+                    "the lease was lost",
+                ))
+            }
+            Err(e) => Err(from_sdk(
+                "UpdateItem",
+                &format!("{}/{raw_key}", self.table),
+                e,
+            )),
+        }
+    }
+
     async fn add_to_ledger(
         &self,
         ledger_key: &str,

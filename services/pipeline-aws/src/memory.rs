@@ -760,6 +760,21 @@ impl MetadataStore for MemoryMetadataStore {
         Ok(())
     }
 
+    async fn forget_processed(&self, raw_key: &str, owner: &str) -> Result<(), StoreError> {
+        self.faulty("UpdateItem", raw_key, |t| match t.items.get_mut(raw_key) {
+            Some(item) if item.leased_by(owner) => {
+                item.processed_sha256 = None;
+                Ok(())
+            }
+            _ => Err(StoreError::new(
+                "UpdateItem",
+                raw_key,
+                true,
+                "the lease was lost",
+            )),
+        })
+    }
+
     async fn add_to_ledger(
         &self,
         ledger_key: &str,

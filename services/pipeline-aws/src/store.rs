@@ -311,6 +311,15 @@ pub trait MetadataStore: Send + Sync {
         update: &ProcessedUpdate,
     ) -> impl Future<Output = Result<MarkOutcome, StoreError>> + Send;
 
+    /// Forgets which content the item's outputs were made from (`processed_sha256`), while
+    /// `owner` holds the lease: after its outputs were changed by another object's run, the next
+    /// run for any content processes it in full.
+    fn forget_processed(
+        &self,
+        raw_key: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Adds `entry` ([`pipeline_core::owner::Entry::encode`]) to the ledger item of `ledger_key`
     /// ([`pipeline_core::owner::ledger_key`]), created if absent; adding an entry it holds changes
     /// nothing. Its TTL becomes `expires_at`.

@@ -47,6 +47,7 @@ const WIDEST_ENTRY: usize = 129 + 1 + 129 + 1 + 12 + 1 + 13 + 1;
 /// pipeline's 56-digit sequence numbers, about twice as many.
 pub const LEDGER_ENTRIES_PER_ITEM: usize =
     (MAX_ITEM_SIZE - 128 - HASH_KEY.len() - LEDGER_ENTRIES_ATTRIBUTE.len() - 32) / WIDEST_ENTRY;
+const _: () = assert!(LEDGER_ENTRIES_PER_ITEM > 1_000);
 
 /// The minute of `t`: whole minutes since the Unix epoch.
 pub fn minute_of(t: DateTime<Utc>) -> i64 {
@@ -263,7 +264,6 @@ mod tests {
         let key = ledger_key(&"s".repeat(128), i64::MAX / 60);
         let size = ledger_item_size(&key, &entries, i64::MAX);
         assert!(size <= MAX_ITEM_SIZE, "{size}");
-        assert!(LEDGER_ENTRIES_PER_ITEM > 1_000);
     }
 
     /// A shard of `n` records (sequence numbers `100 + i`, arrival minute per record) and raw

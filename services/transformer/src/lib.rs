@@ -18,13 +18,14 @@ use aws_lambda_events::event::s3::S3Event;
 use chrono::{DateTime, Utc};
 use futures_util::future::try_join_all;
 use pipeline_aws::emf::{Metrics, Unit};
+use pipeline_aws::store::STATUS_PROCESSED;
 use pipeline_aws::{
     Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, ObjectStore, OutputSet,
     OutputsOutcome, ProcessedUpdate, RawItem, RecordOutcome, StoreError, StoredObject,
     delete_output_set, read_output_set, write_output_set,
 };
 use pipeline_core::event::fmt_time;
-use pipeline_core::keys::{RAW_PREFIX, RAW_SHA256_METADATA, decode_s3_key};
+use pipeline_core::keys::{RAW_PREFIX, RAW_SHA256_METADATA, decode_s3_key, seq_cmp};
 use pipeline_core::owner;
 use pipeline_core::transform::{self, Pseudonymizer, TransformError};
 use serde::Serialize;
@@ -360,7 +361,10 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                     }
                 }
             };
-            let current = item.processed_sha256.as_deref() == Some(sha.as_str())
+            // A content recorded again after another content (A, B, then A) is `RAW_WRITTEN`
+            // with `processed_sha256` still naming it: processed again, so that it is marked.
+            let current = item.status == STATUS_PROCESSED
+                && item.processed_sha256.as_deref() == Some(sha.as_str())
                 && match pass_kind {
                     Pass::Notified => true,
                     Pass::Replay => {
@@ -393,7 +397,7 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
             // Under the lease, after this object entered the ledger: any object entered later
             // processes this one again if it owns some of its records.
             let ledger = Ledger::enter(&self.metadata, key, &output, lease.expires_at).await?;
-            let owners = self.owners(bucket, &ledger).await?;
+            let owners = self.owners(bucket, key, &object.body, &ledger).await?;
             let output = if owners.skip.is_empty() {
                 output
             } else {
@@ -455,7 +459,13 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
             let reprocessed = if pass_kind == Pass::Owners {
                 Vec::new()
             } else {
-                self.reprocess_followers(bucket, key, &ledger, owner)
+                let emitted: transform::RecordIds = output
+                    .objects
+                    .iter()
+                    .flat_map(|o| &o.rows)
+                    .map(|r| (r.kinesis_seq.clone(), r.kinesis_subseq as u64))
+                    .collect();
+                self.reprocess_followers(bucket, key, &ledger, owner, &emitted)
                     .await?
             };
             let new_keys: Vec<String> = new_keys.into_iter().collect();
@@ -518,11 +528,19 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
         })
     }
 
-    /// The overlapping raw objects of the shard that own records of this one: the candidates
-    /// the ledger names in this object's minutes, read from the raw bucket. A candidate that no
-    /// longer exists holds nothing; one whose lines do not read (it fails its own processing and
-    /// ends in the transform dead-letter queue) emits nothing, so it owns nothing either.
-    async fn owners(&self, bucket: &str, ledger: &Ledger) -> Result<Owners, Error> {
+    /// The records of this raw object that an overlapping raw object of the shard owns: those
+    /// that the candidates the ledger names in this object's minutes (objects that start before
+    /// it and reach it) emitted, read from their outputs. Outputs are what an object emitted,
+    /// whatever its raw object holds now (a rewrite its batch never recorded changes the raw
+    /// object, not its outputs). The digest names exactly the records skipped, so a run that
+    /// finds the same digest would make the same outputs.
+    async fn owners(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: &[u8],
+        ledger: &Ledger,
+    ) -> Result<Owners, Error> {
         let mut owners = Owners::default();
         let Some(first) = &ledger.first else {
             return Ok(owners);
@@ -531,22 +549,49 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
         for entries in ledger.minutes.values() {
             candidates.extend(owner::holders_before(entries, first));
         }
-        let mut digest = Sha256::new();
+        if candidates.is_empty() {
+            return Ok(owners);
+        }
+        let transform_error = |key: &str, source| Error::Transform {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            source,
+        };
+        let ours = transform::record_ids(body).map_err(|e| transform_error(key, e))?;
         for candidate in &candidates {
             let candidate = owner::candidate_key(&ledger.shard, candidate);
-            let Some(object) = self.objects.get(bucket, &candidate).await? else {
+            let Some(item) = self.metadata.get(&candidate).await? else {
                 continue;
             };
-            digest.update(format!(
-                "{candidate} {}\n",
-                hex::encode(Sha256::digest(&object.body))
-            ));
-            owners.objects += 1;
-            if let Ok(ids) = transform::record_ids(&object.body) {
-                owners.skip.extend(ids);
+            let mut outputs: BTreeSet<String> = item.legacy_outputs.iter().cloned().collect();
+            if let Some(set) = &item.outputs {
+                outputs.extend(read_output_set(&self.metadata, &candidate, set).await?);
+            }
+            for output in &outputs {
+                let Some(object) = self
+                    .objects
+                    .get(&self.settings.processed_bucket, output)
+                    .await?
+                else {
+                    continue;
+                };
+                let rows = pipeline_core::parquet_io::read_rows(object.body)
+                    .map_err(|e| transform_error(output, TransformError::Parquet(e)))?;
+                for row in rows {
+                    let id = (row.kinesis_seq, row.kinesis_subseq as u64);
+                    if ours.contains(&id) {
+                        owners.skip.insert(id);
+                    }
+                }
             }
         }
-        if owners.objects > 0 {
+        if !owners.skip.is_empty() {
+            let mut skipped: Vec<&(String, u64)> = owners.skip.iter().collect();
+            skipped.sort_by(|a, b| seq_cmp(&a.0, &b.0).then(a.1.cmp(&b.1)));
+            let mut digest = Sha256::new();
+            for (seq, subseq) in skipped {
+                digest.update(format!("{seq} {subseq}\n"));
+            }
             owners.digest = hex::encode(digest.finalize());
         }
         Ok(owners)
@@ -560,14 +605,41 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
         key: &str,
         ledger: &Ledger,
         owner: &str,
+        emitted: &transform::RecordIds,
     ) -> Result<Vec<String>, Error> {
-        let (Some(first), Some(&first_minute)) = (&ledger.first, ledger.minutes.keys().next())
-        else {
+        let Some(first) = &ledger.first else {
             return Ok(Vec::new());
         };
-        let Some((last, last_minute)) =
-            owner::Entry::span_of(&ledger.minutes[&first_minute], first)
-        else {
+        // The minute of the first record, where every content the object had has its entry.
+        // Content without lines (every record quarantined) has no minute: its earlier contents'
+        // entries are in one of the minutes of its key's hour.
+        let mut own_minutes: Vec<i64> = ledger.minutes.keys().next().copied().into_iter().collect();
+        if own_minutes.is_empty() {
+            let hour = pipeline_core::keys::parse_raw_key(key).and_then(|k| {
+                chrono::NaiveDateTime::parse_from_str(
+                    &format!("{}T{}:00:00", k.date, k.hour),
+                    "%Y-%m-%dT%H:%M:%S",
+                )
+                .ok()
+            });
+            if let Some(hour) = hour {
+                let start = owner::minute_of(hour.and_utc());
+                own_minutes.extend(start..start + 60);
+            }
+        }
+        let mut span: Option<(String, i64, i64)> = None;
+        for minute in own_minutes {
+            let entries =
+                Ledger::read(&self.metadata, &owner::ledger_key(&ledger.shard, minute)).await?;
+            if let Some((last, last_minute)) = owner::Entry::span_of(&entries, first) {
+                span = Some(match span {
+                    Some((l, m, f)) if seq_cmp(&l, &last).is_ge() => (l, m.max(last_minute), f),
+                    Some((_, m, f)) => (last, m.max(last_minute), f),
+                    None => (last, last_minute, minute),
+                });
+            }
+        }
+        let Some((last, last_minute, first_minute)) = span else {
             return Ok(Vec::new());
         };
         let mut followers = BTreeSet::new();
@@ -580,20 +652,33 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
             };
             followers.extend(owner::starting_within(entries.iter(), first, &last));
         }
+        // In order of their first record: each one's share depends on the outputs of those that
+        // start before it, which are then already settled.
+        let mut followers: Vec<(String, String)> = followers.into_iter().collect();
+        followers.sort_by(|a, b| seq_cmp(&a.0, &b.0));
         let mut reprocessed = Vec::new();
         for follower in &followers {
             let follower = owner::candidate_key(&ledger.shard, follower);
-            if follower != key && self.recheck(bucket, &follower, owner).await? {
+            if follower != key && self.recheck(bucket, &follower, owner, emitted).await? {
                 reprocessed.push(follower);
             }
         }
         Ok(reprocessed)
     }
 
-    /// Processes a processed raw object again if the objects that own some of its records are
-    /// not those its outputs were made without. One that is not processed yet is left to its own
-    /// run: that run takes the lease after this one, and reads the ledger as it is now.
-    async fn recheck(&self, bucket: &str, key: &str, owner: &str) -> Result<bool, Error> {
+    /// Processes a processed raw object again if the records other objects own are not those
+    /// its outputs were made without. One whose current content is not processed (its run is to
+    /// come, or died, or its content was rewritten by a batch that never recorded it) may have
+    /// outputs of an earlier run: the rows of the records `emitted` (the records the object that
+    /// starts before it now emits) are removed from them. Its own run, if one comes, takes the
+    /// lease after this one and reads the ledger as it is now.
+    async fn recheck(
+        &self,
+        bucket: &str,
+        key: &str,
+        owner: &str,
+        emitted: &transform::RecordIds,
+    ) -> Result<bool, Error> {
         let Some(object) = self.objects.get(bucket, key).await? else {
             return Ok(false);
         };
@@ -606,12 +691,16 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
         }
         let stale = async {
             let Some(item) = self.metadata.get(key).await? else {
-                return Ok(false);
+                return Ok(Recheck::Current);
             };
             if item.raw_sha256.as_deref() != Some(sha.as_str())
                 || item.processed_sha256.as_deref() != Some(sha.as_str())
             {
-                return Ok(false);
+                return Ok(if self.prune(key, owner, &item, emitted).await? {
+                    Recheck::Pruned
+                } else {
+                    Recheck::Current
+                });
             }
             let output = transform::transform(key, &object.body, &self.pii).map_err(|source| {
                 Error::Transform {
@@ -621,16 +710,81 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                 }
             })?;
             let ledger = Ledger::enter(&self.metadata, key, &output, lease.expires_at).await?;
-            let owners = self.owners(bucket, &ledger).await?;
-            Ok::<_, Error>(item.processed_owners.unwrap_or_default() != owners.digest)
+            let owners = self.owners(bucket, key, &object.body, &ledger).await?;
+            Ok::<_, Error>(
+                if item.processed_owners.unwrap_or_default() == owners.digest {
+                    Recheck::Current
+                } else {
+                    Recheck::Stale
+                },
+            )
         }
         .await;
         self.metadata.release_lease(key, owner).await?;
-        if !stale? {
-            return Ok(false);
+        match stale? {
+            Recheck::Current => return Ok(false),
+            Recheck::Pruned => return Ok(true),
+            Recheck::Stale => {}
         }
         Box::pin(self.process_passes(bucket, key, None, owner, Pass::Owners)).await?;
         Ok(true)
+    }
+
+    /// Removes the rows of `emitted` records from the outputs `item` lists; an output left
+    /// without rows is deleted (the set may list outputs that do not exist). Under the lease.
+    async fn prune(
+        &self,
+        key: &str,
+        owner: &str,
+        item: &MetadataItem,
+        emitted: &transform::RecordIds,
+    ) -> Result<bool, Error> {
+        let mut outputs: BTreeSet<String> = item.legacy_outputs.iter().cloned().collect();
+        if let Some(set) = &item.outputs {
+            outputs.extend(read_output_set(&self.metadata, key, set).await?);
+        }
+        let bucket = &self.settings.processed_bucket;
+        let mut pruned = false;
+        for output in &outputs {
+            let Some(object) = self.objects.get(bucket, output).await? else {
+                continue;
+            };
+            let parquet_error = |e| Error::Transform {
+                bucket: bucket.clone(),
+                key: output.clone(),
+                source: TransformError::Parquet(e),
+            };
+            let rows = pipeline_core::parquet_io::read_rows(object.body).map_err(parquet_error)?;
+            let before = rows.len();
+            let rows: Vec<_> = rows
+                .into_iter()
+                .filter(|r| !emitted.contains(&(r.kinesis_seq.clone(), r.kinesis_subseq as u64)))
+                .collect();
+            if rows.len() == before {
+                continue;
+            }
+            if !pruned {
+                // Before the first change: a later run never takes these outputs as made from
+                // the content the item names.
+                self.metadata.forget_processed(key, owner).await?;
+                pruned = true;
+            }
+            if rows.is_empty() {
+                self.objects.delete(bucket, output).await?;
+            } else {
+                let body = pipeline_core::parquet_io::write_rows(&rows).map_err(parquet_error)?;
+                self.objects
+                    .put(
+                        bucket,
+                        output,
+                        body,
+                        "application/vnd.apache.parquet",
+                        &object.metadata,
+                    )
+                    .await?;
+            }
+        }
+        Ok(pruned)
     }
 
     async fn put_outputs(
@@ -779,14 +933,22 @@ enum Pass {
     Owners,
 }
 
-/// The overlapping objects that own records of a raw object.
+/// What a recheck found.
+enum Recheck {
+    /// The outputs hold what they should.
+    Current,
+    /// Rows the object that starts before it now emits were removed from its outputs.
+    Pruned,
+    /// Processed, with other records owned elsewhere now: to be processed again.
+    Stale,
+}
+
+/// The records of a raw object that overlapping objects own.
 #[derive(Debug, Default)]
 struct Owners {
-    /// Their records.
     skip: transform::RecordIds,
-    /// A digest of their keys and contents; empty when there are none.
+    /// A digest of `skip`; empty when it is empty.
     digest: String,
-    objects: usize,
 }
 
 /// A raw object's place in its shard's ledger: its entries, and the ledger items of the minutes
@@ -807,14 +969,16 @@ impl Ledger {
         expires_at: i64,
     ) -> Result<Ledger, Error> {
         let mut ledger = Ledger::default();
-        let (Some(parsed), Some(span)) = (pipeline_core::keys::parse_raw_key(key), &output.span)
-        else {
+        let Some(parsed) = pipeline_core::keys::parse_raw_key(key) else {
+            return Ok(ledger);
+        };
+        ledger.shard = parsed.shard_id.to_owned();
+        ledger.first = Some(parsed.first_sequence_number.to_owned());
+        let Some(span) = &output.span else {
             return Ok(ledger);
         };
         let entry =
             owner::Entry::new(&parsed, &span.last_sequence_number, span.last_arrival).encode();
-        ledger.shard = parsed.shard_id.to_owned();
-        ledger.first = Some(parsed.first_sequence_number.to_owned());
         for &minute in &output.minutes {
             let ledger_key = owner::ledger_key(parsed.shard_id, minute);
             metadata

@@ -934,7 +934,7 @@ fn records_in_two_overlapping_raw_objects_are_processed_once_by_the_earlier_one(
             let Outcome::Processed { reprocessed, .. } = &second else {
                 panic!("{second:?}")
             };
-            assert_eq!(reprocessed, &[half.key.clone()]);
+            assert_eq!(reprocessed, std::slice::from_ref(&half.key));
         } else {
             let Outcome::Processed {
                 owned_elsewhere, ..
@@ -957,7 +957,7 @@ fn records_in_two_overlapping_raw_objects_are_processed_once_by_the_earlier_one(
         let Outcome::Processed { reprocessed, .. } = transform_notice(&w, &rewritten) else {
             panic!()
         };
-        assert_eq!(reprocessed, [half.key.clone()]);
+        assert_eq!(reprocessed, std::slice::from_ref(&half.key));
         assert_eq!(processed_records(&w), seqs(100..106));
         let item = block_on(w.metadata.get(&half.key)).unwrap().unwrap();
         assert_eq!(item.processed_rows, Some(3));
