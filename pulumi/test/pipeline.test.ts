@@ -482,6 +482,8 @@ describe("pipeline under mocks", function () {
                 assert.deepEqual(allowActions(tr).sort(), [
                     "s3:GetObject",
                     "s3:ListBucket",
+                    "s3:GetObject",
+                    "s3:ListBucket",
                     "s3:PutObject",
                     "s3:DeleteObject",
                     "dynamodb:GetItem",
@@ -511,6 +513,15 @@ describe("pipeline under mocks", function () {
                 assert.deepEqual(write.Resource, [`${raw}/raw/*`, `${raw}/quarantine/*`]);
                 const list = statements(tr).find((s) => s.Sid === "ListRawPrefix");
                 assert.deepEqual(list.Condition, { StringLike: { "s3:prefix": "raw/*" } });
+                // The owner rule reads overlapping objects' outputs, and may answer 404 for one.
+                const processed = `arn:aws:s3:::eventpipe-${stack}-processed-${ACCOUNT_ID}`;
+                assert.deepEqual(
+                    statements(tr).filter((s) => ["ReadProcessedObjects", "ListProcessedPrefix"].includes(s.Sid)).map((s) => [s.Action, s.Resource]),
+                    [
+                        ["s3:GetObject", `${processed}/processed/*`],
+                        ["s3:ListBucket", processed],
+                    ],
+                );
             });
 
             it("alarms on error rate, throttles, iterator age and DLQ depth, to the topic, both ways", () => {

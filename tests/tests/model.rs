@@ -103,6 +103,7 @@ fn platform() -> impl Strategy<Value = Platform> {
         0.0..0.2f64,
         0.0..0.3f64,
         0.0..0.5f64,
+        (any::<bool>(), prop::option::of((0usize..100, 1usize..8))),
         any::<u64>(),
     )
         .prop_map(
@@ -115,6 +116,7 @@ fn platform() -> impl Strategy<Value = Platform> {
                 sp_crash,
                 tf_fail,
                 duplicate_notification,
+                (redrive, redelivery),
                 seed,
             )| Platform {
                 batch_size,
@@ -126,8 +128,8 @@ fn platform() -> impl Strategy<Value = Platform> {
                 sp_crash,
                 tf_fail,
                 duplicate_notification,
-                redrive: true,
-                redelivery: None,
+                redrive,
+                redelivery,
                 seed,
             },
         )

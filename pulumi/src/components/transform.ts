@@ -97,9 +97,28 @@ export class Transform extends pulumi.ComponentResource {
                         Resource: pulumi.interpolate`${storage.processed.arn}/${PROCESSED_PREFIX}*`,
                     },
                     {
-                        // The raw object's item and the pages of its output keys (items of their
-                        // own): pages are written with UpdateItem, read with GetItem, and deleted
-                        // once the item no longer refers to them.
+                        // The outputs of an overlapping raw object of the same shard: the records
+                        // it emitted are the ones this object does not (the owner rule in
+                        // docs/data-contract.md), and a stale output loses the rows another
+                        // object now emits.
+                        Sid: "ReadProcessedObjects",
+                        Effect: "Allow",
+                        Action: "s3:GetObject",
+                        Resource: pulumi.interpolate`${storage.processed.arn}/${PROCESSED_PREFIX}*`,
+                    },
+                    {
+                        // Lets S3 answer 404 rather than 403 for an output that is gone.
+                        Sid: "ListProcessedPrefix",
+                        Effect: "Allow",
+                        Action: "s3:ListBucket",
+                        Resource: storage.processed.arn,
+                        Condition: { StringLike: { "s3:prefix": `${PROCESSED_PREFIX}*` } },
+                    },
+                    {
+                        // The raw object's item, the pages of its output keys and the shard's
+                        // ledger items (items of their own): pages are written with UpdateItem,
+                        // read with GetItem, and deleted once the item no longer refers to them;
+                        // ledger entries are added with UpdateItem and read with GetItem.
                         Sid: "RecordMetadata",
                         Effect: "Allow",
                         Action: ["dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
