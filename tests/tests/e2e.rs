@@ -1237,7 +1237,8 @@ async fn processed_item(
         .await
         .unwrap()
         .item?;
-    (item.get("status")?.as_s().ok()? == pipeline_aws::store::STATUS_PROCESSED).then_some(item)
+    (item.get("status")?.as_s().ok()? == pipeline_aws::store::Status::Processed.as_str())
+        .then_some(item)
 }
 
 #[test]

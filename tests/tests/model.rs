@@ -24,7 +24,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use local_runtime::esm;
 use pipeline_aws::memory::{Faults, MemoryMetadataStore, MemoryObjectStore, PutNotice};
 use pipeline_aws::read_output_set;
-use pipeline_aws::store::STATUS_PROCESSED;
+use pipeline_aws::store::Status;
 use pipeline_core::ingest::{QuarantineLine, gunzip};
 use pipeline_core::keys::seq_cmp;
 use pipeline_core::kpl::{self, SubRecord};
@@ -763,8 +763,8 @@ fn check(records: Vec<Rec>, shards: usize, p: Platform) -> Result<(), TestCaseEr
             continue;
         }
         prop_assert_eq!(
-            &item.status,
-            STATUS_PROCESSED,
+            item.status,
+            Some(Status::Processed),
             "{} not processed",
             item.raw_key
         );

@@ -23,7 +23,7 @@ use pipeline_core::metadata::{
 };
 
 use crate::error::from_sdk;
-use crate::store::{STATUS_PROCESSED, STATUS_RAW_WRITTEN};
+use crate::store::Status;
 use crate::{
     Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, OutputPage, OutputSet,
     OutputsOutcome, PendingObject, ProcessedUpdate, RawItem, RecordOutcome, StoreError,
@@ -83,7 +83,7 @@ impl DynamoStore {
             "created_at = if_not_exists(created_at, :written_at)",
         ];
         let mut values: HashMap<String, AttributeValue> = [
-            (":raw_written", s(STATUS_RAW_WRITTEN)),
+            (":raw_written", s(Status::RawWritten.as_str())),
             (":pending", s(pending_value_of(&item.raw_key))),
             (":written_at", s(&item.written_at)),
             (":sha", s(&item.raw_sha256)),
@@ -297,7 +297,7 @@ impl MetadataStore for DynamoStore {
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#pending", PENDING_ATTRIBUTE)
             .expression_attribute_names("#outputs", LEGACY_OUTPUTS)
-            .expression_attribute_values(":processed", s(STATUS_PROCESSED))
+            .expression_attribute_values(":processed", s(Status::Processed.as_str()))
             .expression_attribute_values(":sha", s(&u.raw_sha256))
             .expression_attribute_values(":generation", n(u.outputs.generation))
             .expression_attribute_values(":pages", n(u.outputs.pages))
@@ -641,7 +641,7 @@ fn to_item(m: &HashMap<String, AttributeValue>) -> MetadataItem {
     legacy_outputs.dedup();
     MetadataItem {
         raw_key: str_of(HASH_KEY).unwrap_or_default(),
-        status: str_of("status").unwrap_or_default(),
+        status: str_of(metadata::STATUS_ATTRIBUTE).and_then(|s| Status::parse(&s)),
         raw_sha256: str_of("raw_sha256"),
         processed_sha256: str_of("processed_sha256"),
         processed_version: str_of("processed_version"),

@@ -15,7 +15,7 @@ use pipeline_core::metadata::{
 };
 use pipeline_core::owner::ledger_item_size;
 
-use crate::store::{STATUS_PROCESSED, STATUS_RAW_WRITTEN};
+use crate::store::Status;
 use crate::{
     Lease, LeaseOutcome, ListedObject, MarkOutcome, MetadataItem, MetadataStore, ObjectCatalog,
     ObjectStore, OutputPage, OutputSet, OutputsOutcome, PendingObject, ProcessedUpdate, RawItem,
@@ -260,7 +260,7 @@ impl ObjectCatalog for MemoryObjectStore {
 
 #[derive(Debug, Clone, Default)]
 struct Item {
-    status: String,
+    status: Option<Status>,
     pending: bool,
     raw: Option<RawItem>,
     /// `created_at`: the first `written_at` (`if_not_exists`).
@@ -291,8 +291,8 @@ impl Item {
     ) -> Vec<(&'static str, AttributeValue<'a>)> {
         use AttributeValue as V;
         let mut a: Vec<(&'static str, V<'a>)> = vec![("raw_key", V::S(key))];
-        if !self.status.is_empty() {
-            a.push(("status", V::S(&self.status)));
+        if let Some(status) = self.status {
+            a.push(("status", V::S(status.as_str())));
         }
         if self.pending {
             a.push(("pending", V::S(pending)));
@@ -548,7 +548,7 @@ impl MemoryMetadataStore {
 /// A raw object's item as `record_raw` and `register_raw` write it: status `RAW_WRITTEN`, pending.
 fn write_raw(t: &mut Table, raw: &RawItem) -> Result<(), StoreError> {
     update_checked(&mut t.items, &raw.raw_key, |item| {
-        item.status = STATUS_RAW_WRITTEN.to_owned();
+        item.status = Some(Status::RawWritten);
         item.pending = true;
         item.created_at
             .get_or_insert_with(|| raw.written_at.clone());
@@ -559,7 +559,7 @@ fn write_raw(t: &mut Table, raw: &RawItem) -> Result<(), StoreError> {
 fn to_item(key: &str, i: &Item) -> MetadataItem {
     MetadataItem {
         raw_key: key.to_owned(),
-        status: i.status.clone(),
+        status: i.status,
         raw_sha256: i.raw.as_ref().map(|r| r.raw_sha256.clone()),
         processed_sha256: i.processed_sha256.clone(),
         processed_version: i.processed_version.clone(),
@@ -647,7 +647,7 @@ impl MetadataStore for MemoryMetadataStore {
             }
             update_checked(&mut t.items, &u.raw_key, |item| {
                 item.lease = None;
-                item.status = STATUS_PROCESSED.to_owned();
+                item.status = Some(Status::Processed);
                 item.pending = false;
                 item.processed_sha256 = Some(u.raw_sha256.clone());
                 item.processed_version = Some(u.version.clone());
@@ -873,7 +873,7 @@ mod tests {
         // Attribute name bytes plus value bytes; a number 0 is 1 byte.
         let by_hand: usize = [
             ("raw_key", "raw/k".len()),
-            ("status", STATUS_RAW_WRITTEN.len()),
+            ("status", Status::RawWritten.as_str().len()),
             ("pending", "PENDING#00".len()),
             ("raw_written_at", AT.len()),
             ("raw_sha256", 64),

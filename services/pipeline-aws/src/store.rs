@@ -201,7 +201,8 @@ pub enum LeaseOutcome {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetadataItem {
     pub raw_key: String,
-    pub status: String,
+    /// `None` for an item that only a lease created, or a value this version does not know.
+    pub status: Option<Status>,
     pub raw_sha256: Option<String>,
     pub processed_sha256: Option<String>,
     /// The transformer's version that processed it (absent on items processed before versions
@@ -232,8 +233,7 @@ pub struct PendingObject {
     pub written_at: String,
 }
 
-pub const STATUS_RAW_WRITTEN: &str = "RAW_WRITTEN";
-pub const STATUS_PROCESSED: &str = "PROCESSED";
+pub use pipeline_core::metadata::Status;
 
 pub trait MetadataStore: Send + Sync {
     /// Records a raw object: status `RAW_WRITTEN`, unless the item already describes this content.

@@ -16,6 +16,40 @@ use sha2::{Digest, Sha256};
 /// DynamoDB's maximum item size: 400 KB, attribute names and values together.
 pub const MAX_ITEM_SIZE: usize = 400 * 1024;
 
+/// The attribute holding a raw object's [`Status`].
+pub const STATUS_ATTRIBUTE: &str = "status";
+
+/// Where a raw object is: recorded by the stream processor (or registered by the transformer),
+/// then processed by the transformer. One definition for every reader and writer of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    RawWritten,
+    Processed,
+}
+
+impl Status {
+    pub const ALL: [Status; 2] = [Status::RawWritten, Status::Processed];
+
+    /// The value the table stores.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Status::RawWritten => "RAW_WRITTEN",
+            Status::Processed => "PROCESSED",
+        }
+    }
+
+    /// `None` for a value no [`Status::as_str`] gives.
+    pub fn parse(value: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The table's hash key: a raw object's key, or an output page's key ([`output_page_key`]).
 pub const HASH_KEY: &str = "raw_key";
 /// The table's TTL attribute (Unix seconds).
@@ -218,6 +252,16 @@ pub fn number_size(text: &str) -> usize {
 mod tests {
     use super::*;
     use AttributeValue as V;
+
+    #[test]
+    fn every_status_reads_back_and_nothing_else_does() {
+        for status in Status::ALL {
+            assert_eq!(Status::parse(status.as_str()), Some(status));
+            assert_eq!(status.to_string(), status.as_str());
+        }
+        assert_eq!(Status::parse("processed"), None);
+        assert_eq!(Status::parse(""), None);
+    }
 
     #[test]
     fn sizes_follow_the_documented_rules() {

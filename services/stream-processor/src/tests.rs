@@ -2,7 +2,7 @@ use std::future::Future;
 use std::path::Path;
 
 use pipeline_aws::memory::{Faults, MemoryMetadataStore, MemoryObjectStore};
-use pipeline_aws::store::STATUS_RAW_WRITTEN;
+use pipeline_aws::store::Status;
 use pipeline_core::Reason;
 use pipeline_core::ingest::{QuarantineLine, RawLine, gunzip};
 use serde_json::Value;
@@ -150,7 +150,7 @@ fn mixed_batch_matches_its_expectations() {
 
     let items = metadata.all();
     assert_eq!(items.len(), 1);
-    assert_eq!(items[0].status, STATUS_RAW_WRITTEN);
+    assert_eq!(items[0].status, Some(Status::RawWritten));
     assert_eq!(items[0].valid_records, want_accepted.len() as u64);
 }
 

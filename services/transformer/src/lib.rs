@@ -18,7 +18,7 @@ use aws_lambda_events::event::s3::S3Event;
 use chrono::{DateTime, Utc};
 use futures_util::future::try_join_all;
 use pipeline_aws::emf::{Metrics, Unit};
-use pipeline_aws::store::STATUS_PROCESSED;
+use pipeline_aws::store::Status;
 use pipeline_aws::{
     Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, ObjectStore, OutputSet,
     OutputsOutcome, ProcessedUpdate, RawItem, RecordOutcome, StoreError, StoredObject,
@@ -363,7 +363,7 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
             };
             // A content recorded again after another content (A, B, then A) is `RAW_WRITTEN`
             // with `processed_sha256` still naming it: processed again, so that it is marked.
-            let current = item.status == STATUS_PROCESSED
+            let current = item.status == Some(Status::Processed)
                 && item.processed_sha256.as_deref() == Some(sha.as_str())
                 && match pass_kind {
                     Pass::Notified => true,

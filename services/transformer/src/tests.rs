@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use pipeline_aws::StoredObject;
 use pipeline_aws::memory::{Faults, MemoryMetadataStore, MemoryObjectStore, PutNotice};
-use pipeline_aws::store::{STATUS_PROCESSED, STATUS_RAW_WRITTEN};
+use pipeline_aws::store::Status;
 use pipeline_core::parquet_io::read_rows;
 use stream_processor::StreamProcessor;
 
@@ -231,7 +231,7 @@ fn processes_a_raw_object_into_partitioned_parquet() {
         ["kpl-mix-1", "kpl-mix-2", "kpl-mix-3", "mix-1", "mix-5"]
     );
     let items = w.metadata.all();
-    assert_eq!(items[0].status, STATUS_PROCESSED);
+    assert_eq!(items[0].status, Some(Status::Processed));
     assert_eq!(&listed(&w, &items[0]), outputs);
     assert_eq!(items[0].processed_rows, Some(5));
 
@@ -361,7 +361,7 @@ fn outputs_of_a_run_that_died_are_known_and_deleted_by_the_next_run() {
     assert!(block_on(dying.handle(&notification(&n1[0]), "t1")).is_err());
     assert_eq!(w.objects.keys(PROCESSED, "").len(), 2);
     let item = &w.metadata.all()[0];
-    assert_eq!(item.status, STATUS_RAW_WRITTEN);
+    assert_eq!(item.status, Some(Status::RawWritten));
     assert_eq!(
         listed(&w, item),
         w.objects.keys(PROCESSED, ""),
@@ -456,7 +456,7 @@ fn an_object_another_writer_put_is_registered_from_its_lines_and_processed_once(
     let m = report.metrics("tf");
     assert_eq!(m.get("RawObjectsRegistered"), Some(1.0));
     let item = block_on(w.metadata.get(&key)).unwrap().unwrap();
-    assert_eq!(item.status, STATUS_PROCESSED);
+    assert_eq!(item.status, Some(Status::Processed));
     assert_eq!(item.raw_sha256.as_deref(), Some(sha.as_str()));
     assert_eq!(item.processed_sha256.as_deref(), Some(sha.as_str()));
     assert_eq!((item.valid_records, item.processed_rows), (1, Some(1)));
@@ -603,7 +603,7 @@ fn a_batch_retried_after_its_object_was_registered_writes_its_own_facts_and_stay
     assert_eq!(adopted.get("registered_by"), None);
     assert_eq!(
         adopted.get("status").map(String::as_str),
-        Some(STATUS_PROCESSED)
+        Some(Status::Processed.as_str())
     );
     assert_eq!(adopted.get("pending"), None);
     assert_eq!(
@@ -749,7 +749,7 @@ fn a_raw_object_spanning_2000_partitions_is_processed_completely_and_again_when_
         assert_eq!(w.objects.keys(PROCESSED, "processed/"), *outputs);
         assert_eq!(processed_ids(&w).len() as u64, rows);
         let items = w.metadata.all();
-        assert_eq!(items[0].status, STATUS_PROCESSED);
+        assert_eq!(items[0].status, Some(Status::Processed));
         assert_eq!(&listed(&w, &items[0]), outputs);
         assert_eq!(items.len(), 1);
         // No output page but those of the set the item refers to.
@@ -830,7 +830,7 @@ fn a_replay_re_transforms_what_an_earlier_version_processed_and_skips_its_own() 
     );
     let items = w.metadata.all();
     assert_eq!(items[0].processed_version.as_deref(), Some("v2"));
-    assert_eq!(items[0].status, STATUS_PROCESSED);
+    assert_eq!(items[0].status, Some(Status::Processed));
     assert_eq!(w.objects.keys(PROCESSED, "processed/"), outputs);
     assert_eq!(
         processed_ids(&w),
@@ -927,7 +927,7 @@ fn records_in_two_overlapping_raw_objects_are_processed_once_by_the_earlier_one(
         );
         // The second half owns nothing of its own: its item says so, as processed.
         let item = block_on(w.metadata.get(&half.key)).unwrap().unwrap();
-        assert_eq!(item.status, STATUS_PROCESSED);
+        assert_eq!(item.status, Some(Status::Processed));
         assert_eq!(item.processed_rows, Some(0));
         assert!(listed(&w, &item).is_empty());
         if second_half_first {

@@ -68,7 +68,7 @@ pub async fn progress(clients: &Clients, stack: &Stack) -> Result<Progress, Erro
             if item
                 .get("status")
                 .and_then(|v| v.as_s().ok())
-                .is_some_and(|s| s == pipeline_aws::store::STATUS_PROCESSED)
+                .is_some_and(|s| s == pipeline_aws::store::Status::Processed.as_str())
             {
                 p.processed_objects += 1;
                 p.processed_rows += n("processed_rows");
