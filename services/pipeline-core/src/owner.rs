@@ -123,17 +123,6 @@ impl Entry {
         })
     }
 
-    /// The raw object's key in shard `shard_id`.
-    pub fn raw_key(&self, shard_id: &str) -> String {
-        format!(
-            "{}dt={}/hour={}/shard={shard_id}/{}.jsonl.gz",
-            keys::RAW_PREFIX,
-            self.date,
-            self.hour,
-            self.first
-        )
-    }
-
     /// Every entry of the object of `first` in `entries` (one per content it had): the highest
     /// last sequence number and the latest minute any of them reached.
     pub fn span_of<'a>(
@@ -169,17 +158,53 @@ pub fn ledger_item_size(key: &str, entries: &BTreeSet<String>, expires_at: i64) 
     ])
 }
 
+/// A raw object a ledger names: enough to rebuild its key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Named {
+    /// Its key's first sequence number (first: objects sort by it as strings, so only equal
+    /// widths sort in order; compare with [`seq_cmp`]).
+    pub first: String,
+    pub date: String,
+    pub hour: String,
+}
+
+impl Named {
+    /// The raw object's key in shard `shard_id`.
+    pub fn raw_key(&self, shard_id: &str) -> String {
+        format!(
+            "{}dt={}/hour={}/shard={shard_id}/{}.jsonl.gz",
+            keys::RAW_PREFIX,
+            self.date,
+            self.hour,
+            self.first
+        )
+    }
+}
+
+fn named<'a>(
+    entries: impl IntoIterator<Item = &'a Entry>,
+    keep: impl Fn(&Entry) -> bool,
+) -> BTreeSet<Named> {
+    entries
+        .into_iter()
+        .filter(|e| keep(e))
+        .map(|e| Named {
+            first: e.first.clone(),
+            date: e.date.clone(),
+            hour: e.hour.clone(),
+        })
+        .collect()
+}
+
 /// The objects of a ledger that start before `first` and may reach it: the candidates that can
-/// own a record of the object whose key starts at `first`. Each object once, by key.
+/// own a record of the object whose key starts at `first`. Each object once.
 pub fn holders_before<'a>(
     entries: impl IntoIterator<Item = &'a Entry>,
     first: &str,
-) -> BTreeSet<(String, String)> {
-    entries
-        .into_iter()
-        .filter(|e| seq_cmp(&e.first, first).is_lt() && seq_cmp(&e.last, first).is_ge())
-        .map(|e| (e.first.clone(), format!("{}T{}", e.date, e.hour)))
-        .collect()
+) -> BTreeSet<Named> {
+    named(entries, |e| {
+        seq_cmp(&e.first, first).is_lt() && seq_cmp(&e.last, first).is_ge()
+    })
 }
 
 /// The objects of a ledger whose key starts after `first` and no later than `last`: those that
@@ -188,21 +213,10 @@ pub fn starting_within<'a>(
     entries: impl IntoIterator<Item = &'a Entry>,
     first: &str,
     last: &str,
-) -> BTreeSet<(String, String)> {
-    entries
-        .into_iter()
-        .filter(|e| seq_cmp(&e.first, first).is_gt() && seq_cmp(&e.first, last).is_le())
-        .map(|e| (e.first.clone(), format!("{}T{}", e.date, e.hour)))
-        .collect()
-}
-
-/// The raw key of an object [`holders_before`] or [`starting_within`] named.
-pub fn candidate_key(shard_id: &str, (first, hour): &(String, String)) -> String {
-    let (date, hour) = hour.split_once('T').unwrap_or((hour, ""));
-    format!(
-        "{}dt={date}/hour={hour}/shard={shard_id}/{first}.jsonl.gz",
-        keys::RAW_PREFIX
-    )
+) -> BTreeSet<Named> {
+    named(entries, |e| {
+        seq_cmp(&e.first, first).is_gt() && seq_cmp(&e.first, last).is_le()
+    })
 }
 
 #[cfg(test)]
@@ -229,12 +243,14 @@ mod tests {
             format!("1200 1350 {} 2026-11-30T10", minute_of(t))
         );
         assert_eq!(Entry::parse(&e.encode()), Some(e.clone()));
+        let named = holders_before([&e], "1201");
+        let key = named.first().unwrap().raw_key("shardId-000000000000");
         assert_eq!(
-            e.raw_key("shardId-000000000000"),
+            key,
             "raw/dt=2026-11-30/hour=10/shard=shardId-000000000000/1200.jsonl.gz"
         );
         assert_eq!(
-            keys::parse_raw_key(&e.raw_key("s")).map(|k| k.first_sequence_number),
+            keys::parse_raw_key(&key).map(|k| k.first_sequence_number),
             Some("1200")
         );
         for bad in [
@@ -345,10 +361,11 @@ mod tests {
                 for m in records.iter().map(|&i| c.minutes[i]).collect::<BTreeSet<_>>() {
                     candidates.extend(holders_before(&ledger[&m], first));
                 }
-                prop_assert!(candidates.iter().all(|(_, h)| h == HOUR));
+                let hour_of = |n: &Named| format!("{}T{}", n.date, n.hour);
+                prop_assert!(candidates.iter().all(|n| hour_of(n) == HOUR), "{:?}", candidates);
                 let held: HashSet<usize> = candidates
                     .iter()
-                    .flat_map(|(f, _)| objects[f].iter().copied())
+                    .flat_map(|n| objects[&n.first].iter().copied())
                     .collect();
                 for &r in records.iter().filter(|r| !held.contains(r)) {
                     *emitted.entry(r).or_default() += 1;
@@ -362,12 +379,12 @@ mod tests {
                         within.extend(starting_within(entries, first, &last));
                     }
                 }
-                let want: BTreeSet<(String, String)> = objects
+                let want: BTreeSet<String> = objects
                     .keys()
                     .filter(|f| seq_cmp(f, first).is_gt() && seq_cmp(f, &last).is_le())
-                    .map(|f| (f.clone(), HOUR.to_owned()))
+                    .cloned()
                     .collect();
-                prop_assert_eq!(within, want);
+                prop_assert_eq!(within.into_iter().map(|n| n.first).collect::<BTreeSet<_>>(), want);
             }
             let held: BTreeSet<usize> = objects.values().flatten().copied().collect();
             prop_assert_eq!(emitted.keys().copied().collect::<BTreeSet<_>>(), held);

@@ -407,10 +407,7 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
             let encoded = transform::encode(&output).map_err(transform_error)?;
             let new_keys: BTreeSet<String> = encoded.iter().map(|(k, _)| k.clone()).collect();
             // Every output of this raw key that may exist.
-            let mut known: BTreeSet<String> = item.legacy_outputs.iter().cloned().collect();
-            if let Some(set) = &item.outputs {
-                known.extend(read_output_set(&self.metadata, key, set).await?);
-            }
+            let known = self.listed_outputs(key, &item).await?;
             // Recorded before written: the item must refer to a set holding every key to write.
             let mut current = item.outputs;
             let mut exact = false;
@@ -559,15 +556,11 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
         };
         let ours = transform::record_ids(body).map_err(|e| transform_error(key, e))?;
         for candidate in &candidates {
-            let candidate = owner::candidate_key(&ledger.shard, candidate);
+            let candidate = candidate.raw_key(&ledger.shard);
             let Some(item) = self.metadata.get(&candidate).await? else {
                 continue;
             };
-            let mut outputs: BTreeSet<String> = item.legacy_outputs.iter().cloned().collect();
-            if let Some(set) = &item.outputs {
-                outputs.extend(read_output_set(&self.metadata, &candidate, set).await?);
-            }
-            for output in &outputs {
+            for output in &self.listed_outputs(&candidate, &item).await? {
                 let Some(object) = self
                     .objects
                     .get(&self.settings.processed_bucket, output)
@@ -656,11 +649,11 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
         }
         // In order of their first record: each one's share depends on the outputs of those that
         // start before it, which are then already settled.
-        let mut followers: Vec<(String, String)> = followers.into_iter().collect();
-        followers.sort_by(|a, b| seq_cmp(&a.0, &b.0));
+        let mut followers: Vec<owner::Named> = followers.into_iter().collect();
+        followers.sort_by(|a, b| seq_cmp(&a.first, &b.first));
         let mut reprocessed = Vec::new();
         for follower in &followers {
-            let follower = owner::candidate_key(&ledger.shard, follower);
+            let follower = follower.raw_key(&ledger.shard);
             if follower != key && self.recheck(bucket, &follower, owner, emitted).await? {
                 reprocessed.push(follower);
             }
@@ -767,6 +760,19 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
         }
     }
 
+    /// Every output of `key` that its item says may exist.
+    async fn listed_outputs(
+        &self,
+        key: &str,
+        item: &MetadataItem,
+    ) -> Result<BTreeSet<String>, Error> {
+        let mut outputs: BTreeSet<String> = item.legacy_outputs.iter().cloned().collect();
+        if let Some(set) = &item.outputs {
+            outputs.extend(read_output_set(&self.metadata, key, set).await?);
+        }
+        Ok(outputs)
+    }
+
     /// Removes the rows of `emitted` records from the outputs `item` lists; an output left
     /// without rows is deleted (the set may list outputs that do not exist). Under the lease.
     async fn prune(
@@ -776,13 +782,9 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
         item: &MetadataItem,
         emitted: &transform::RecordIds,
     ) -> Result<bool, Error> {
-        let mut outputs: BTreeSet<String> = item.legacy_outputs.iter().cloned().collect();
-        if let Some(set) = &item.outputs {
-            outputs.extend(read_output_set(&self.metadata, key, set).await?);
-        }
         let bucket = &self.settings.processed_bucket;
         let mut pruned = false;
-        for output in &outputs {
+        for output in &self.listed_outputs(key, item).await? {
             let Some(object) = self.objects.get(bucket, output).await? else {
                 continue;
             };
