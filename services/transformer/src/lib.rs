@@ -654,7 +654,14 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
         let mut reprocessed = Vec::new();
         for follower in &followers {
             let follower = follower.raw_key(&ledger.shard);
-            if follower != key && self.recheck(bucket, &follower, owner, emitted).await? {
+            // Once a follower changed, the ones after it may hold records it emits now: only
+            // this object's own rows are known, so those are checked in full.
+            let shortcut = reprocessed.is_empty();
+            if follower != key
+                && self
+                    .recheck(bucket, &follower, owner, emitted, shortcut)
+                    .await?
+            {
                 reprocessed.push(follower);
             }
         }
@@ -668,24 +675,27 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
     /// starts before it now emits) are removed from them. Its own run, if one comes, takes the
     /// lease after this one and reads the ledger as it is now.
     ///
-    /// A processed object that skipped no record and holds none of `emitted` is left alone
-    /// without taking its lease (with a `ParallelizationFactor`, the objects of other lanes
-    /// overlap every range).
+    /// With `shortcut`, a processed object that skipped no record and holds none of `emitted`
+    /// is left alone without taking its lease (with a `ParallelizationFactor`, the objects of
+    /// other lanes overlap every range).
     async fn recheck(
         &self,
         bucket: &str,
         key: &str,
         owner: &str,
         emitted: &transform::RecordIds,
+        shortcut: bool,
     ) -> Result<bool, Error> {
         let Some(object) = self.objects.get(bucket, key).await? else {
             return Ok(false);
         };
         let sha = hex::encode(Sha256::digest(&object.body));
-        if let (Some(item), Ok(ids)) = (
-            self.metadata.get(key).await?,
-            transform::record_ids(&object.body),
-        ) {
+        if shortcut
+            && let (Some(item), Ok(ids)) = (
+                self.metadata.get(key).await?,
+                transform::record_ids(&object.body),
+            )
+        {
             // Processed, nothing skipped, nothing the caller emits: no record of it can change
             // owner, whatever the caller's outputs held before.
             let whole = item.raw_sha256.as_deref() == Some(sha.as_str())
