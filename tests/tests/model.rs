@@ -93,6 +93,27 @@ struct Platform {
     seed: u64,
 }
 
+impl Platform {
+    /// No fault, no retry, no duplicate notification, one lane, batches of one, every dead letter
+    /// redriven, no redelivery.
+    fn fault_free() -> Self {
+        Platform {
+            batch_size: 1,
+            parallelization: 1,
+            max_retries: 0,
+            bisect: false,
+            sp_fail_before: 0.0,
+            sp_fail_after: 0.0,
+            sp_crash: 0.0,
+            tf_fail: 0.0,
+            duplicate_notification: 0.0,
+            redrive: true,
+            redelivery: None,
+            seed: 1,
+        }
+    }
+}
+
 fn platform() -> impl Strategy<Value = Platform> {
     (
         (1usize..8, 1usize..4),
@@ -813,16 +834,10 @@ proptest! {
         let p = Platform {
             batch_size,
             parallelization,
-            max_retries: 0,
-            bisect: false,
-            sp_fail_before: 0.0,
-            sp_fail_after: 0.0,
-            sp_crash: 0.0,
-            tf_fail: 0.0,
             duplicate_notification,
-            redrive: true,
             redelivery: Some(redelivery),
             seed,
+            ..Platform::fault_free()
         };
         check(records, shards, p)?;
     }
@@ -848,17 +863,7 @@ fn a_fault_free_run_is_exact_too() {
         .collect();
     let p = Platform {
         batch_size: 7,
-        parallelization: 1,
-        max_retries: 0,
-        bisect: false,
-        sp_fail_before: 0.0,
-        sp_fail_after: 0.0,
-        sp_crash: 0.0,
-        tf_fail: 0.0,
-        duplicate_notification: 0.0,
-        redrive: true,
-        redelivery: None,
-        seed: 1,
+        ..Platform::fault_free()
     };
     check(records.clone(), 2, p.clone()).unwrap();
     // A restart from an earlier checkpoint with another batch size delivers every record of
