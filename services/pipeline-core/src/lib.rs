@@ -14,6 +14,7 @@ pub mod metadata;
 pub mod owner;
 pub mod parquet_io;
 pub mod reason;
+pub mod stats;
 pub mod transform;
 
 pub use event::{Event, validate};

@@ -365,15 +365,8 @@ impl Summary {
             0.0
         };
         latencies.sort();
-        let pct = |p: f64| {
-            if latencies.is_empty() {
-                0.0
-            } else {
-                let i =
-                    ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
-                latencies[i].as_secs_f64() * 1000.0
-            }
-        };
+        let millis: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+        let pct = |p: f64| pipeline_core::stats::nearest_rank(&millis, p);
         self.put_records_p50_ms = pct(0.50);
         self.put_records_p99_ms = pct(0.99);
     }

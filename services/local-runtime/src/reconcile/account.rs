@@ -37,13 +37,7 @@ pub struct Percentiles {
 impl Percentiles {
     pub fn of(mut values: Vec<f64>) -> Percentiles {
         values.sort_by(f64::total_cmp);
-        let pct = |p: f64| {
-            if values.is_empty() {
-                0.0
-            } else {
-                values[((values.len() as f64 * p).ceil() as usize).clamp(1, values.len()) - 1]
-            }
-        };
+        let pct = |p: f64| pipeline_core::stats::nearest_rank(&values, p);
         Percentiles {
             count: values.len() as u64,
             p50: pct(0.50),
