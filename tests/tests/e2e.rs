@@ -366,16 +366,7 @@ fn a_poison_batch_is_bisected_retried_reported_to_the_stream_dlq_and_redriven() 
 fn a_failing_transformer_is_retried_then_lands_in_the_transform_dlq() {
     with_stack(async |local| {
         let key = "raw/dt=2026-11-25/hour=10/shard=shardId-000000000000/1.jsonl.gz";
-        local
-            .admin
-            .s3
-            .put_object()
-            .bucket(&local.stack.raw_bucket)
-            .key(key)
-            .body(b"not gzip and never recorded".to_vec().into())
-            .send()
-            .await
-            .unwrap();
+        put_raw_object(local, key, b"not gzip and never recorded".to_vec()).await;
         let deadline = Instant::now() + Duration::from_secs(90);
         while reconcile::queue_depth(&local.clients, &local.stack.transform_dlq_url)
             .await
