@@ -622,30 +622,34 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                 own_minutes.extend(start..start + 60);
             }
         }
-        let mut span: Option<(String, i64, i64)> = None;
+        // Read now, after this run's outputs are written: an object that entered the ledger
+        // after this run's owners were read may have read this object's outputs before they
+        // were written, and must be found here.
+        let mut read = std::collections::BTreeMap::new();
         for minute in own_minutes {
             let entries =
                 Ledger::read(&self.metadata, &owner::ledger_key(&ledger.shard, minute)).await?;
-            if let Some((last, last_minute)) = owner::Entry::span_of(&entries, first) {
-                span = Some(match span {
-                    Some((l, m, f)) if seq_cmp(&l, &last).is_ge() => (l, m.max(last_minute), f),
-                    Some((_, m, f)) => (last, m.max(last_minute), f),
-                    None => (last, last_minute, minute),
-                });
-            }
+            read.insert(minute, entries);
         }
-        let Some((last, last_minute, first_minute)) = span else {
+        let Some(first_minute) = read
+            .iter()
+            .find(|(_, entries)| entries.iter().any(|e| &e.first == first))
+            .map(|(minute, _)| *minute)
+        else {
+            return Ok(Vec::new());
+        };
+        let Some((last, last_minute)) = owner::Entry::span_of(read.values().flatten(), first)
+        else {
             return Ok(Vec::new());
         };
         let mut followers = BTreeSet::new();
         for minute in first_minute..=last_minute {
-            let entries = match ledger.minutes.get(&minute) {
-                Some(entries) => std::borrow::Cow::Borrowed(entries),
-                None => std::borrow::Cow::Owned(
+            if let std::collections::btree_map::Entry::Vacant(slot) = read.entry(minute) {
+                slot.insert(
                     Ledger::read(&self.metadata, &owner::ledger_key(&ledger.shard, minute)).await?,
-                ),
-            };
-            followers.extend(owner::starting_within(entries.iter(), first, &last));
+                );
+            }
+            followers.extend(owner::starting_within(&read[&minute], first, &last));
         }
         // In order of their first record: each one's share depends on the outputs of those that
         // start before it, which are then already settled.
