@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use local_runtime::esm;
-use local_runtime::reconcile::{self, list, reconcile};
-use local_runtime::runtime::{self, Local, environment};
+use local_stack::runtime::{self, Local};
+use pipeline_config::Environment;
 use pipeline_core::kpl::{self, SubRecord};
 use pipeline_core::parquet_io::read_rows;
+use pipeline_ops::esm;
+use pipeline_ops::reconcile::{self, list, reconcile};
 use serde_json::{Value, json};
 
 /// One stack at a time: the machine has two cores.
@@ -51,7 +52,7 @@ fn with_stack_using(options: &runtime::Options, test: impl AsyncFnOnce(&Local)) 
 
 /// A fresh local stack of `environments/local.toml` changed by `adjust`.
 fn with_stack_of(
-    adjust: impl FnOnce(&mut pipeline_config::Environment),
+    adjust: impl FnOnce(&mut Environment),
     options: &runtime::Options,
     test: impl AsyncFnOnce(&Local),
 ) {
@@ -62,7 +63,7 @@ fn with_stack_of(
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut env = environment(&root(), "local").unwrap();
+        let mut env = Environment::load(&root(), "local").unwrap();
         adjust(&mut env);
         let local = Local::up_with(&root(), env, &packages(), options)
             .await
@@ -335,7 +336,7 @@ fn a_poison_batch_is_bisected_retried_reported_to_the_stream_dlq_and_redriven() 
 
         // The fix: provisioning is idempotent and recreates the table. Then the redrive.
         local.reprovision(&packages()).await.unwrap();
-        let dry = local_runtime::redrive::stream_dlq(
+        let dry = pipeline_ops::redrive::stream_dlq(
             &local.clients,
             &local.stack,
             esm::Settings::from(&local.env.event_source_mapping),
@@ -345,7 +346,7 @@ fn a_poison_batch_is_bisected_retried_reported_to_the_stream_dlq_and_redriven() 
         .unwrap();
         assert_eq!(dry.records, 30);
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let done = local_runtime::redrive::stream_dlq(
+        let done = pipeline_ops::redrive::stream_dlq(
             &local.clients,
             &local.stack,
             esm::Settings::from(&local.env.event_source_mapping),
@@ -406,7 +407,7 @@ fn a_failing_transformer_is_retried_then_lands_in_the_transform_dlq() {
             .send()
             .await
             .unwrap();
-        let redriven = local_runtime::redrive::transform_dlq(&local.clients, &local.stack, false)
+        let redriven = pipeline_ops::redrive::transform_dlq(&local.clients, &local.stack, false)
             .await
             .unwrap();
         assert_eq!(redriven.messages, 1);
@@ -533,10 +534,10 @@ fn killing_the_functions_mid_batch_loses_and_duplicates_nothing() {
             let lease = u64::from(local.env.transformer.timeout_seconds) + 6;
             tokio::time::sleep(Duration::from_secs(lease)).await;
             let settings = esm::Settings::from(&local.env.event_source_mapping);
-            local_runtime::redrive::stream_dlq(&local.clients, &local.stack, settings, false)
+            pipeline_ops::redrive::stream_dlq(&local.clients, &local.stack, settings, false)
                 .await
                 .unwrap();
-            local_runtime::redrive::transform_dlq(&local.clients, &local.stack, false)
+            pipeline_ops::redrive::transform_dlq(&local.clients, &local.stack, false)
                 .await
                 .unwrap();
             p = local
@@ -569,7 +570,7 @@ fn killing_the_functions_mid_batch_loses_and_duplicates_nothing() {
 fn smoke_passes_on_a_fresh_stack_as_the_operator() {
     with_stack(async |local| {
         let passed =
-            local_runtime::smoke::smoke(&local.clients, &local.stack, 3, Duration::from_secs(60))
+            pipeline_ops::smoke::smoke(&local.clients, &local.stack, 3, Duration::from_secs(60))
                 .await
                 .unwrap();
         assert_eq!(passed.canaries, 3);
@@ -595,7 +596,7 @@ fn a_smaller_redelivered_batch_rewrites_its_raw_object_and_leaves_no_stale_outpu
                 batch,
                 "shardId-000000000000",
                 &local.stack.stream_arn,
-                local_runtime::REGION,
+                local_stack::REGION,
             );
             let out = local
                 .admin
@@ -673,11 +674,11 @@ fn a_smaller_redelivered_batch_rewrites_its_raw_object_and_leaves_no_stale_outpu
 /// The review's defect, reproduced: without `ClearStaleQuarantineObjects` the stream processor may
 /// not delete the quarantine key of a clean batch; S3 answers 403 AccessDenied, every clean batch
 /// fails and ends in the stream DLQ.
-fn without_quarantine_delete(model: &mut local_runtime::authz::Model) {
+fn without_quarantine_delete(model: &mut local_stack::authz::Model) {
     let p = model
         .principals
         .iter_mut()
-        .find(|p| p.id == local_runtime::authz::principal::STREAM_PROCESSOR)
+        .find(|p| p.id == local_stack::authz::principal::STREAM_PROCESSOR)
         .unwrap();
     for policy in &mut p.policies {
         let statements = policy.document["Statement"].as_array_mut().unwrap();
@@ -807,11 +808,11 @@ fn denied_requests_fail_as_aws_answers_them() {
 }
 
 /// The operator's policy widened to everything on S3, as a careless change would.
-fn operator_may_do_anything_on_s3(model: &mut local_runtime::authz::Model) {
+fn operator_may_do_anything_on_s3(model: &mut local_stack::authz::Model) {
     let p = model
         .principals
         .iter_mut()
-        .find(|p| p.id == local_runtime::authz::principal::OPERATOR)
+        .find(|p| p.id == local_stack::authz::principal::OPERATOR)
         .unwrap();
     p.policies[0].document["Statement"]
         .as_array_mut()
@@ -819,7 +820,7 @@ fn operator_may_do_anything_on_s3(model: &mut local_runtime::authz::Model) {
         .push(json!({"Sid": "Careless", "Effect": "Allow", "Action": "s3:*", "Resource": "*"}));
 }
 
-fn and_no_boundary(model: &mut local_runtime::authz::Model) {
+fn and_no_boundary(model: &mut local_stack::authz::Model) {
     operator_may_do_anything_on_s3(model);
     for p in &mut model.principals {
         p.permissions_boundary = None;
@@ -927,19 +928,14 @@ fn more_than_ten_stream_dlq_messages_are_all_reconciled_and_redriven() {
             "every DLQ message counted, no false loss"
         );
         let settings = esm::Settings::from(&local.env.event_source_mapping);
-        let dry = local_runtime::redrive::stream_dlq(
-            &local.clients,
-            &local.stack,
-            settings.clone(),
-            true,
-        )
-        .await
-        .unwrap();
-        assert_eq!((dry.messages, dry.records, dry.held), (n, n, 0), "{dry:?}");
-        let done =
-            local_runtime::redrive::stream_dlq(&local.clients, &local.stack, settings, false)
+        let dry =
+            pipeline_ops::redrive::stream_dlq(&local.clients, &local.stack, settings.clone(), true)
                 .await
                 .unwrap();
+        assert_eq!((dry.messages, dry.records, dry.held), (n, n, 0), "{dry:?}");
+        let done = pipeline_ops::redrive::stream_dlq(&local.clients, &local.stack, settings, false)
+            .await
+            .unwrap();
         assert_eq!((done.messages, done.records), (n, n), "{done:?}");
         let p = local
             .wait_quiescent(n, Duration::from_secs(60))
@@ -1007,7 +1003,7 @@ fn a_restarted_mapping_resumes_at_its_checkpoint_and_delivers_nothing_twice() {
 #[test]
 fn a_tenth_of_all_calls_faulted_loses_and_duplicates_nothing() {
     let options = runtime::Options {
-        faults: Some(local_runtime::faults::Plan {
+        faults: Some(local_stack::faults::Plan {
             rate: 0.1,
             seed: 11,
         }),
@@ -1235,7 +1231,7 @@ async fn processed_item(
 #[test]
 fn the_auditor_on_its_schedule_heals_objects_whose_notification_was_lost() {
     // The shortest schedule the environment schema allows: stuck after a minute, a run a minute.
-    let adjust = |env: &mut pipeline_config::Environment| {
+    let adjust = |env: &mut Environment| {
         env.storage.stuck_after_minutes = 1;
         env.auditor.period_minutes = 1;
     };
@@ -1382,7 +1378,7 @@ async fn set_function_variable(local: &Local, function: &str, name: &str, value:
 #[test]
 fn a_replay_re_transforms_a_range_of_hours_into_the_new_version_once() {
     with_stack(async |local| {
-        use local_runtime::replay::replay;
+        use pipeline_ops::replay::replay;
         let n = 60;
         put(local, clicks("replay", 0..n)).await;
         let before = eventually(

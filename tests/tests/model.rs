@@ -1,7 +1,7 @@
 //! The pipeline's central invariant, checked against a model of the platform.
 //!
 //! The real handlers run over in-memory stores that fail at random (before or after a write takes
-//! effect), behind the real Kinesis event-source mapping of the local stack (`local_runtime::esm`:
+//! effect), behind the real Kinesis event-source mapping of the local stack (`pipeline_ops::esm`:
 //! batches, `ParallelizationFactor` lanes, partial batch failures with checkpointing at the lowest
 //! reported sequence number, function errors, bisection, `MaximumRetryAttempts` and the
 //! on-failure destination in AWS's format), invoking the stream processor in process and crashing
@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use chrono::{DateTime, TimeZone, Utc};
-use local_runtime::esm;
 use pipeline_aws::memory::{Faults, MemoryMetadataStore, MemoryObjectStore, PutNotice};
 use pipeline_aws::read_output_set;
 use pipeline_aws::store::Status;
@@ -31,6 +30,7 @@ use pipeline_core::kpl::{self, SubRecord};
 use pipeline_core::parquet_io::read_rows;
 use pipeline_core::transform::Pseudonymizer;
 use pipeline_core::{Reason, event};
+use pipeline_ops::esm;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use stream_processor::StreamProcessor;
@@ -428,7 +428,7 @@ struct InProcess<'m> {
 }
 
 impl esm::Invoker for InProcess<'_> {
-    async fn invoke(&self, payload: Vec<u8>) -> Result<esm::Invocation, local_runtime::Error> {
+    async fn invoke(&self, payload: Vec<u8>) -> Result<esm::Invocation, pipeline_ops::Error> {
         let mut m = self.model.lock().await;
         let response = m.invoke_sp(&payload, true).await;
         if m.coin.flip(0.5) {
@@ -461,7 +461,7 @@ struct Destination {
 }
 
 impl esm::FailureDestination for &Destination {
-    async fn send(&self, message: String) -> Result<(), local_runtime::Error> {
+    async fn send(&self, message: String) -> Result<(), pipeline_ops::Error> {
         self.messages.lock().unwrap().push(message);
         Ok(())
     }
@@ -471,7 +471,7 @@ impl esm::FailureDestination for &Destination {
 struct Shard(Vec<esm::Record>);
 
 impl esm::ShardReader for Shard {
-    async fn read(&mut self) -> Result<Vec<esm::Record>, local_runtime::Error> {
+    async fn read(&mut self) -> Result<Vec<esm::Record>, pipeline_ops::Error> {
         Ok(std::mem::take(&mut self.0))
     }
 }
@@ -507,7 +507,7 @@ fn mapping_settings(p: &Platform) -> esm::Settings {
     }
 }
 
-/// One shard through the real event-source mapping (`local_runtime::esm`): batches, lanes,
+/// One shard through the real event-source mapping (`pipeline_ops::esm`): batches, lanes,
 /// partial failures, bisection, retries and the on-failure destination as it implements them.
 async fn run_shard(
     model: &tokio::sync::Mutex<Model>,

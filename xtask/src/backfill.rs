@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use local_runtime::Clients;
-use local_runtime::provision::Stack;
-use local_runtime::reconcile::{self, Report};
+use pipeline_ops::Clients;
+use pipeline_ops::Stack;
+use pipeline_ops::reconcile::{self, Report};
 
 /// Runs the producer binary with `args` against a stack, as its producer; returns its JSON summary.
 type Produce = Box<dyn Fn(&Path, &[String], &Path) -> Result<serde_json::Value>>;
@@ -30,7 +30,7 @@ impl Target {
     pub fn resolve(env: &str, rt: &tokio::runtime::Runtime) -> Result<Target> {
         if env == "local" {
             let (stack, operator, access) = rt.block_on(crate::local::attach_with_access(
-                local_runtime::authz::principal::OPERATOR,
+                local_stack::authz::principal::OPERATOR,
             ))?;
             let (s, a) = (stack.clone(), access);
             return Ok(Target {

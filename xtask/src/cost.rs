@@ -625,7 +625,7 @@ pub fn cost(env: &str, rate: f64, event_bytes: u64, duration_ms: Option<f64>) ->
     if duration_ms.is_some_and(|d| !(d.is_finite() && d > 0.0)) {
         bail!("`--duration-ms` must be a positive number of milliseconds");
     }
-    let env = local_runtime::runtime::environment(&root(), env)?;
+    let env = Environment::load(&root(), env)?;
     if env.network.vpc {
         vpc::Network::of_program().context("cannot price the vpc")?;
     }
@@ -643,7 +643,7 @@ mod tests {
     use super::*;
 
     fn env(name: &str) -> Environment {
-        local_runtime::runtime::environment(&root(), name).unwrap()
+        Environment::load(&root(), name).unwrap()
     }
 
     fn inputs(rate: f64) -> Inputs {

@@ -12,8 +12,8 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use local_runtime::Clients;
 use pipeline_config::is_preview;
+use pipeline_ops::Clients;
 use serde_json::json;
 
 use crate::artifact::{

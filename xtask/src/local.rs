@@ -5,11 +5,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use local_runtime::Clients;
-use local_runtime::authz::{Access, Policies, principal};
-use local_runtime::provision::Stack;
-use local_runtime::reconcile::{progress, reconcile};
-use local_runtime::runtime::{self, Local, environment};
+use local_stack::authz::{Access, Policies, principal};
+use local_stack::runtime::{self, Local};
+use pipeline_config::Environment;
+use pipeline_ops::Clients;
+use pipeline_ops::Stack;
+use pipeline_ops::reconcile::{progress, reconcile};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -42,7 +43,7 @@ impl StackOptions {
             policies: self.policies,
             faults: self
                 .faults
-                .map(|rate| local_runtime::faults::Plan { rate, seed: 42 }),
+                .map(|rate| local_stack::faults::Plan { rate, seed: 42 }),
             ..runtime::Options::default()
         }
     }
@@ -99,7 +100,7 @@ pub(crate) fn produce(
     ])
     .arg(summary)
     .args(args)
-    .env("AWS_REGION", local_runtime::REGION);
+    .env("AWS_REGION", local_stack::REGION);
     credentials_for(&mut cmd, stack, access, principal::PRODUCER, summary)?;
     let status = cmd.status().context("starting the producer")?;
     let text = std::fs::read_to_string(summary)
@@ -121,7 +122,7 @@ fn credentials_for(
     id: &str,
     beside: &Path,
 ) -> Result<()> {
-    let root_key = local_runtime::ROOT_ACCESS_KEY;
+    let root_key = local_stack::ROOT_ACCESS_KEY;
     let Some(role) = access.roles.get(id) else {
         cmd.env("AWS_ACCESS_KEY_ID", root_key)
             .env("AWS_SECRET_ACCESS_KEY", root_key);
@@ -135,7 +136,7 @@ fn credentials_for(
              endpoint_url = {endpoint}\n\n[profile {id}]\nrole_arn = {role}\nsource_profile = emulator-root\n\
              role_session_name = local-{id}\nendpoint_url = {endpoint}\nregion = {region}\n",
             endpoint = stack.endpoint,
-            region = local_runtime::REGION,
+            region = local_stack::REGION,
         ),
     )
     .with_context(|| format!("writing {}", config.display()))?;
@@ -158,7 +159,7 @@ pub fn demo(o: DemoOptions) -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let env = environment(&root(), "local")?;
+        let env = Environment::load(&root(), "local")?;
         eprintln!("starting the local stack (emulator on a free loopback port, provisioning from environments/local.toml)");
         let started = Instant::now();
         let local = Local::up_with(&root(), env, &packages, &o.stack.runtime()).await?;
@@ -254,7 +255,7 @@ async fn demo_on(local: &Local, o: &DemoOptions, producer: &Path, out: &Path) ->
         summary["events_per_second"].as_f64().unwrap_or(0.0)
     );
     // Every unit the stream holds, the copies of retried producer calls included.
-    let units = local_runtime::reconcile::stream_units(&local.clients, &local.stack).await?;
+    let units = pipeline_ops::reconcile::stream_units(&local.clients, &local.stack).await?;
     let waited = Instant::now();
     loop {
         let p = local.wait_quiescent(units, Duration::from_secs(2)).await?;
@@ -277,7 +278,7 @@ async fn demo_on(local: &Local, o: &DemoOptions, producer: &Path, out: &Path) ->
     let m = local.mapping_stats();
     let mut report = report;
     report.operations = Some(
-        local_runtime::reconcile::Operations {
+        pipeline_ops::reconcile::Operations {
             faults: local.faults.as_ref().map(|f| f.stats()),
             producer_records_retried: summary["records_retried"].as_u64().unwrap_or(0),
             producer_records_possibly_twice: summary["records_possibly_duplicated"]
@@ -397,7 +398,7 @@ pub fn up(detach: bool, options: &StackOptions) -> Result<()> {
     rt.block_on(async {
         let local = Local::up_with(
             &root(),
-            environment(&root(), "local")?,
+            Environment::load(&root(), "local")?,
             &packages,
             &options.runtime(),
         )
@@ -440,7 +441,7 @@ fn current() -> Result<State> {
 /// tools).
 pub async fn attach(id: &str) -> Result<(Stack, Clients)> {
     let state = current()?;
-    let admin = Clients::for_endpoint(
+    let admin = local_stack::admin_clients(
         &state.stack.endpoint,
         state.access.ca_certificate.as_deref(),
     )
@@ -454,7 +455,7 @@ pub async fn attach(id: &str) -> Result<(Stack, Clients)> {
 /// [`attach`], and how the running local stack authorises (for running the producer as its role).
 pub async fn attach_with_access(id: &str) -> Result<(Stack, Clients, Access)> {
     let state = current()?;
-    let admin = Clients::for_endpoint(
+    let admin = local_stack::admin_clients(
         &state.stack.endpoint,
         state.access.ca_certificate.as_deref(),
     )
@@ -514,7 +515,7 @@ pub fn smoke_local() -> Result<()> {
 /// Five canaries straight to the stream; every one must be a processed row within 60 s, and the
 /// dead-letter queues must stay empty.
 pub async fn smoke(clients: &Clients, stack: &Stack) -> Result<()> {
-    let passed = local_runtime::smoke::smoke(clients, stack, 5, Duration::from_secs(60)).await?;
+    let passed = pipeline_ops::smoke::smoke(clients, stack, 5, Duration::from_secs(60)).await?;
     println!(
         "smoke: PASS ({} canaries processed, DLQs empty)",
         passed.canaries
@@ -524,12 +525,12 @@ pub async fn smoke(clients: &Clients, stack: &Stack) -> Result<()> {
 
 /// `dlq redrive --env local`.
 pub fn redrive(dry_run: bool) -> Result<()> {
-    let env = environment(&root(), "local")?;
+    let env = Environment::load(&root(), "local")?;
     runtime()?.block_on(async {
         let (stack, clients) = attach(principal::OPERATOR).await?;
-        let settings = local_runtime::esm::Settings::from(&env.event_source_mapping);
-        let s = local_runtime::redrive::stream_dlq(&clients, &stack, settings, dry_run).await?;
-        let t = local_runtime::redrive::transform_dlq(&clients, &stack, dry_run).await?;
+        let settings = pipeline_ops::esm::Settings::from(&env.event_source_mapping);
+        let s = pipeline_ops::redrive::stream_dlq(&clients, &stack, settings, dry_run).await?;
+        let t = pipeline_ops::redrive::transform_dlq(&clients, &stack, dry_run).await?;
         println!(
             "stream DLQ: {} messages, {} records{} ({} past retention, kept); transform DLQ: {} messages",
             s.messages,

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
-use local_runtime::Clients;
-use local_runtime::provision::Stack;
-use local_runtime::reconcile::queue_depth;
+use pipeline_ops::Clients;
+use pipeline_ops::Stack;
+use pipeline_ops::reconcile::queue_depth;
 
 use crate::deploy::{aws_clients, runtime};
 use crate::pulumi::{Facts, Pulumi, stack_name};
@@ -261,7 +261,7 @@ fn short(e: impl std::error::Error) -> String {
 async fn target(env: &str) -> Result<(Stack, Clients, String)> {
     if env == "local" {
         let (stack, clients) =
-            crate::local::attach(local_runtime::authz::principal::OPERATOR).await?;
+            crate::local::attach(local_stack::authz::principal::OPERATOR).await?;
         let title = format!("local stack at {}", stack.endpoint);
         return Ok((stack, clients, title));
     }

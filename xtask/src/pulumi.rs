@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use local_runtime::provision::Stack;
 use pipeline_config::{Environment, is_preview};
+use pipeline_ops::Stack;
 use serde_json::Value;
 
 use crate::artifact::Digests;

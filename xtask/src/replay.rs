@@ -1,5 +1,5 @@
 //! `cargo xtask replay`: re-transforms the raw objects of a range of hours after a transformer fix
-//! (`local_runtime::replay`), with a dry run, progress and a summary, then reconciles the stack.
+//! (`pipeline_ops::replay`), with a dry run, progress and a summary, then reconciles the stack.
 
 use std::io::Write;
 use std::time::Duration;
@@ -28,7 +28,7 @@ pub fn replay(env: &str, from: &str, to: &str, dry_run: bool, timeout: Duration)
             eprint!("\rreplay: {done} of {of} raw objects");
             let _ = std::io::stderr().flush();
         };
-        local_runtime::replay::replay(
+        pipeline_ops::replay::replay(
             &target.operator,
             &target.stack,
             from,

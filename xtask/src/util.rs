@@ -70,7 +70,7 @@ pub fn venv(name: &str, requirements: &Path) -> Result<PathBuf> {
         "python tools: {} (target/venv/{name})",
         requirements.display()
     );
-    Ok(local_runtime::emulator::venv(
+    Ok(local_stack::emulator::venv(
         &target_dir(),
         name,
         requirements,

@@ -1,4 +1,4 @@
-//! The imperative shell's building blocks shared by both functions and the local runtime:
+//! The imperative shell's building blocks shared by the functions, the operations library and the local stack:
 //! the storage traits the handlers are generic over, their AWS SDK implementations, an in-memory
 //! implementation with fault injection for tests, CloudWatch Embedded Metric Format output and
 //! logging set-up.

@@ -1,6 +1,6 @@
 //! The environment file: one TOML file per environment in `environments/`, one schema.
 //!
-//! The same file drives the local runtime, `xtask` and the Pulumi program. The Rust types below are
+//! The same file drives the local stack, `xtask` and the Pulumi program. The Rust types below are
 //! the schema's source of truth: `environments/schema.json` is generated from them (a tidy test keeps
 //! it current) and the Pulumi program validates against that JSON Schema. Unknown keys are errors.
 
@@ -22,6 +22,12 @@ pub enum ConfigError {
     Invalid { path: String, message: String },
     #[error("environment name `{0}` is not valid: use `local`, `dev`, `prod` or `pr-<number>`")]
     BadName(String),
+    #[error("environment file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// One deployment environment (a Pulumi stack, or the local stack).
@@ -278,6 +284,16 @@ impl Environment {
         Ok(env)
     }
 
+    /// Reads environment `name` from its file under `<root>/environments/`.
+    pub fn load(root: &std::path::Path, name: &str) -> Result<Self, ConfigError> {
+        let path = root.join("environments").join(Self::file_name(name)?);
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::for_stack(name, &text)
+    }
+
     pub fn names(&self, account_id: &str) -> Names {
         let p = format!("{}-{}", self.project, self.name);
         Names {
@@ -460,9 +476,17 @@ mod tests {
     }
 
     fn load(name: &str) -> Environment {
-        let file = Environment::file_name(name).unwrap();
-        let text = std::fs::read_to_string(environments_dir().join(&file)).unwrap();
-        Environment::for_stack(name, &text).unwrap()
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        Environment::load(&root, name).unwrap()
+    }
+
+    #[test]
+    fn loading_a_missing_or_misnamed_environment_says_which() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let e = Environment::load(&root, "staging").unwrap_err();
+        assert!(matches!(e, ConfigError::BadName(_)), "{e}");
+        let e = Environment::load(std::path::Path::new("/nonexistent"), "dev").unwrap_err();
+        assert!(e.to_string().contains("dev.toml"), "{e}");
     }
 
     #[test]

@@ -28,37 +28,12 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use pipeline_config::{Environment, StreamMode};
 use pipeline_core::metadata;
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::authz::Model;
-use crate::{ACCOUNT_ID, Clients, Error, REGION};
+use pipeline_ops::{Clients, Stack};
 
-/// Everything the local runtime and the tools need to find the stack.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stack {
-    pub environment: String,
-    pub endpoint: String,
-    pub stream: String,
-    pub stream_arn: String,
-    pub raw_bucket: String,
-    pub processed_bucket: String,
-    pub metadata_table: String,
-    pub stream_processor: String,
-    pub stream_processor_arn: String,
-    pub transformer: String,
-    pub transformer_arn: String,
-    pub auditor: String,
-    pub auditor_arn: String,
-    /// The EventBridge rule that runs the auditor on its schedule.
-    pub audit_schedule_rule: String,
-    pub stream_dlq_url: String,
-    pub stream_dlq_arn: String,
-    pub transform_dlq_url: String,
-    pub transform_dlq_arn: String,
-    pub alarm_topic_arn: String,
-    pub hmac_secret: String,
-}
+use crate::{ACCOUNT_ID, Error, REGION};
 
 /// The settings that both this provisioner and the Pulumi program express, in the shape of
 /// `pulumi/test/fixtures/local-settings.json`: the parity test compares both sides with it.

@@ -14,7 +14,6 @@
 //! STS is never faulted (a role session is how a caller gets to act at all); neither is anything
 //! that does not name a service in its SigV4 credential scope.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -25,8 +24,8 @@ use hyper::body::{Bytes, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use pipeline_ops::faults::{Fault, Stats};
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::Error;
@@ -36,31 +35,6 @@ use crate::Error;
 pub struct Plan {
     pub rate: f64,
     pub seed: u64,
-}
-
-/// A fault the proxy injected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Fault {
-    SlowDown,
-    InternalError,
-    ProvisionedThroughputExceeded,
-    Throttling,
-    ConnectionReset,
-    LostResponseAfterWrite,
-}
-
-impl Fault {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Fault::SlowDown => "s3 503 SlowDown",
-            Fault::InternalError => "s3 500 InternalError",
-            Fault::ProvisionedThroughputExceeded => "ProvisionedThroughputExceededException",
-            Fault::Throttling => "ThrottlingException",
-            Fault::ConnectionReset => "connection reset",
-            Fault::LostResponseAfterWrite => "response lost after the write",
-        }
-    }
 }
 
 /// The faults a service can get.
@@ -136,19 +110,6 @@ fn fault_response(fault: Fault, service: &str) -> Response<Full<Bytes>> {
         response.headers_mut().insert(http::header::CONTENT_TYPE, v);
     }
     response
-}
-
-/// Counts of what the proxy did, by service and fault.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Stats {
-    pub requests: u64,
-    pub faults: BTreeMap<String, BTreeMap<Fault, u64>>,
-}
-
-impl Stats {
-    pub fn injected(&self) -> u64 {
-        self.faults.values().flat_map(BTreeMap::values).sum()
-    }
 }
 
 /// A running proxy; stops when dropped.

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use base64::Engine;
 use chrono::{DateTime, TimeZone, Utc};
-use local_runtime::Error;
-use local_runtime::checkpoint::{Checkpoint, CheckpointStore, Lease, MemoryCheckpoints};
-use local_runtime::esm::{
+use pipeline_config::StartingPosition;
+use pipeline_ops::Error;
+use pipeline_ops::checkpoint::{Checkpoint, CheckpointStore, Lease, MemoryCheckpoints};
+use pipeline_ops::esm::{
     FailureDestination, Invocation, Invoker, MAX_PAYLOAD_BYTES, Record, Settings, ShardInfo,
     ShardLister, ShardMapping, ShardReader, Start, Verdict, lane, list_shards, ready, start,
     verdict,
 };
-use pipeline_config::StartingPosition;
 use serde_json::{Value, json};
 
 fn t0() -> DateTime<Utc> {
@@ -147,7 +147,7 @@ fn drive(
     recs: Vec<Record>,
     settings: Settings,
     script: Script,
-) -> (Script, Dlq, local_runtime::esm::Stats) {
+) -> (Script, Dlq, pipeline_ops::esm::Stats) {
     let dlq = Dlq::default();
     let mut m = ShardMapping::new(
         "shardId-000000000000".into(),
@@ -402,7 +402,7 @@ fn invoke_errors_are_retried_without_using_the_retry_quota() {
 #[test]
 fn the_event_is_what_lambda_delivers() {
     let recs = records(1, 3);
-    let event: Value = serde_json::from_slice(&local_runtime::esm::event(
+    let event: Value = serde_json::from_slice(&pipeline_ops::esm::event(
         &recs,
         "shardId-000000000002",
         "arn:s",
@@ -922,7 +922,7 @@ fn drive_with<I: Invoker>(
     recs: Vec<Record>,
     settings: Settings,
     invoker: I,
-) -> local_runtime::esm::Stats {
+) -> pipeline_ops::esm::Stats {
     let mut m = ShardMapping::new(
         SHARD.into(),
         "arn:aws:kinesis:us-east-1:000000000000:stream/s".into(),

@@ -10,9 +10,8 @@ use std::time::Duration;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use serde::Serialize;
 
-use crate::provision::Stack;
 use crate::queue::{Hold, Queue, read_all};
-use crate::{Clients, Error};
+use crate::{Clients, Error, Stack};
 
 pub mod account;
 pub mod collect;
@@ -370,7 +369,15 @@ mod tests {
                 socket.shutdown().await.unwrap();
             }
         });
-        let clients = Clients::for_endpoint(&endpoint, None).await.unwrap();
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .load()
+            .await;
+        let clients = Clients::from_config(&endpoint, config);
         let got = get(&clients, "bucket", "processed/k.parquet")
             .await
             .unwrap();

@@ -275,7 +275,7 @@ const SHARD_POLL: Duration = Duration::from_secs(2);
 pub async fn run_mapping(
     reader: &Clients,
     invoker: &Clients,
-    stack: &crate::provision::Stack,
+    stack: &crate::Stack,
     settings: Settings,
     checkpoints: &str,
     stats: SharedStats,
@@ -318,12 +318,12 @@ pub async fn run_mapping(
             _ = stop.changed() => {}
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 // A shard finished (its children may start now) or lost its lease.
-                done.map_err(|e| Error::Emulator(format!("a shard mapping stopped: {e}")))??;
+                done.map_err(|e| Error::Mapping(format!("a shard mapping stopped: {e}")))??;
             }
         }
     }
     while let Some(done) = tasks.join_next().await {
-        done.map_err(|e| Error::Emulator(format!("a shard mapping stopped: {e}")))??;
+        done.map_err(|e| Error::Mapping(format!("a shard mapping stopped: {e}")))??;
     }
     Ok(())
 }
@@ -356,7 +356,7 @@ async fn shards_to_start(
 struct ShardTask {
     reader: Clients,
     invoker: Clients,
-    stack: crate::provision::Stack,
+    stack: crate::Stack,
     settings: Settings,
     store: DynamoCheckpoints,
     owner: String,
@@ -404,7 +404,7 @@ impl ShardTask {
             id.clone(),
             self.stack.stream_arn.clone(),
             self.stack.stream_processor_arn.clone(),
-            crate::REGION.to_owned(),
+            self.stack.region().to_owned(),
             self.settings.clone(),
             shard_reader,
             LambdaInvoker::new(&self.invoker, &self.stack.stream_processor),

@@ -193,7 +193,7 @@ pub fn event(batch: &[Record], shard_id: &str, stream_arn: &str, region: &str) -
                 "eventVersion": "1.0",
                 "eventID": format!("{shard_id}:{}", r.sequence_number),
                 "eventName": "aws:kinesis:record",
-                "invokeIdentityArn": format!("arn:aws:iam::{}:role/event-source-mapping", crate::ACCOUNT_ID),
+                "invokeIdentityArn": format!("arn:aws:iam::{}:role/event-source-mapping", crate::stack::arn_account(stream_arn)),
                 "awsRegion": region,
                 "eventSourceARN": stream_arn,
             })

@@ -23,9 +23,8 @@ use serde_json::Value;
 
 use crate::aws::{LambdaInvoker, SqsDestination};
 use crate::esm::{Invoker, Record, Settings, ShardMapping, ShardReader};
-use crate::provision::Stack;
 use crate::queue::{Hold, SETTLE, SqsQueue, read_all};
-use crate::{Clients, Error};
+use crate::{Clients, Error, Stack};
 
 pub use pipeline_core::keys::seq_cmp;
 
@@ -432,7 +431,7 @@ pub async fn stream_dlq(
             shard.to_owned(),
             stack.stream_arn.clone(),
             stack.stream_processor_arn.clone(),
-            crate::REGION.to_owned(),
+            stack.region().to_owned(),
             settings.clone(),
             Fixed(Vec::new()),
             LambdaInvoker::new(clients, &stack.stream_processor),

@@ -18,9 +18,8 @@ use serde_json::Value;
 
 use crate::aws::LambdaInvoker;
 use crate::esm::Invoker;
-use crate::provision::Stack;
 use crate::reconcile::list;
-use crate::{Clients, Error, REGION};
+use crate::{Clients, Error, Stack};
 
 /// What a replay did, or with `dry_run` would do.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -99,7 +98,7 @@ pub fn notification(stack: &Stack, key: &str) -> Value {
             sequencer: None,
         }],
         &pipeline_core::event::fmt_time(Utc::now()),
-        REGION,
+        stack.region(),
         "replay",
     );
     event[pipeline_aws::notification::REPLAY_MEMBER] = Value::Bool(true);

@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 
 use aws_smithy_types::error::display::DisplayErrorContext;
 
-use crate::provision::Stack;
 use crate::reconcile::{get, list, progress};
-use crate::{Clients, Error};
+use crate::{Clients, Error, Stack};
 
 /// The partition smoke canaries land in (`processed/event_type=smoke_test/`).
 pub const EVENT_TYPE: &str = "smoke_test";

@@ -234,7 +234,7 @@ mod tests {
 
     #[test]
     fn every_committed_rendering_names_the_local_stack_and_its_principals() {
-        let env = crate::runtime::environment(&root(), "local").unwrap();
+        let env = pipeline_config::Environment::load(&root(), "local").unwrap();
         let names = env.names(crate::ACCOUNT_ID);
         for policies in Policies::ALL {
             let model = Model::load(&root(), policies).unwrap();

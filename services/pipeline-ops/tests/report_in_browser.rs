@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use local_runtime::reconcile::collect::{Facts, FileFacts, ItemTimes, RowFacts};
-use local_runtime::reconcile::{Operations, Sent, account};
+use pipeline_ops::reconcile::collect::{Facts, FileFacts, ItemTimes, RowFacts};
+use pipeline_ops::reconcile::{Operations, Sent, account};
 
 fn chromium() -> Option<PathBuf> {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
@@ -91,7 +91,7 @@ fn the_report_renders_its_charts_and_tables_in_a_browser() {
             "EVENTPIPE_REQUIRE_BROWSER is set but chromium is not installed"
         );
         eprintln!(
-            "skipped: no chromium; `apt-get install chromium`, then `cargo test -p local-runtime --test report_in_browser`"
+            "skipped: no chromium; `apt-get install chromium`, then `cargo test -p pipeline-ops --test report_in_browser`"
         );
         return;
     };

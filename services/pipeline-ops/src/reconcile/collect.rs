@@ -10,9 +10,8 @@ use pipeline_core::ingest::{QuarantineLine, gunzip};
 use pipeline_core::parquet_io::read_rows;
 
 use super::{Progress, dlq_records, get, progress, stream_units};
-use crate::provision::Stack;
 use crate::queue::{SETTLE, SqsQueue};
-use crate::{Clients, Error};
+use crate::{Clients, Error, Stack};
 
 /// One processed row: its Kinesis record, its event and when it arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]

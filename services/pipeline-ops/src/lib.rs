@@ -1,34 +1,27 @@
-//! The whole pipeline on one machine: the local AWS emulator (`emulator`), the stack provisioned
-//! from the environment file (`provision`), our Kinesis event-source mapping (`esm`, `aws`), and
-//! the reconciliation that proves nothing was lost (`reconcile`). Every call goes through the
-//! official AWS SDK with an endpoint override, so the same code drives a deployed stack.
+//! The operations library: what the tools do to a stack, on any endpoint (a deployed stack, or the
+//! local one): the SDK clients (`Clients`), the stack's description (`stack`), our Kinesis
+//! event-source mapping (`esm`, its checkpoints and its ports over the SDK in `aws`), reading a
+//! queue (`queue`), reconciliation (`reconcile`), dead-letter redrive (`redrive`), replay
+//! (`replay`) and the smoke test (`smoke`). The local stack (emulator, provisioning, the running
+//! local pipeline) is the `local-stack` crate, built on this one.
 
-pub mod authz;
 pub mod aws;
 pub mod checkpoint;
-pub mod emulator;
 pub mod esm;
 pub mod faults;
-pub mod provision;
 pub mod queue;
 pub mod reconcile;
 pub mod redrive;
 pub mod replay;
-pub mod runtime;
 pub mod smoke;
+pub mod stack;
 
 use std::path::Path;
 
-/// The emulator's account and region.
-pub const ACCOUNT_ID: &str = "000000000000";
-pub const REGION: &str = "us-east-1";
+pub use stack::Stack;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("local emulator: {0}")]
-    Emulator(String),
-    #[error("provisioning: {0}")]
-    Provision(String),
     #[error("{service}: {message}")]
     Aws {
         service: &'static str,
@@ -43,6 +36,8 @@ pub enum Error {
     Reconcile(String),
     #[error("replay: {0}")]
     Replay(String),
+    #[error("event-source mapping: {0}")]
+    Mapping(String),
     #[error("event-source mapping lease: {0}")]
     Lease(String),
 }
@@ -82,32 +77,6 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Clients for an emulator as the account's root (its administrator): fixed test
-    /// credentials, the emulator's region, path-style S3, and trust in the emulator's certificate
-    /// authority when it serves HTTPS.
-    pub async fn for_endpoint(
-        endpoint: &str,
-        ca_certificate: Option<&Path>,
-    ) -> Result<Clients, Error> {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(endpoint)
-            // The tools ride out throttling and resets (and the fault injector) as a careful
-            // operator's client would: more attempts than the SDK's default three.
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(10))
-            .region(aws_config::Region::new(REGION))
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                ROOT_ACCESS_KEY,
-                ROOT_ACCESS_KEY,
-                None,
-                None,
-                "local-emulator",
-            ));
-        if let Some(ca) = ca_certificate {
-            loader = loader.http_client(trusting(ca)?);
-        }
-        Ok(Self::from_config(endpoint, loader.load().await))
-    }
-
     /// The same endpoint as `role_arn`, through STS AssumeRole with these clients' credentials;
     /// the session is renewed before it expires.
     pub async fn assume(&self, role_arn: &str, session: &str) -> Clients {
@@ -143,23 +112,4 @@ impl Clients {
             config,
         }
     }
-}
-
-/// The emulator's root credentials (its account's administrator, which no policy limits).
-pub const ROOT_ACCESS_KEY: &str = "test";
-
-/// An HTTPS client that trusts only the certificate authority in `ca` (a PEM file).
-fn trusting(ca: &Path) -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient, Error> {
-    use aws_smithy_http_client::tls;
-    let pem = std::fs::read(ca).map_err(|e| Error::io(ca, e))?;
-    let context = tls::TlsContext::builder()
-        .with_trust_store(tls::TrustStore::empty().with_pem_certificate(pem))
-        .build()
-        .map_err(|e| Error::Emulator(format!("trusting {}: {e}", ca.display())))?;
-    Ok(aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::AwsLc,
-        ))
-        .tls_context(context)
-        .build_https())
 }

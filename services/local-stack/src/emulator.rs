@@ -26,7 +26,7 @@ use crate::Error;
 pub struct Paths {
     pub target: PathBuf,
     pub requirements: PathBuf,
-    /// `services/local-runtime/emulator/launch.py`.
+    /// `services/local-stack/emulator/launch.py`.
     pub launcher: PathBuf,
 }
 
@@ -39,7 +39,7 @@ impl Paths {
         Paths {
             target,
             requirements: root.join(".ci/requirements-local.txt"),
-            launcher: root.join("services/local-runtime/emulator/launch.py"),
+            launcher: root.join("services/local-stack/emulator/launch.py"),
         }
     }
 }

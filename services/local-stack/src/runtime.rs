@@ -6,13 +6,15 @@ use std::time::{Duration, Instant};
 
 use pipeline_config::Environment;
 
+use pipeline_ops::aws::{SharedStats, run_mapping};
+use pipeline_ops::reconcile::{Progress, progress};
+use pipeline_ops::{Clients, Stack, esm};
+
 use crate::authz::{Access, Model, Policies, principal};
-use crate::aws::{SharedStats, run_mapping};
 use crate::emulator::{self, Emulator, Paths};
 use crate::faults::{self, FaultProxy};
-use crate::provision::{Stack, checkpoint_table, provision};
-use crate::reconcile::{Progress, progress};
-use crate::{Clients, Error, esm};
+use crate::provision::{checkpoint_table, provision};
+use crate::{Error, admin_clients};
 
 #[derive(Debug)]
 pub struct Local {
@@ -44,7 +46,7 @@ pub struct Local {
 #[derive(Debug)]
 struct Mapping {
     stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<(), Error>>,
+    task: tokio::task::JoinHandle<Result<(), pipeline_ops::Error>>,
 }
 
 impl Mapping {
@@ -77,7 +79,7 @@ impl Mapping {
         let _ = self.stop.send(true);
         let mut task = self.task;
         match tokio::time::timeout(limit, &mut task).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(result)) => Ok(result?),
             Ok(Err(e)) => Err(Error::Emulator(format!(
                 "the event-source mapping stopped abnormally: {e}"
             ))),
@@ -117,14 +119,6 @@ impl Default for Options {
 
 /// When set, every local stack records its authorisation decisions to this file.
 pub const RECORD_ENV: &str = "EVENTPIPE_AUTHZ_RECORD";
-
-/// Reads `environments/<name>.toml` under the workspace root.
-pub fn environment(root: &Path, name: &str) -> Result<Environment, Error> {
-    let file = Environment::file_name(name).map_err(|e| Error::Provision(e.to_string()))?;
-    let path = root.join("environments").join(&file);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    Environment::for_stack(name, &text).map_err(|e| Error::Provision(e.to_string()))
-}
 
 impl Local {
     /// Starts the emulator, provisions the stack from the environment file with the zips in
@@ -201,7 +195,7 @@ impl Local {
         faults: Option<FaultProxy>,
     ) -> Result<Local, Error> {
         let ca = emulator.ca_certificate.as_deref();
-        let admin = Clients::for_endpoint(&emulator.endpoint, ca).await?;
+        let admin = admin_clients(&emulator.endpoint, ca).await?;
         let (mut stack, roles) = provision(&admin, &env, packages, model.clone()).await?;
         let checkpoint_table = checkpoint_table(&admin, &env).await?;
         let access = Access {
@@ -214,7 +208,7 @@ impl Local {
         let via = match &faults {
             Some(proxy) => {
                 stack.endpoint = proxy.endpoint.clone();
-                Clients::for_endpoint(&proxy.endpoint, ca).await?
+                admin_clients(&proxy.endpoint, ca).await?
             }
             None => admin.clone(),
         };
