@@ -203,15 +203,8 @@ fn run(cli: Cli) -> Result<(), Error> {
                     path: f.display().to_string(),
                     source,
                 })?;
-                for r in rows {
-                    print_line(json!({
-                            "event_id": r.event_id, "event_type": r.event_type, "occurred_at_us": r.occurred_at_us,
-                            "source": r.source, "user_id_hash": r.user_id_hash, "session_id": r.session_id,
-                            "schema_version": r.schema_version, "attributes_json": r.attributes_json, "extra_json": r.extra_json,
-                            "event_date": r.event_date, "event_hour": r.event_hour, "arrival_time_us": r.arrival_time_us,
-                            "ingest_lag_ms": r.ingest_lag_ms, "kinesis_shard": r.kinesis_shard, "kinesis_seq": r.kinesis_seq,
-                            "kinesis_subseq": r.kinesis_subseq, "raw_key": r.raw_key,
-                    }))?;
+                for r in &rows {
+                    print_line(pipeline_core::parquet_io::row_json(r))?;
                 }
             }
         }

@@ -14,34 +14,284 @@ use parquet::record::Field;
 use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::ColumnPath;
 
-/// The schema, in Parquet's message syntax. Column order and types are part of the data contract.
-pub const SCHEMA: &str = "
-message event_v1 {
-  required binary event_id (STRING);
-  required binary event_type (STRING);
-  required int64 occurred_at (TIMESTAMP(MICROS,true));
-  required binary source (STRING);
-  optional binary user_id_hash (STRING);
-  optional binary session_id (STRING);
-  required int32 schema_version;
-  optional binary attributes_json (STRING);
-  optional binary extra_json (STRING);
-  required int32 event_date (DATE);
-  required int32 event_hour;
-  required int64 arrival_time (TIMESTAMP(MICROS,true));
-  required int64 ingest_lag_ms;
-  required binary kinesis_shard (STRING);
-  required binary kinesis_seq (STRING);
-  required int64 kinesis_subseq;
-  required binary raw_key (STRING);
+/// How a column is typed: its Parquet physical and logical type, and its Glue (Hive) type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    OptionalText,
+    Int,
+    Long,
+    /// Microseconds since the epoch, UTC.
+    Timestamp,
+    /// Days since 1970-01-01.
+    Date,
 }
-";
+
+impl Kind {
+    /// The column's declaration in Parquet's message syntax, after its name is substituted.
+    fn parquet(self) -> (&'static str, &'static str) {
+        match self {
+            Kind::Text => ("required binary", " (STRING)"),
+            Kind::OptionalText => ("optional binary", " (STRING)"),
+            Kind::Int => ("required int32", ""),
+            Kind::Long => ("required int64", ""),
+            Kind::Timestamp => ("required int64", " (TIMESTAMP(MICROS,true))"),
+            Kind::Date => ("required int32", " (DATE)"),
+        }
+    }
+
+    /// The type of the column in the Glue catalog (what Athena queries).
+    pub fn glue_type(self) -> &'static str {
+        match self {
+            Kind::Text | Kind::OptionalText => "string",
+            Kind::Int => "int",
+            Kind::Long => "bigint",
+            Kind::Timestamp => "timestamp",
+            Kind::Date => "date",
+        }
+    }
+}
+
+/// One column's value in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value<'a> {
+    Text(&'a str),
+    OptionalText(Option<&'a str>),
+    Int(i32),
+    Long(i64),
+    Timestamp(i64),
+    Date(i32),
+}
+
+impl Value<'_> {
+    /// As JSON, for people: timestamps in RFC 3339 with microseconds, dates as `YYYY-MM-DD`.
+    pub fn to_json(self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            Value::Text(s) => J::from(s),
+            Value::OptionalText(s) => s.map_or(J::Null, J::from),
+            Value::Int(v) => J::from(v),
+            Value::Long(v) => J::from(v),
+            Value::Timestamp(us) => chrono::DateTime::from_timestamp_micros(us)
+                .map_or(J::from(us), |t| {
+                    J::from(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+                }),
+            Value::Date(d) => NaiveDate::default()
+                .checked_add_signed(chrono::Duration::days(i64::from(d)))
+                .map_or(J::from(d), |date| J::from(date.to_string())),
+        }
+    }
+}
+
+/// One column of the processed files: the one definition the schema, the writer, the reader, the
+/// `pipeline cat` output and the Glue table (through the generated contract) are built from.
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// What the column holds, for the catalog.
+    pub comment: &'static str,
+    /// Dictionary-encoded: only where values repeat; for ids and JSON text it costs time for nothing.
+    pub dictionary: bool,
+    /// Min/max statistics: not for JSON text.
+    pub statistics: bool,
+    pub get: fn(&Row) -> Value<'_>,
+    /// Sets the row's field from the value read back; false if the value has another type.
+    set: fn(&mut Row, &Field) -> bool,
+}
+
+macro_rules! column {
+    ($name:literal, $field:ident, Text, $dict:literal, $comment:literal) => {
+        Column {
+            name: $name,
+            kind: Kind::Text,
+            comment: $comment,
+            dictionary: $dict,
+            statistics: true,
+            get: |r| Value::Text(&r.$field),
+            set: |r, f| match f {
+                Field::Str(s) => {
+                    r.$field.clone_from(s);
+                    true
+                }
+                _ => false,
+            },
+        }
+    };
+    ($name:literal, $field:ident, OptionalText, $stats:literal, $comment:literal) => {
+        Column {
+            name: $name,
+            kind: Kind::OptionalText,
+            comment: $comment,
+            dictionary: false,
+            statistics: $stats,
+            get: |r| Value::OptionalText(r.$field.as_deref()),
+            set: |r, f| match f {
+                Field::Str(s) => {
+                    r.$field = Some(s.clone());
+                    true
+                }
+                Field::Null => {
+                    r.$field = None;
+                    true
+                }
+                _ => false,
+            },
+        }
+    };
+    ($name:literal, $field:ident, $kind:ident, $variant:ident, $comment:literal) => {
+        Column {
+            name: $name,
+            kind: Kind::$kind,
+            comment: $comment,
+            dictionary: false,
+            statistics: true,
+            get: |r| Value::$kind(r.$field),
+            set: |r, f| match f {
+                Field::$variant(v) => {
+                    r.$field = *v;
+                    true
+                }
+                _ => false,
+            },
+        }
+    };
+}
+
+/// The columns of schema v1, in file order. Order, names and types are part of the data contract.
+pub const COLUMNS: [Column; 17] = [
+    column!(
+        "event_id",
+        event_id,
+        Text,
+        false,
+        "Producer-assigned id; unique within a raw object"
+    ),
+    column!("event_type", event_type, Text, true, "Event type"),
+    column!(
+        "occurred_at",
+        occurred_at_us,
+        Timestamp,
+        TimestampMicros,
+        "When the event happened (UTC)"
+    ),
+    column!("source", source, Text, true, "Producing system"),
+    column!(
+        "user_id_hash",
+        user_id_hash,
+        OptionalText,
+        true,
+        "HMAC-SHA256 of user_id (hex)"
+    ),
+    column!(
+        "session_id",
+        session_id,
+        OptionalText,
+        true,
+        "Session id as sent"
+    ),
+    column!(
+        "schema_version",
+        schema_version,
+        Int,
+        Int,
+        "Event contract version"
+    ),
+    column!(
+        "attributes_json",
+        attributes_json,
+        OptionalText,
+        false,
+        "Attributes as JSON, PII values pseudonymised"
+    ),
+    column!(
+        "extra_json",
+        extra_json,
+        OptionalText,
+        false,
+        "Unknown top-level fields as JSON"
+    ),
+    column!(
+        "event_date",
+        event_date,
+        Date,
+        Date,
+        "UTC date of occurred_at"
+    ),
+    column!(
+        "event_hour",
+        event_hour,
+        Int,
+        Int,
+        "UTC hour of occurred_at"
+    ),
+    column!(
+        "arrival_time",
+        arrival_time_us,
+        Timestamp,
+        TimestampMicros,
+        "Kinesis approximate arrival time"
+    ),
+    column!(
+        "ingest_lag_ms",
+        ingest_lag_ms,
+        Long,
+        Long,
+        "arrival_time - occurred_at in milliseconds"
+    ),
+    column!(
+        "kinesis_shard",
+        kinesis_shard,
+        Text,
+        true,
+        "Lineage: shard id"
+    ),
+    column!(
+        "kinesis_seq",
+        kinesis_seq,
+        Text,
+        false,
+        "Lineage: sequence number"
+    ),
+    column!(
+        "kinesis_subseq",
+        kinesis_subseq,
+        Long,
+        Long,
+        "Lineage: KPL sub-sequence number"
+    ),
+    column!("raw_key", raw_key, Text, true, "Lineage: the raw object"),
+];
+
+/// The name of the schema's message.
+pub const SCHEMA_NAME: &str = "event_v1";
+
+/// The schema in Parquet's message syntax, from [`COLUMNS`].
+pub fn schema() -> String {
+    let mut out = format!("message {SCHEMA_NAME} {{\n");
+    for c in &COLUMNS {
+        let (ty, logical) = c.kind.parquet();
+        out.push_str(&format!("  {ty} {}{logical};\n", c.name));
+    }
+    out.push('}');
+    out
+}
+
+/// A row as one JSON object, column by column (`pipeline cat`).
+pub fn row_json(row: &Row) -> serde_json::Value {
+    serde_json::Value::Object(
+        COLUMNS
+            .iter()
+            .map(|c| (c.name.to_owned(), (c.get)(row).to_json()))
+            .collect(),
+    )
+}
 
 /// zstd's fastest level: columns of JSON text still compress about 5x.
 pub const ZSTD_LEVEL: i32 = 1;
 
 /// One processed row.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Row {
     pub event_id: String,
     pub event_type: String,
@@ -69,56 +319,50 @@ pub fn days_since_epoch(date: NaiveDate) -> i32 {
 
 /// Encodes rows into one Parquet file.
 pub fn write_rows(rows: &[Row]) -> Result<Vec<u8>, ParquetError> {
-    let schema = Arc::new(parse_message_type(SCHEMA)?);
-    let props = Arc::new(
-        WriterProperties::builder()
-            .set_writer_version(WriterVersion::PARQUET_1_0)
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL)?))
-            .set_created_by("eventpipe".to_owned())
-            // Dictionaries only where values repeat; for ids and JSON text they cost time for nothing.
-            .set_dictionary_enabled(false)
-            .set_column_dictionary_enabled(ColumnPath::from("event_type"), true)
-            .set_column_dictionary_enabled(ColumnPath::from("source"), true)
-            .set_column_dictionary_enabled(ColumnPath::from("kinesis_shard"), true)
-            .set_column_dictionary_enabled(ColumnPath::from("raw_key"), true)
-            .set_column_statistics_enabled(
-                ColumnPath::from("attributes_json"),
-                EnabledStatistics::None,
-            )
-            .set_column_statistics_enabled(ColumnPath::from("extra_json"), EnabledStatistics::None)
-            .build(),
-    );
+    let schema = Arc::new(parse_message_type(&schema())?);
+    let mut props = WriterProperties::builder()
+        .set_writer_version(WriterVersion::PARQUET_1_0)
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL)?))
+        .set_created_by("eventpipe".to_owned())
+        .set_dictionary_enabled(false);
+    for c in &COLUMNS {
+        let path = ColumnPath::from(c.name);
+        props = props.set_column_dictionary_enabled(path.clone(), c.dictionary);
+        if !c.statistics {
+            props = props.set_column_statistics_enabled(path, EnabledStatistics::None);
+        }
+    }
+    let props = Arc::new(props.build());
     let mut buf = Vec::with_capacity(rows.len() * 128 + 1024);
     let mut writer = SerializedFileWriter::new(&mut buf, schema, props)?;
     let mut group = writer.next_row_group()?;
-    let mut column = 0;
-    while let Some(mut col) = group.next_column()? {
-        match column {
-            0 => strings(&mut col, rows, |r| &r.event_id)?,
-            1 => strings(&mut col, rows, |r| &r.event_type)?,
-            2 => longs(&mut col, rows, |r| r.occurred_at_us)?,
-            3 => strings(&mut col, rows, |r| &r.source)?,
-            4 => optional_strings(&mut col, rows, |r| r.user_id_hash.as_deref())?,
-            5 => optional_strings(&mut col, rows, |r| r.session_id.as_deref())?,
-            6 => ints(&mut col, rows, |r| r.schema_version)?,
-            7 => optional_strings(&mut col, rows, |r| r.attributes_json.as_deref())?,
-            8 => optional_strings(&mut col, rows, |r| r.extra_json.as_deref())?,
-            9 => ints(&mut col, rows, |r| r.event_date)?,
-            10 => ints(&mut col, rows, |r| r.event_hour)?,
-            11 => longs(&mut col, rows, |r| r.arrival_time_us)?,
-            12 => longs(&mut col, rows, |r| r.ingest_lag_ms)?,
-            13 => strings(&mut col, rows, |r| &r.kinesis_shard)?,
-            14 => strings(&mut col, rows, |r| &r.kinesis_seq)?,
-            15 => longs(&mut col, rows, |r| r.kinesis_subseq)?,
-            16 => strings(&mut col, rows, |r| &r.raw_key)?,
-            n => {
-                return Err(ParquetError::General(format!(
-                    "schema has an unexpected column {n}"
-                )));
-            }
+    for c in &COLUMNS {
+        let Some(mut col) = group.next_column()? else {
+            return Err(ParquetError::General(format!(
+                "the schema ends before column `{}`",
+                c.name
+            )));
+        };
+        let get = c.get;
+        match c.kind {
+            Kind::Text => strings(&mut col, rows, |r| match get(r) {
+                Value::Text(s) => s,
+                _ => "",
+            })?,
+            Kind::OptionalText => optional_strings(&mut col, rows, |r| match get(r) {
+                Value::OptionalText(s) => s,
+                _ => None,
+            })?,
+            Kind::Int | Kind::Date => ints(&mut col, rows, |r| match get(r) {
+                Value::Int(v) | Value::Date(v) => v,
+                _ => 0,
+            })?,
+            Kind::Long | Kind::Timestamp => longs(&mut col, rows, |r| match get(r) {
+                Value::Long(v) | Value::Timestamp(v) => v,
+                _ => 0,
+            })?,
         }
         col.close()?;
-        column += 1;
     }
     group.close()?;
     writer.close()?;
@@ -150,9 +394,9 @@ fn byte_arrays<'r>(values: impl Iterator<Item = &'r str> + Clone) -> Vec<ByteArr
 fn strings(
     col: &mut ColumnWriter<'_>,
     rows: &[Row],
-    f: impl Fn(&Row) -> &String,
+    f: impl Fn(&Row) -> &str,
 ) -> Result<(), ParquetError> {
-    let values = byte_arrays(rows.iter().map(|r| f(r).as_str()));
+    let values = byte_arrays(rows.iter().map(&f));
     col.typed::<ByteArrayType>()
         .write_batch(&values, None, None)
         .map(drop)
@@ -200,49 +444,13 @@ pub fn read_rows(bytes: impl Into<Bytes>) -> Result<Vec<Row>, ParquetError> {
     );
     for record in reader.get_row_iter(None)? {
         let record = record?;
-        let mut row = Row {
-            event_id: String::new(),
-            event_type: String::new(),
-            occurred_at_us: 0,
-            source: String::new(),
-            user_id_hash: None,
-            session_id: None,
-            schema_version: 0,
-            attributes_json: None,
-            extra_json: None,
-            event_date: 0,
-            event_hour: 0,
-            arrival_time_us: 0,
-            ingest_lag_ms: 0,
-            kinesis_shard: String::new(),
-            kinesis_seq: String::new(),
-            kinesis_subseq: 0,
-            raw_key: String::new(),
-        };
-        for (name, field) in record.get_column_iter() {
-            let unexpected =
-                || ParquetError::General(format!("column `{name}` has unexpected value {field:?}"));
-            match (name.as_str(), field) {
-                ("event_id", Field::Str(s)) => row.event_id = s.clone(),
-                ("event_type", Field::Str(s)) => row.event_type = s.clone(),
-                ("occurred_at", Field::TimestampMicros(v)) => row.occurred_at_us = *v,
-                ("source", Field::Str(s)) => row.source = s.clone(),
-                ("user_id_hash", Field::Str(s)) => row.user_id_hash = Some(s.clone()),
-                ("session_id", Field::Str(s)) => row.session_id = Some(s.clone()),
-                ("attributes_json", Field::Str(s)) => row.attributes_json = Some(s.clone()),
-                ("extra_json", Field::Str(s)) => row.extra_json = Some(s.clone()),
-                ("user_id_hash" | "session_id" | "attributes_json" | "extra_json", Field::Null) => {
-                }
-                ("schema_version", Field::Int(v)) => row.schema_version = *v,
-                ("event_date", Field::Date(v)) => row.event_date = *v,
-                ("event_hour", Field::Int(v)) => row.event_hour = *v,
-                ("arrival_time", Field::TimestampMicros(v)) => row.arrival_time_us = *v,
-                ("ingest_lag_ms", Field::Long(v)) => row.ingest_lag_ms = *v,
-                ("kinesis_shard", Field::Str(s)) => row.kinesis_shard = s.clone(),
-                ("kinesis_seq", Field::Str(s)) => row.kinesis_seq = s.clone(),
-                ("kinesis_subseq", Field::Long(v)) => row.kinesis_subseq = *v,
-                ("raw_key", Field::Str(s)) => row.raw_key = s.clone(),
-                _ => return Err(unexpected()),
+        let mut row = Row::default();
+        for (i, (name, field)) in record.get_column_iter().enumerate() {
+            let column = COLUMNS.get(i).filter(|c| c.name == name);
+            if !column.is_some_and(|c| (c.set)(&mut row, field)) {
+                return Err(ParquetError::General(format!(
+                    "column `{name}` has unexpected value {field:?}"
+                )));
             }
         }
         rows.push(row);
@@ -283,6 +491,64 @@ mod tests {
         assert_eq!(&bytes[..4], b"PAR1");
         assert_eq!(read_rows(bytes.clone()).unwrap(), rows);
         assert_eq!(write_rows(&rows).unwrap(), bytes, "same rows, same bytes");
+    }
+
+    #[test]
+    fn the_schema_built_from_the_column_table_is_schema_v1() {
+        let v1 = "message event_v1 {
+  required binary event_id (STRING);
+  required binary event_type (STRING);
+  required int64 occurred_at (TIMESTAMP(MICROS,true));
+  required binary source (STRING);
+  optional binary user_id_hash (STRING);
+  optional binary session_id (STRING);
+  required int32 schema_version;
+  optional binary attributes_json (STRING);
+  optional binary extra_json (STRING);
+  required int32 event_date (DATE);
+  required int32 event_hour;
+  required int64 arrival_time (TIMESTAMP(MICROS,true));
+  required int64 ingest_lag_ms;
+  required binary kinesis_shard (STRING);
+  required binary kinesis_seq (STRING);
+  required int64 kinesis_subseq;
+  required binary raw_key (STRING);
+}";
+        assert_eq!(schema(), v1);
+    }
+
+    #[test]
+    fn dictionaries_and_statistics_follow_the_column_table() {
+        let bytes = write_rows(&(0..20).map(sample).collect::<Vec<_>>()).unwrap();
+        let reader = SerializedFileReader::new(Bytes::from(bytes)).unwrap();
+        let group = reader.metadata().row_group(0);
+        for (i, c) in COLUMNS.iter().enumerate() {
+            let meta = group.column(i);
+            assert_eq!(meta.column_path().string(), c.name);
+            assert_eq!(
+                meta.dictionary_page_offset().is_some(),
+                c.dictionary,
+                "{}",
+                c.name
+            );
+            assert_eq!(meta.statistics().is_some(), c.statistics, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn a_row_as_json_has_every_column_with_readable_times() {
+        let json = row_json(&sample(0));
+        let object = json.as_object().unwrap();
+        let names: Vec<&str> = object.keys().map(String::as_str).collect();
+        let mut expected: Vec<&str> = COLUMNS.iter().map(|c| c.name).collect();
+        expected.sort_unstable();
+        let mut got = names.clone();
+        got.sort_unstable();
+        assert_eq!(got, expected);
+        assert_eq!(json["occurred_at"], "2025-11-25T10:00:00.000000Z");
+        assert_eq!(json["event_date"], "2025-11-25");
+        assert_eq!(json["kinesis_subseq"], 0);
+        assert_eq!(json["attributes_json"], serde_json::Value::Null);
     }
 
     #[test]
