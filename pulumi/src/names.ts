@@ -2,6 +2,8 @@
 // runtime agree on them. `extraNames()` names what only the Pulumi program creates, by the same rule.
 
 import type { Environment } from "./config";
+// Generated from `pipeline-core` (`UPDATE_EXPECT=1 cargo test -p xtask contract`): the one definition.
+import contract from "./contract.json";
 
 /** The Rust `Names` struct, serialised with its field names. */
 export interface Names {
@@ -19,26 +21,20 @@ export interface Names {
 }
 
 /** The metadata table's sparse index of raw objects that are not processed yet. */
-export const PENDING_INDEX = "pending-by-age";
+export const PENDING_INDEX: string = contract.metadata.pendingIndex;
 /**
- * How many values `pending` (the index's hash key) takes while a raw object is not processed: the
- * stream processor puts each raw object in one bucket, derived from its key
+ * The values `pending` (the index's hash key) takes while a raw object is not processed, in bucket
+ * order: the stream processor puts each raw object in one bucket, derived from its key
  * (`pipeline_core::metadata::pending_bucket`), so no index partition takes every write; finding
  * the objects not processed after some time is one query per bucket.
  */
-export const PENDING_BUCKETS = 16;
-/** The value of `pending` for a bucket: `PENDING#00` … `PENDING#15`. */
-export function pendingValue(bucket: number): string {
-    return `PENDING#${String(bucket).padStart(2, "0")}`;
-}
-/** Every value of `pending`, in bucket order. */
-export function pendingValues(): string[] {
-    return Array.from({ length: PENDING_BUCKETS }, (_, b) => pendingValue(b));
-}
+export const PENDING_VALUES: readonly string[] = contract.metadata.pendingValues;
+/** How many buckets `pending` has. */
+export const PENDING_BUCKETS = PENDING_VALUES.length;
 /** S3 key prefixes (`pipeline_core::keys`). */
-export const RAW_PREFIX = "raw/";
-export const QUARANTINE_PREFIX = "quarantine/";
-export const PROCESSED_PREFIX = "processed/";
+export const RAW_PREFIX: string = contract.prefixes.raw;
+export const QUARANTINE_PREFIX: string = contract.prefixes.quarantine;
+export const PROCESSED_PREFIX: string = contract.prefixes.processed;
 
 /** `<project>-<environment>`: the first two components of every name. */
 export function namePrefix(env: Pick<Environment, "project" | "name">): string {

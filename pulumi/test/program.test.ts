@@ -2,11 +2,10 @@
 // name the artifacts and the git sha; and the Glue table matches the Rust Parquet schema.
 
 import { strict as assert } from "node:assert";
-import * as fs from "node:fs";
-import * as path from "node:path";
 import { isDeepStrictEqual } from "node:util";
 
 import { MANIFEST_ENV_VAR } from "../src/artifacts";
+import contract from "../src/contract.json";
 import { PARQUET_COLUMNS, PARTITION_KEYS } from "../src/components/catalog";
 import { loadEnvironment } from "../src/config";
 import { createPipeline, defaultTags, describeWithCommit, GIT_SHA_ENV_VAR, gitShaFromEnv, run } from "../src/pipeline";
@@ -108,29 +107,16 @@ describe("program entry point", () => {
 });
 
 describe("catalog", () => {
-    // Glue types of the Parquet physical/logical types in the Rust schema.
-    const glueType = (physical: string, logical: string | undefined): string => {
-        if (logical?.startsWith("TIMESTAMP")) return "timestamp";
-        if (logical === "DATE") return "date";
-        if (logical === "STRING") return "string";
-        return { int32: "int", int64: "bigint", binary: "binary", boolean: "boolean", double: "double", float: "float" }[physical] ?? physical;
-    };
-
-    it("the table's columns are the Rust Parquet schema's, with event_type as the partition key", () => {
-        const source = path.resolve(__dirname, "..", "..", "services", "pipeline-core", "src", "parquet_io.rs");
-        const text = fs.readFileSync(source, "utf8");
-        const message = /pub const SCHEMA: &str = "([\s\S]*?)";/.exec(text)?.[1];
-        assert.ok(message, `SCHEMA not found in ${source}`);
-        const fields = [...message.matchAll(/^\s*(required|optional)\s+(\w+)\s+(\w+)(?:\s*\(([^)]*(?:\([^)]*\))?)\))?;/gm)].map((m) => ({
-            name: m[3] as string,
-            type: glueType(m[2] as string, m[4]),
-        }));
-        assert.ok(fields.length > 10, "parsed the schema");
-        const partition = fields.filter((f) => f.name === "event_type");
-        assert.deepEqual(partition, [{ name: "event_type", type: "string" }]);
+    it("the table's columns are the generated contract's, with event_type as the partition key", () => {
+        const columns = contract.parquet.columns;
+        assert.ok(columns.length > 10, "the contract lists the columns");
         assert.deepEqual(
-            fields.filter((f) => f.name !== "event_type"),
-            PARQUET_COLUMNS.map((c) => ({ name: c.name, type: c.type })),
+            columns.filter((c) => c.name === "event_type").map((c) => ({ name: c.name, type: c.type })),
+            [{ name: "event_type", type: "string" }],
+        );
+        assert.deepEqual(
+            columns.filter((c) => c.name !== "event_type"),
+            PARQUET_COLUMNS,
         );
         assert.equal(PARTITION_KEYS[0]?.name, "event_type");
     });

@@ -6,6 +6,8 @@ mod authz;
 mod backfill;
 mod bench;
 mod build;
+#[cfg(test)]
+mod contract;
 mod cost;
 mod demo;
 mod deploy;

@@ -2,37 +2,24 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 
 import type { Context } from "../iam";
+import contract from "../contract.json";
 import { PROCESSED_PREFIX } from "../names";
-
-/**
- * The columns of the processed Parquet files (schema v1, `pipeline_core::parquet_io::SCHEMA`) in
- * Glue types. `event_type` is in the files too but is the table's partition key here: Hive tables
- * cannot have a column and a partition key of the same name, and Athena reads Parquet by name.
- */
-export const PARQUET_COLUMNS: readonly { name: string; type: string; comment: string }[] = [
-    { name: "event_id", type: "string", comment: "Producer-assigned id; unique within a raw object" },
-    { name: "occurred_at", type: "timestamp", comment: "When the event happened (UTC)" },
-    { name: "source", type: "string", comment: "Producing system" },
-    { name: "user_id_hash", type: "string", comment: "HMAC-SHA256 of user_id (hex)" },
-    { name: "session_id", type: "string", comment: "Session id as sent" },
-    { name: "schema_version", type: "int", comment: "Event contract version" },
-    { name: "attributes_json", type: "string", comment: "Attributes as JSON, PII values pseudonymised" },
-    { name: "extra_json", type: "string", comment: "Unknown top-level fields as JSON" },
-    { name: "event_date", type: "date", comment: "UTC date of occurred_at" },
-    { name: "event_hour", type: "int", comment: "UTC hour of occurred_at" },
-    { name: "arrival_time", type: "timestamp", comment: "Kinesis approximate arrival time" },
-    { name: "ingest_lag_ms", type: "bigint", comment: "arrival_time - occurred_at in milliseconds" },
-    { name: "kinesis_shard", type: "string", comment: "Lineage: shard id" },
-    { name: "kinesis_seq", type: "string", comment: "Lineage: sequence number" },
-    { name: "kinesis_subseq", type: "bigint", comment: "Lineage: KPL sub-sequence number" },
-    { name: "raw_key", type: "string", comment: "Lineage: the raw object" },
-];
 
 export const PARTITION_KEYS: readonly { name: string; type: string; comment: string }[] = [
     { name: "event_type", type: "string", comment: "Event type (injected projection: filter on it)" },
     { name: "dt", type: "string", comment: "UTC date, yyyy-MM-dd" },
     { name: "hour", type: "int", comment: "UTC hour, 00-23" },
 ];
+
+/**
+ * The columns of the processed Parquet files (`pipeline_core::parquet_io::COLUMNS`, through the
+ * generated contract) in Glue types. `event_type` is in the files too but is the table's partition
+ * key here: Hive tables cannot have a column and a partition key of the same name, and Athena reads
+ * Parquet by name.
+ */
+export const PARQUET_COLUMNS: readonly { name: string; type: string; comment: string }[] = contract.parquet.columns.filter(
+    (c) => !PARTITION_KEYS.some((p) => p.name === c.name),
+);
 
 /** Where partitions live; `${...}` are Athena projection placeholders, not template literals. */
 export function locationTemplate(processedBucket: string): string {

@@ -2,14 +2,15 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 
 import { arn, servicePrincipal, type Context, type Statement } from "../iam";
-import { PENDING_BUCKETS, PENDING_INDEX, pendingValues, PROCESSED_PREFIX, QUARANTINE_PREFIX, RAW_PREFIX } from "../names";
+import contract from "../contract.json";
+import { PENDING_BUCKETS, PENDING_INDEX, PENDING_VALUES, PROCESSED_PREFIX, QUARANTINE_PREFIX, RAW_PREFIX } from "../names";
 import { noncurrentVersionRule, SecureBucket } from "./secureBucket";
 
 /** Attributes of the metadata table that this program declares (keys of the table and its index). */
-export const METADATA_HASH_KEY = "raw_key";
-export const PENDING_ATTRIBUTE = "pending";
-export const RAW_WRITTEN_AT_ATTRIBUTE = "raw_written_at";
-export const TTL_ATTRIBUTE = "expires_at";
+export const METADATA_HASH_KEY: string = contract.metadata.hashKey;
+export const PENDING_ATTRIBUTE: string = contract.metadata.pendingAttribute;
+export const RAW_WRITTEN_AT_ATTRIBUTE: string = contract.metadata.writtenAtAttribute;
+export const TTL_ATTRIBUTE: string = contract.metadata.ttlAttribute;
 
 /**
  * The metadata table's keys and pending index, as the table below declares them and as the Rust
@@ -24,9 +25,9 @@ export const METADATA_TABLE = {
         name: PENDING_INDEX,
         hashKey: PENDING_ATTRIBUTE,
         rangeKey: RAW_WRITTEN_AT_ATTRIBUTE,
-        projectionType: "KEYS_ONLY",
+        projectionType: contract.metadata.pendingIndexProjection,
         buckets: PENDING_BUCKETS,
-        values: pendingValues(),
+        values: PENDING_VALUES,
     },
 } as const;
 

@@ -51,7 +51,7 @@ pub fn expressed_settings(env: &Environment, account_id: &str) -> Value {
             "maximumRecordAgeInSeconds": m.maximum_record_age_seconds,
             "functionResponseTypes": ["ReportBatchItemFailures"],
         },
-        "notification": { "prefix": pipeline_config::RAW_PREFIX, "events": [NOTIFICATION_EVENTS] },
+        "notification": { "prefix": pipeline_core::keys::RAW_PREFIX, "events": [NOTIFICATION_EVENTS] },
         "transformerAsync": {
             "maximumRetryAttempts": env.transformer_async.maximum_retry_attempts,
             "maximumEventAgeInSeconds": env.transformer_async.maximum_event_age_seconds,
@@ -512,7 +512,7 @@ pub async fn provision(
                 .filter_rules(
                     FilterRule::builder()
                         .name(FilterRuleName::Prefix)
-                        .value(pipeline_config::RAW_PREFIX)
+                        .value(pipeline_core::keys::RAW_PREFIX)
                         .build(),
                 )
                 .build(),
@@ -1130,7 +1130,5 @@ mod tests {
         )
         .unwrap();
         assert_eq!(expressed_settings(&env, ACCOUNT_ID), fixture);
-        // The environment schema names the index too: one name.
-        assert_eq!(pipeline_config::PENDING_INDEX, metadata::PENDING_INDEX);
     }
 }

@@ -239,13 +239,6 @@ pub struct Names {
     pub hmac_secret: String,
 }
 
-/// The metadata table's sparse index of raw objects that are not processed yet.
-pub const PENDING_INDEX: &str = "pending-by-age";
-/// The S3 key prefix of raw objects: the notification filter of the transformer.
-pub const RAW_PREFIX: &str = "raw/";
-pub const QUARANTINE_PREFIX: &str = "quarantine/";
-pub const PROCESSED_PREFIX: &str = "processed/";
-
 impl Environment {
     /// Parses and validates an environment file's text; `path` only labels errors.
     pub fn from_toml(path: &str, text: &str) -> Result<Self, ConfigError> {
