@@ -623,8 +623,8 @@ fn a_smaller_redelivered_batch_rewrites_its_raw_object_and_leaves_no_stale_outpu
             ids.sort();
             let purchases: std::collections::BTreeSet<String> = rows
                 .iter()
-                .filter(|(_, r)| r.event_type == "purchase")
-                .map(|(_, r)| r.raw_key.clone())
+                .filter(|(_, r)| &*r.event_type == "purchase")
+                .map(|(_, r)| r.raw_key.to_string())
                 .collect();
             (ids, purchases)
         };
@@ -1057,7 +1057,7 @@ fn a_tenth_of_all_calls_faulted_loses_and_duplicates_nothing() {
             .iter()
             .map(|(_, r)| {
                 (
-                    r.kinesis_shard.clone(),
+                    r.kinesis_shard.to_string(),
                     r.kinesis_seq.clone(),
                     r.kinesis_subseq,
                 )
@@ -1177,7 +1177,7 @@ fn a_raw_object_another_writer_puts_is_registered_and_processed_exactly_once() {
         let mine = |rows: Vec<(String, pipeline_core::parquet_io::Row)>| {
             let mut ids: Vec<String> = rows
                 .into_iter()
-                .filter(|(_, r)| r.raw_key == key)
+                .filter(|(_, r)| *r.raw_key == *key)
                 .map(|(_, r)| r.event_id)
                 .collect();
             ids.sort();

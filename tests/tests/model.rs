@@ -678,7 +678,7 @@ fn check(records: Vec<Rec>, shards: usize, p: Platform) -> Result<(), TestCaseEr
         for row in read_rows(model.objects.object(PROCESSED, key).unwrap().body).unwrap() {
             *processed
                 .entry((
-                    row.kinesis_shard,
+                    row.kinesis_shard.to_string(),
                     row.kinesis_seq,
                     row.kinesis_subseq as u64,
                 ))

@@ -111,7 +111,7 @@ macro_rules! column {
             get: |r| Value::Text(&r.$field),
             set: |r, f| match f {
                 Field::Str(s) => {
-                    r.$field.clone_from(s);
+                    r.$field = s.as_str().into();
                     true
                 }
                 _ => false,
@@ -292,11 +292,14 @@ pub const ZSTD_LEVEL: i32 = 1;
 
 /// One processed row.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+///
+/// The fields every row of an object shares, or that take few values, are shared strings
+/// (`Arc<str>`): one allocation per object, not per row.
 pub struct Row {
     pub event_id: String,
-    pub event_type: String,
+    pub event_type: Arc<str>,
     pub occurred_at_us: i64,
-    pub source: String,
+    pub source: Arc<str>,
     pub user_id_hash: Option<String>,
     pub session_id: Option<String>,
     pub schema_version: i32,
@@ -307,10 +310,10 @@ pub struct Row {
     pub event_hour: i32,
     pub arrival_time_us: i64,
     pub ingest_lag_ms: i64,
-    pub kinesis_shard: String,
+    pub kinesis_shard: Arc<str>,
     pub kinesis_seq: String,
     pub kinesis_subseq: i64,
-    pub raw_key: String,
+    pub raw_key: Arc<str>,
 }
 
 pub fn days_since_epoch(date: NaiveDate) -> i32 {

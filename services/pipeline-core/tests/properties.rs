@@ -319,7 +319,7 @@ proptest! {
             .into_iter()
             .map(|(id, ty, t, session, attrs, n, lag)| pipeline_core::parquet_io::Row {
                 event_id: id,
-                event_type: ty,
+                event_type: ty.into(),
                 occurred_at_us: t,
                 source: "s".into(),
                 user_id_hash: None,

@@ -63,11 +63,11 @@ pub async fn collect(clients: &Clients, stack: &Stack) -> Result<Facts, Error> {
         let body = get(clients, &stack.processed_bucket, &file.key).await?;
         let rows = read_rows(body).map_err(|e| Error::Reconcile(format!("{}: {e}", file.key)))?;
         facts.rows.extend(rows.into_iter().map(|r| RowFacts {
-            shard: r.kinesis_shard,
+            shard: r.kinesis_shard.to_string(),
             sequence_number: r.kinesis_seq,
             sub_sequence_number: r.kinesis_subseq,
             event_id: r.event_id,
-            raw_key: r.raw_key,
+            raw_key: r.raw_key.to_string(),
             arrival_ms: r.arrival_time_us / 1000,
         }));
         facts.files.push(file);
