@@ -93,7 +93,8 @@ pub struct Column {
     pub comment: &'static str,
     /// Dictionary-encoded: only where values repeat; for ids and JSON text it costs time for nothing.
     pub dictionary: bool,
-    /// Min/max statistics: not for JSON text.
+    /// Min/max statistics: not for JSON text, nor for random ids and hashes, whose bounds prune
+    /// nothing.
     pub statistics: bool,
     pub get: fn(&Row) -> Value<'_>,
     /// Sets the row's field from the value read back; false if the value has another type.
@@ -101,13 +102,13 @@ pub struct Column {
 }
 
 macro_rules! column {
-    ($name:literal, $field:ident, Text, $dict:literal, $comment:literal) => {
+    ($name:literal, $field:ident, Text, $dict:literal, $stats:literal, $comment:literal) => {
         Column {
             name: $name,
             kind: Kind::Text,
             comment: $comment,
             dictionary: $dict,
-            statistics: true,
+            statistics: $stats,
             get: |r| Value::Text(&r.$field),
             set: |r, f| match f {
                 Field::Str(s) => {
@@ -128,7 +129,7 @@ macro_rules! column {
             get: |r| Value::OptionalText(r.$field.as_deref()),
             set: |r, f| match f {
                 Field::Str(s) => {
-                    r.$field = Some(s.clone());
+                    r.$field = Some(s.as_str().into());
                     true
                 }
                 Field::Null => {
@@ -159,108 +160,25 @@ macro_rules! column {
 }
 
 /// The columns of schema v1, in file order. Order, names and types are part of the data contract.
+#[rustfmt::skip]
 pub const COLUMNS: [Column; 17] = [
-    column!(
-        "event_id",
-        event_id,
-        Text,
-        false,
-        "Producer-assigned id; unique within a raw object"
-    ),
-    column!("event_type", event_type, Text, true, "Event type"),
-    column!(
-        "occurred_at",
-        occurred_at_us,
-        Timestamp,
-        TimestampMicros,
-        "When the event happened (UTC)"
-    ),
-    column!("source", source, Text, true, "Producing system"),
-    column!(
-        "user_id_hash",
-        user_id_hash,
-        OptionalText,
-        true,
-        "HMAC-SHA256 of user_id (hex)"
-    ),
-    column!(
-        "session_id",
-        session_id,
-        OptionalText,
-        true,
-        "Session id as sent"
-    ),
-    column!(
-        "schema_version",
-        schema_version,
-        Int,
-        Int,
-        "Event contract version"
-    ),
-    column!(
-        "attributes_json",
-        attributes_json,
-        OptionalText,
-        false,
-        "Attributes as JSON, PII values pseudonymised"
-    ),
-    column!(
-        "extra_json",
-        extra_json,
-        OptionalText,
-        false,
-        "Unknown top-level fields as JSON"
-    ),
-    column!(
-        "event_date",
-        event_date,
-        Date,
-        Date,
-        "UTC date of occurred_at"
-    ),
-    column!(
-        "event_hour",
-        event_hour,
-        Int,
-        Int,
-        "UTC hour of occurred_at"
-    ),
-    column!(
-        "arrival_time",
-        arrival_time_us,
-        Timestamp,
-        TimestampMicros,
-        "Kinesis approximate arrival time"
-    ),
-    column!(
-        "ingest_lag_ms",
-        ingest_lag_ms,
-        Long,
-        Long,
-        "arrival_time - occurred_at in milliseconds"
-    ),
-    column!(
-        "kinesis_shard",
-        kinesis_shard,
-        Text,
-        true,
-        "Lineage: shard id"
-    ),
-    column!(
-        "kinesis_seq",
-        kinesis_seq,
-        Text,
-        false,
-        "Lineage: sequence number"
-    ),
-    column!(
-        "kinesis_subseq",
-        kinesis_subseq,
-        Long,
-        Long,
-        "Lineage: KPL sub-sequence number"
-    ),
-    column!("raw_key", raw_key, Text, true, "Lineage: the raw object"),
+    column!("event_id", event_id, Text, false, false, "Producer-assigned id; unique within a raw object"),
+    column!("event_type", event_type, Text, true, true, "Event type"),
+    column!("occurred_at", occurred_at_us, Timestamp, TimestampMicros, "When the event happened (UTC)"),
+    column!("source", source, Text, true, true, "Producing system"),
+    column!("user_id_hash", user_id_hash, OptionalText, false, "HMAC-SHA256 of user_id (hex)"),
+    column!("session_id", session_id, OptionalText, true, "Session id as sent"),
+    column!("schema_version", schema_version, Int, Int, "Event contract version"),
+    column!("attributes_json", attributes_json, OptionalText, false, "Attributes as JSON, PII values pseudonymised"),
+    column!("extra_json", extra_json, OptionalText, false, "Unknown top-level fields as JSON"),
+    column!("event_date", event_date, Date, Date, "UTC date of occurred_at"),
+    column!("event_hour", event_hour, Int, Int, "UTC hour of occurred_at"),
+    column!("arrival_time", arrival_time_us, Timestamp, TimestampMicros, "Kinesis approximate arrival time"),
+    column!("ingest_lag_ms", ingest_lag_ms, Long, Long, "arrival_time - occurred_at in milliseconds"),
+    column!("kinesis_shard", kinesis_shard, Text, true, true, "Lineage: shard id"),
+    column!("kinesis_seq", kinesis_seq, Text, false, true, "Lineage: sequence number"),
+    column!("kinesis_subseq", kinesis_subseq, Long, Long, "Lineage: KPL sub-sequence number"),
+    column!("raw_key", raw_key, Text, true, true, "Lineage: the raw object"),
 ];
 
 /// The name of the schema's message.
@@ -300,7 +218,7 @@ pub struct Row {
     pub event_type: Arc<str>,
     pub occurred_at_us: i64,
     pub source: Arc<str>,
-    pub user_id_hash: Option<String>,
+    pub user_id_hash: Option<Arc<str>>,
     pub session_id: Option<String>,
     pub schema_version: i32,
     pub attributes_json: Option<String>,
@@ -471,7 +389,7 @@ mod tests {
             event_type: "click".into(),
             occurred_at_us: 1_764_064_800_000_000 + i,
             source: "web".into(),
-            user_id_hash: (i % 2 == 0).then(|| "ab".repeat(32)),
+            user_id_hash: (i % 2 == 0).then(|| "ab".repeat(32).into()),
             session_id: (i % 3 == 0).then(|| format!("s-{i}")),
             schema_version: 1,
             attributes_json: (i % 2 == 1).then(|| r#"{"a":1}"#.into()),

@@ -78,6 +78,15 @@ impl Pseudonymizer {
     /// The attributes as stored: the input text with the values of PII keys replaced by their
     /// hashes. One pass over the text, no tree: everything else stays byte for byte.
     pub fn attributes_json(&self, attributes: &str) -> String {
+        self.attributes_json_with(attributes, &mut |v| self.hash(v).into())
+    }
+
+    /// [`Self::attributes_json`] with the hashes from `hash` (a memo of [`Self::hash`]).
+    fn attributes_json_with(
+        &self,
+        attributes: &str,
+        hash: &mut impl FnMut(&str) -> Arc<str>,
+    ) -> String {
         let text = attributes;
         if !might_hold_pii(text) {
             return text.to_owned();
@@ -106,15 +115,13 @@ impl Pseudonymizer {
                 let value = &text[v..v_end];
                 let hashed = match value.as_bytes().first() {
                     Some(b'n') => None,
-                    Some(b'"') => Some(self.hash(&decode_string(value))),
+                    Some(b'"') => Some(hash(&decode_string(value))),
                     // Numbers, objects and arrays: the hash of their compact JSON text.
-                    _ => Some(
-                        self.hash(
-                            &serde_json::from_str::<Value>(value)
-                                .map(|v| v.to_string())
-                                .unwrap_or_default(),
-                        ),
-                    ),
+                    _ => Some(hash(
+                        &serde_json::from_str::<Value>(value)
+                            .map(|v| v.to_string())
+                            .unwrap_or_default(),
+                    )),
                 };
                 if let Some(h) = hashed {
                     out.push_str(&text[copied..v]);
@@ -365,8 +372,8 @@ fn transform_with(
     let text = std::str::from_utf8(&text).map_err(|_| TransformError::NotUtf8)?;
 
     let mut seen: HashSet<Cow<'_, str>, FastHash> = HashSet::default();
-    // Users recur within a batch: hash each distinct user id once.
-    let mut user_hashes: HashMap<Cow<'_, str>, String, FastHash> = HashMap::default();
+    // Users and their PII values recur within a batch: hash each distinct value once.
+    let mut hashes = Memo::new(pii);
     // Rows grouped by partition, keyed by borrowed text; sorted by partition at the end.
     let mut groups: HashMap<(Cow<'_, str>, NaiveDate, u32), Vec<Row>, FastHash> =
         HashMap::default();
@@ -418,13 +425,15 @@ fn transform_with(
             duplicates += 1;
             continue;
         }
-        let user_id_hash = ev.user_id.as_ref().map(|u| {
-            user_hashes
-                .entry(u.clone())
-                .or_insert_with(|| pii.hash(u))
-                .clone()
-        });
-        let row = enrich(&ev, arrival, &lineage, &mut shared, user_id_hash, pii);
+        let user_id_hash = ev.user_id.as_ref().map(|u| hashes.hash(u));
+        let row = enrich(
+            &ev,
+            arrival,
+            &lineage,
+            &mut shared,
+            user_id_hash,
+            &mut hashes,
+        );
         max_lag = Some(max_lag.map_or(row.ingest_lag_ms, |m: i64| m.max(row.ingest_lag_ms)));
         rows += 1;
         let date = ev.occurred_at.date_naive();
@@ -538,6 +547,35 @@ fn fast_line(line: &str) -> Option<(Lineage<'_>, &str)> {
     Some((lineage, event))
 }
 
+/// The pseudonyms of one object's values: each distinct value is hashed once.
+struct Memo<'p> {
+    pii: &'p Pseudonymizer,
+    hashes: HashMap<String, Arc<str>, FastHash>,
+}
+
+impl<'p> Memo<'p> {
+    fn new(pii: &'p Pseudonymizer) -> Self {
+        Memo {
+            pii,
+            hashes: HashMap::default(),
+        }
+    }
+
+    fn hash(&mut self, value: &str) -> Arc<str> {
+        if let Some(h) = self.hashes.get(value) {
+            return h.clone();
+        }
+        let h: Arc<str> = self.pii.hash(value).into();
+        self.hashes.insert(value.to_owned(), h.clone());
+        h
+    }
+
+    fn attributes_json(&mut self, attributes: &str) -> String {
+        let pii = self.pii;
+        pii.attributes_json_with(attributes, &mut |v| self.hash(v))
+    }
+}
+
 /// The strings many rows of an object share: its key, its shard, and the few event types and
 /// sources, each allocated once.
 struct Shared {
@@ -568,8 +606,8 @@ fn enrich(
     arrival: DateTime<Utc>,
     raw: &Lineage<'_>,
     shared: &mut Shared,
-    user_id_hash: Option<String>,
-    pii: &Pseudonymizer,
+    user_id_hash: Option<Arc<str>>,
+    hashes: &mut Memo<'_>,
 ) -> Row {
     let extra_json = (!ev.extra.is_empty()).then(|| {
         let mut s = String::from("{");
@@ -600,7 +638,7 @@ fn enrich(
         user_id_hash,
         session_id: ev.session_id.as_deref().map(str::to_owned),
         schema_version: ev.schema_version as i32,
-        attributes_json: ev.attributes.map(|a| pii.attributes_json(a)),
+        attributes_json: ev.attributes.map(|a| hashes.attributes_json(a)),
         extra_json,
         event_date: parquet_io::days_since_epoch(ev.occurred_at.date_naive()),
         event_hour: ev.occurred_at.hour() as i32,
