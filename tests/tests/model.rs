@@ -238,15 +238,17 @@ fn build(records: &[Rec], shards: usize) -> (Vec<StreamRecord>, Expected) {
 }
 
 fn s3_event(n: &PutNotice) -> Value {
-    json!({"Records": [{
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "eu-west-1",
-        "eventTime": "2026-11-25T10:30:00.000Z", "eventName": "ObjectCreated:Put",
-        "userIdentity": {"principalId": "x"}, "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-        "responseElements": {},
-        "s3": {"s3SchemaVersion": "1.0", "configurationId": "raw",
-               "bucket": {"name": n.bucket, "ownerIdentity": {"principalId": "x"}, "arn": format!("arn:aws:s3:::{}", n.bucket)},
-               "object": {"key": n.key.replace('=', "%3D"), "size": 1, "eTag": "e", "sequencer": n.sequencer}}
-    }]})
+    lambda_payloads::s3::object_created(
+        &[lambda_payloads::s3::CreatedObject {
+            bucket: &n.bucket,
+            key: &n.key,
+            size: 1,
+            sequencer: Some(&n.sequencer),
+        }],
+        "2026-11-25T10:30:00Z".parse().expect("a time"),
+        "eu-west-1",
+        "x",
+    )
 }
 
 /// Deterministic coin flips for the model's own choices.

@@ -25,8 +25,8 @@ mod events;
 use std::future::Future;
 
 use chrono::{DateTime, Duration, Utc};
+use lambda_payloads::s3::{CreatedObject, object_created};
 use pipeline_aws::emf::Metrics;
-use pipeline_aws::notification::{CreatedObject, object_created};
 use pipeline_aws::{MetadataStore, ObjectCatalog, StoreError};
 use pipeline_core::audit::{Stuck, Unrecorded, Window, raw_hour_prefixes, unrecorded};
 use pipeline_core::event::fmt_time;
@@ -287,7 +287,7 @@ impl<C: ObjectCatalog, M: MetadataStore, R: Redrive> Auditor<C, M, R> {
                         size: 0,
                         sequencer: None,
                     }],
-                    &fmt_time(now),
+                    now,
                     &s.region,
                     &s.function_name,
                 );

@@ -266,7 +266,7 @@ fn another_writers_object_without_an_item_is_redriven_and_a_stream_processor_orp
                 size: 0,
                 sequencer: None,
             }],
-            "2026-11-25T10:22:00Z",
+            "2026-11-25T10:22:00Z".parse().expect("a time"),
             "eu-west-1",
             "auditor",
         ),

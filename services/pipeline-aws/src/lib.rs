@@ -8,7 +8,6 @@ pub mod emf;
 pub mod env;
 pub mod error;
 pub mod memory;
-pub mod notification;
 pub mod s3;
 pub mod store;
 

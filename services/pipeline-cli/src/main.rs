@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
+use lambda_payloads::kinesis;
 use pipeline_core::ingest::ingest;
 use pipeline_core::parquet_io::read_rows;
 use pipeline_core::transform::{self, Pseudonymizer};
@@ -135,7 +136,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Ingest { kinesis_event, out } => {
             // The handler's own path: the event read in one pass, straight from the file's bytes.
             let bytes = std::fs::read(&kinesis_event).map_err(io(&kinesis_event))?;
-            let batch: stream_processor::KinesisBatch =
+            let batch: lambda_payloads::KinesisBatch =
                 serde_json::from_slice(&bytes).map_err(|source| Error::Event {
                     path: kinesis_event.display().to_string(),
                     source,
@@ -229,10 +230,10 @@ fn run(cli: Cli) -> Result<(), Error> {
 
 /// A Kinesis event as Lambda would deliver it: every tenth record is a KPL aggregate of five events.
 fn sample(count: usize, invalid_ratio: f64, seed: u64) -> serde_json::Value {
-    use base64::Engine;
     let now = chrono::Utc::now();
     let mut generator = producer::generate::Generator::new(seed, invalid_ratio, "sample");
-    let mut records = Vec::new();
+    // (partition key, sequence number, data)
+    let mut records: Vec<(String, String, Vec<u8>)> = Vec::new();
     let mut produced = 0;
     while produced < count {
         let (pk, data) = if records.len() % 10 == 9 && count - produced >= 5 {
@@ -259,23 +260,24 @@ fn sample(count: usize, invalid_ratio: f64, seed: u64) -> serde_json::Value {
             "4959033827149025660855969{:031}",
             records.len() as u128 * 2_564_131_663_402_634_534
         );
-        records.push(json!({
-            "kinesis": {
-                "kinesisSchemaVersion": "1.0",
-                "partitionKey": pk,
-                "sequenceNumber": seq.to_string(),
-                "data": base64::engine::general_purpose::STANDARD.encode(&data),
-                "approximateArrivalTimestamp": now.timestamp_millis() as f64 / 1000.0,
-                "encryptionType": "KMS",
-            },
-            "eventSource": "aws:kinesis",
-            "eventVersion": "1.0",
-            "eventID": format!("shardId-000000000000:{seq}"),
-            "eventName": "aws:kinesis:record",
-            "invokeIdentityArn": "arn:aws:iam::000000000000:role/eventpipe-local-stream-processor",
-            "awsRegion": "us-east-1",
-            "eventSourceARN": "arn:aws:kinesis:us-east-1:000000000000:stream/eventpipe-local-events",
-        }));
+        records.push((pk, seq, data));
     }
-    json!({ "Records": records })
+    let batch: Vec<kinesis::Record<'_>> = records
+        .iter()
+        .map(|(pk, seq, data)| kinesis::Record {
+            partition_key: pk,
+            sequence_number: seq,
+            data,
+            arrival: now,
+        })
+        .collect();
+    kinesis::payload_json(
+        &batch,
+        &kinesis::Source {
+            shard_id: "shardId-000000000000",
+            stream_arn: "arn:aws:kinesis:us-east-1:000000000000:stream/eventpipe-local-events",
+            region: "us-east-1",
+            kms: true,
+        },
+    )
 }

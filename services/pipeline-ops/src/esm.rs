@@ -34,7 +34,6 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::time::Duration;
 
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use pipeline_config::{EventSourceMapping, StartingPosition};
 use serde_json::{Value, json};
@@ -176,30 +175,24 @@ pub fn verdict(batch: &[Record], inv: &Invocation, report_failures: bool) -> Ver
     lowest.map_or(Verdict::Success, Verdict::Partial)
 }
 
-/// The event Lambda delivers for a batch.
+/// The event Lambda delivers for a batch (`lambda_payloads::kinesis`, the one builder).
 pub fn event(batch: &[Record], shard_id: &str, stream_arn: &str, region: &str) -> Vec<u8> {
-    let records: Vec<Value> = batch
+    let records: Vec<lambda_payloads::kinesis::Record<'_>> = batch
         .iter()
-        .map(|r| {
-            json!({
-                "kinesis": {
-                    "kinesisSchemaVersion": "1.0",
-                    "partitionKey": r.partition_key,
-                    "sequenceNumber": r.sequence_number,
-                    "data": base64::engine::general_purpose::STANDARD.encode(&r.data),
-                    "approximateArrivalTimestamp": r.arrival.timestamp_millis() as f64 / 1000.0,
-                },
-                "eventSource": "aws:kinesis",
-                "eventVersion": "1.0",
-                "eventID": format!("{shard_id}:{}", r.sequence_number),
-                "eventName": "aws:kinesis:record",
-                "invokeIdentityArn": format!("arn:aws:iam::{}:role/event-source-mapping", crate::stack::arn_account(stream_arn)),
-                "awsRegion": region,
-                "eventSourceARN": stream_arn,
-            })
+        .map(|r| lambda_payloads::kinesis::Record {
+            partition_key: &r.partition_key,
+            sequence_number: &r.sequence_number,
+            data: &r.data,
+            arrival: r.arrival,
         })
         .collect();
-    json!({ "Records": records }).to_string().into_bytes()
+    let source = lambda_payloads::kinesis::Source {
+        shard_id,
+        stream_arn,
+        region,
+        kms: false,
+    };
+    lambda_payloads::kinesis::payload(&records, &source)
 }
 
 /// The size a record adds to the event (base64 data plus its envelope, about 420 bytes).

@@ -1,7 +1,7 @@
 //! Replay: re-transforms the raw objects of a range of hours, after a transformer fix.
 //!
 //! Each raw object under the range's `raw/dt=…/hour=…/` prefixes is sent to the transformer as its
-//! `ObjectCreated` notification marked as a replay (`pipeline_aws::notification::REPLAY_MEMBER`), synchronously, so
+//! `ObjectCreated` notification marked as a replay (`lambda_payloads::s3::REPLAY_MEMBER`), synchronously, so
 //! its outcome is known. The transformer re-transforms an object unless the version it runs
 //! (`TRANSFORM_VERSION`, the artifact's digest) processed its current content already; its lease,
 //! deterministic output keys and stale-output deletion keep every record exactly once in
@@ -90,18 +90,18 @@ pub async fn replay(
 
 /// The replay notification of one raw object.
 pub fn notification(stack: &Stack, key: &str) -> Value {
-    let mut event = pipeline_aws::notification::object_created(
-        &[pipeline_aws::notification::CreatedObject {
+    let mut event = lambda_payloads::s3::object_created(
+        &[lambda_payloads::s3::CreatedObject {
             bucket: &stack.raw_bucket,
             key,
             size: 0,
             sequencer: None,
         }],
-        &pipeline_core::event::fmt_time(Utc::now()),
+        Utc::now(),
         stack.region(),
         "replay",
     );
-    event[pipeline_aws::notification::REPLAY_MEMBER] = Value::Bool(true);
+    event[lambda_payloads::s3::REPLAY_MEMBER] = Value::Bool(true);
     event
 }
 
@@ -140,7 +140,7 @@ mod tests {
         .unwrap();
         let key = "raw/dt=2026-11-30/hour=00/shard=shardId-000000000000/49.jsonl.gz";
         let n = notification(&stack, key);
-        assert!(pipeline_aws::notification::is_replay(&n));
+        assert!(lambda_payloads::s3::is_replay(&n));
         let event: aws_lambda_events::event::s3::S3Event =
             serde_json::from_value(n.clone()).unwrap();
         assert_eq!(event.records.len(), 1);

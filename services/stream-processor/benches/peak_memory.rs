@@ -5,7 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use base64::Engine;
+use lambda_payloads::kinesis;
 use pipeline_aws::memory::{MemoryMetadataStore, MemoryObjectStore};
 use stream_processor::{KinesisBatch, Settings, StreamProcessor};
 
@@ -106,7 +106,7 @@ fn main() {
 const RUNS: usize = 15;
 
 fn generated(arrival: chrono::DateTime<chrono::Utc>) -> String {
-    let mut records = Vec::new();
+    let mut records: Vec<(String, String, String)> = Vec::new();
     let mut payload = 0;
     let mut i = 0u64;
     // Lambda caps a batch's payload at 6 MB: base64 data counts, so about 4.5 MB of events.
@@ -118,19 +118,26 @@ fn generated(arrival: chrono::DateTime<chrono::Utc>) -> String {
             i % 977,
             i % 250
         );
-        let record = serde_json::json!({
-            "kinesis": {"partitionKey": format!("user-{}", i % 5000), "sequenceNumber": format!("4959033827149025660855969{i:031}"),
-                        "approximateArrivalTimestamp": arrival.timestamp() as f64, "kinesisSchemaVersion": "1.0",
-                        "data": base64::engine::general_purpose::STANDARD.encode(&event)},
-            "eventID": format!("shardId-000000000000:4959033827149025660855969{i:031}"), "eventSource": "aws:kinesis",
-            "eventName": "aws:kinesis:record", "eventVersion": "1.0", "awsRegion": "eu-west-1",
-            "eventSourceARN": "arn:aws:kinesis:eu-west-1:123456789012:stream/eventpipe-dev-events",
-            "invokeIdentityArn": "arn:aws:iam::123456789012:role/eventpipe-dev-stream-processor",
-        })
-        .to_string();
-        payload += record.len() + 1;
-        records.push(record);
+        let seq = format!("4959033827149025660855969{i:031}");
+        // The record's envelope in the event is about 420 bytes besides its base64 data.
+        payload += event.len().div_ceil(3) * 4 + 420;
+        records.push((format!("user-{}", i % 5000), seq, event));
         i += 1;
     }
-    format!("{{\"Records\":[{}]}}", records.join(","))
+    let batch: Vec<kinesis::Record<'_>> = records
+        .iter()
+        .map(|(pk, seq, data)| kinesis::Record {
+            partition_key: pk,
+            sequence_number: seq,
+            data: data.as_bytes(),
+            arrival,
+        })
+        .collect();
+    let source = kinesis::Source {
+        shard_id: "shardId-000000000000",
+        stream_arn: "arn:aws:kinesis:eu-west-1:123456789012:stream/eventpipe-dev-events",
+        region: "eu-west-1",
+        kms: true,
+    };
+    String::from_utf8(kinesis::payload(&batch, &source)).expect("JSON is UTF-8")
 }

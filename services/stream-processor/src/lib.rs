@@ -6,7 +6,6 @@
 //! reports the shard's first sequence number, so the platform redelivers the whole group and the
 //! same keys are overwritten with the same content.
 
-mod batch;
 mod events;
 
 use std::collections::BTreeMap;
@@ -16,11 +15,11 @@ use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventRes
 use chrono::{DateTime, Duration, Utc};
 use pipeline_aws::emf::{Metrics, Unit};
 use pipeline_aws::{MetadataStore, ObjectStore, RawItem, StoreError};
+use pipeline_core::ShardOutput;
 use pipeline_core::event::fmt_time;
-use pipeline_core::{KinesisRecord, ShardOutput};
 
-pub use batch::KinesisBatch;
 pub use events::ShardFailed;
+pub use lambda_payloads::KinesisBatch;
 
 /// Settings read from the function's environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,24 +67,7 @@ pub struct Report {
     pub max_ingest_lag_ms: Option<i64>,
 }
 
-/// Converts the event's records, taking the shard id from `eventID` (`shardId-…:<sequence>`).
-pub fn records(event: &KinesisEvent) -> Vec<KinesisRecord<'_>> {
-    event
-        .records
-        .iter()
-        .map(|r| KinesisRecord {
-            shard_id: r
-                .event_id
-                .as_deref()
-                .and_then(|id| id.split_once(':'))
-                .map_or("shardId-unknown", |(shard, _)| shard),
-            sequence_number: &r.kinesis.sequence_number,
-            arrival: r.kinesis.approximate_arrival_timestamp.0,
-            partition_key: &r.kinesis.partition_key,
-            data: &r.kinesis.data.0,
-        })
-        .collect()
-}
+pub use lambda_payloads::kinesis::records;
 
 impl<O: ObjectStore, M: MetadataStore> StreamProcessor<O, M> {
     pub fn new(objects: O, metadata: M, settings: Settings) -> Self {

@@ -217,7 +217,7 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
             return Ok(report);
         }
         let event: S3Event = serde_json::from_value(payload.clone()).map_err(Error::BadEvent)?;
-        let replay = pipeline_aws::notification::is_replay(payload);
+        let replay = lambda_payloads::s3::is_replay(payload);
         for record in &event.records {
             let name = record.event_name.as_deref().unwrap_or_default();
             let bucket = record.s3.bucket.name.as_deref().unwrap_or_default();

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
+use lambda_payloads::kinesis;
 use pipeline_aws::StoredObject;
 use pipeline_aws::memory::{Faults, MemoryMetadataStore, MemoryObjectStore, PutNotice};
 use pipeline_aws::store::Status;
@@ -291,24 +292,44 @@ fn a_rewritten_raw_object_replaces_its_outputs_and_deletes_stale_ones() {
     assert!(matches!(report.outcomes[0], Outcome::Duplicate { .. }));
 }
 
+/// The Kinesis event of one shard's `(partition key, sequence number, data)` records.
+fn kinesis_event(records: &[(String, String, String)], arrival: DateTime<Utc>) -> KinesisEvent {
+    let batch: Vec<kinesis::Record<'_>> = records
+        .iter()
+        .map(|(pk, seq, data)| kinesis::Record {
+            partition_key: pk,
+            sequence_number: seq,
+            data: data.as_bytes(),
+            arrival,
+        })
+        .collect();
+    kinesis::event(
+        &batch,
+        &kinesis::Source {
+            shard_id: "shardId-000000000000",
+            stream_arn: "arn:aws:kinesis:eu-west-1:123456789012:stream/eventpipe-dev-events",
+            region: "eu-west-1",
+            kms: true,
+        },
+    )
+}
+
 /// A batch of one shard from `(event_id, event_type)` pairs, sequence numbers from 100.
 fn small_batch(events: &[(&str, &str)]) -> KinesisEvent {
-    use base64::Engine;
-    let records: Vec<Value> = events
+    let records: Vec<(String, String, String)> = events
         .iter()
         .enumerate()
         .map(|(i, (id, ty))| {
             let e = format!(
                 r#"{{"event_id":"{id}","event_type":"{ty}","occurred_at":"2026-11-25T09:59:00Z","source":"s"}}"#
             );
-            serde_json::json!({
-                "kinesis": {"partitionKey": "p", "sequenceNumber": format!("{}", 100 + i), "approximateArrivalTimestamp": 1_795_600_800.0,
-                            "data": base64::engine::general_purpose::STANDARD.encode(e), "kinesisSchemaVersion": "1.0"},
-                "eventID": format!("shardId-000000000000:{}", 100 + i), "eventSource": "aws:kinesis"
-            })
+            ("p".to_owned(), format!("{}", 100 + i), e)
         })
         .collect();
-    serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
+    kinesis_event(
+        &records,
+        DateTime::from_timestamp(1_795_600_800, 0).unwrap(),
+    )
 }
 
 /// An object store whose second put takes effect and then fails: a run that dies after writing
@@ -704,9 +725,8 @@ fn settings_errors_are_actionable() {
 /// all inside the contract's 7-day window: one raw object with `types × hours` partitions (and
 /// more than one event in a partition when `records` exceeds that).
 fn wide_batch(types: usize, hours: usize, records: usize) -> KinesisEvent {
-    use base64::Engine;
     let arrival = 1_795_600_800i64; // 2026-11-25T10:00:00Z
-    let records: Vec<Value> = (0..records)
+    let records: Vec<(String, String, String)> = (0..records)
         .map(|i| {
             let (ty, hour) = (i % types, (i / types) % hours);
             let occurred = DateTime::from_timestamp(arrival - 60 - hour as i64 * 3600, 0)
@@ -716,14 +736,10 @@ fn wide_batch(types: usize, hours: usize, records: usize) -> KinesisEvent {
                 r#"{{"event_id":"wide-{i}","event_type":"checkout.step_{ty:02}_completed","occurred_at":"{occurred}","source":"web"}}"#
             );
             let seq = format!("4959033827149025660855969253836157109592157598913658{i:04}");
-            serde_json::json!({
-                "kinesis": {"partitionKey": format!("u-{i}"), "sequenceNumber": seq, "approximateArrivalTimestamp": arrival as f64,
-                            "data": base64::engine::general_purpose::STANDARD.encode(data), "kinesisSchemaVersion": "1.0"},
-                "eventID": format!("shardId-000000000000:{seq}"), "eventSource": "aws:kinesis"
-            })
+            (format!("u-{i}"), seq, data)
         })
         .collect();
-    serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
+    kinesis_event(&records, DateTime::from_timestamp(arrival, 0).unwrap())
 }
 
 #[test]
@@ -795,11 +811,8 @@ fn a_replay_re_transforms_what_an_earlier_version_processed_and_skips_its_own() 
     let (_, notices) = ingest_fixture(&w, "kinesis-event-mixed.json");
     let plain = notification(&notices[0]);
     let mut replay = plain.clone();
-    replay[pipeline_aws::notification::REPLAY_MEMBER] = Value::Bool(true);
-    assert!(
-        pipeline_aws::notification::is_replay(&replay)
-            && !pipeline_aws::notification::is_replay(&plain)
-    );
+    replay[lambda_payloads::s3::REPLAY_MEMBER] = Value::Bool(true);
+    assert!(lambda_payloads::s3::is_replay(&replay) && !lambda_payloads::s3::is_replay(&plain));
 
     // Version 1 processes it; a replay by version 1 changes nothing.
     block_on(w.tf.handle(&plain, "v1-run")).unwrap();

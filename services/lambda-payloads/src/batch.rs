@@ -4,7 +4,7 @@
 //!
 //! It reads what [`KinesisEvent`](aws_lambda_events::event::kinesis::KinesisEvent) reads, with the
 //! same required fields, types and defaults, and gives the same [`KinesisRecord`]s as
-//! [`crate::records`] over it (tested on the fixtures and generated events).
+//! [`crate::kinesis::records`] over it (tested on the fixtures and generated events).
 
 use std::fmt;
 use std::ops::Range;
@@ -16,8 +16,7 @@ use pipeline_core::KinesisRecord;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-/// The shard of a record whose `eventID` does not name one (as [`crate::records`] does).
-const UNKNOWN_SHARD: &str = "shardId-unknown";
+use crate::kinesis::UNKNOWN_SHARD;
 
 /// A Kinesis event as Lambda delivers it, read for the stream processor.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -363,7 +362,11 @@ mod tests {
         let from_slice = serde_json::from_slice::<KinesisBatch>(text.as_bytes());
         match (reference, fast, from_slice) {
             (Ok(r), Ok(f), Ok(s)) => {
-                assert_eq!(flat(&crate::records(&r)), flat(&f.records()), "{text}");
+                assert_eq!(
+                    flat(&crate::kinesis::records(&r)),
+                    flat(&f.records()),
+                    "{text}"
+                );
                 assert_eq!(f, s);
                 true
             }
@@ -374,7 +377,8 @@ mod tests {
 
     #[test]
     fn fixtures_read_as_the_lambda_event_type_reads_them() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../stream-processor/fixtures");
         for name in [
             "kinesis-event.json",
             "kinesis-event-mixed.json",

@@ -2,7 +2,11 @@
 //! the auditor sends the transformer to re-drive an object, and what tests and tools use instead
 //! of hand-built copies. The shape is `aws_lambda_events`' `S3Event` (a test checks it parses).
 
-use serde_json::{Value, json};
+use aws_lambda_events::event::s3::{
+    S3Bucket, S3Entity, S3Event, S3EventRecord, S3Object, S3UserIdentity,
+};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
 
 /// The member of a transformer invocation's payload that marks a replay (`cargo xtask replay`):
 /// an `ObjectCreated` notification with `"replay": true` beside its `Records`. The transformer then
@@ -25,52 +29,50 @@ pub struct CreatedObject<'a> {
     pub sequencer: Option<&'a str>,
 }
 
-/// The notification of `objects`, sent at `event_time` (RFC 3339) by `principal` in `region`.
+/// The notification of `objects`, one record each, sent at `event_time` (RFC 3339) in `region`
+/// by `principal`: an [`S3Event`] as JSON, keys encoded as S3 encodes them.
 pub fn object_created(
     objects: &[CreatedObject<'_>],
-    event_time: &str,
+    event_time: DateTime<Utc>,
     region: &str,
     principal: &str,
 ) -> Value {
-    let records: Vec<Value> = objects
+    let mut event = S3Event::default();
+    event.records = objects
         .iter()
         .map(|o| {
-            let mut object = json!({
-                "key": pipeline_core::keys::encode_s3_key(o.key),
-                "size": o.size,
-            });
-            if let Some(sequencer) = o.sequencer {
-                object["sequencer"] = json!(sequencer);
-            }
-            json!({
-                "eventVersion": "2.1",
-                "eventSource": "aws:s3",
-                "awsRegion": region,
-                "eventTime": event_time,
-                "eventName": "ObjectCreated:Put",
-                "userIdentity": { "principalId": principal },
-                "requestParameters": {},
-                "responseElements": {},
-                "s3": {
-                    "s3SchemaVersion": "1.0",
-                    "configurationId": "raw-to-transformer",
-                    "bucket": {
-                        "name": o.bucket,
-                        "ownerIdentity": { "principalId": principal },
-                        "arn": format!("arn:aws:s3:::{}", o.bucket),
-                    },
-                    "object": object,
-                },
-            })
+            let mut identity = S3UserIdentity::default();
+            identity.principal_id = Some(principal.to_owned());
+            let mut bucket = S3Bucket::default();
+            bucket.name = Some(o.bucket.to_owned());
+            bucket.owner_identity = Some(identity.clone());
+            bucket.arn = Some(format!("arn:aws:s3:::{}", o.bucket));
+            let mut object = S3Object::default();
+            object.key = Some(pipeline_core::keys::encode_s3_key(o.key));
+            object.size = i64::try_from(o.size).ok();
+            object.sequencer = o.sequencer.map(str::to_owned);
+            let mut entity = S3Entity::default();
+            entity.schema_version = Some("1.0".to_owned());
+            entity.configuration_id = Some("raw-to-transformer".to_owned());
+            entity.bucket = bucket;
+            entity.object = object;
+            let mut record = S3EventRecord::default();
+            record.event_version = Some("2.1".to_owned());
+            record.event_source = Some("aws:s3".to_owned());
+            record.aws_region = Some(region.to_owned());
+            record.event_time = event_time;
+            record.event_name = Some("ObjectCreated:Put".to_owned());
+            record.principal_id = identity;
+            record.s3 = entity;
+            record
         })
         .collect();
-    json!({ "Records": records })
+    // Serialising plain structs of strings and numbers cannot fail.
+    serde_json::to_value(&event).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
-    use aws_lambda_events::event::s3::S3Event;
-
     use super::*;
 
     #[test]
@@ -83,7 +85,7 @@ mod tests {
                 size: 42,
                 sequencer: Some("0067"),
             }],
-            "2026-11-30T08:10:00.000Z",
+            "2026-11-30T08:10:00Z".parse().expect("a time"),
             "eu-west-1",
             "auditor",
         );
