@@ -24,6 +24,32 @@ mod tests {
         std::fs::read_to_string(root().join(path)).ok()
     }
 
+    /// The offline command and the functional core build without the AWS SDK: what they do needs
+    /// no AWS, and the command starts faster without it.
+    #[test]
+    fn the_offline_command_and_the_core_depend_on_no_aws_sdk() {
+        for package in ["pipeline-cli", "pipeline-core", "lambda-payloads"] {
+            let out = Command::new(env!("CARGO"))
+                .args([
+                    "tree", "--locked", "-e", "normal", "--prefix", "none", "-p", package,
+                ])
+                .current_dir(root())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let tree = String::from_utf8(out.stdout).unwrap();
+            let sdk: Vec<&str> = tree
+                .lines()
+                .filter(|l| l.starts_with("aws-sdk-") || l.starts_with("aws-config"))
+                .collect();
+            assert!(sdk.is_empty(), "{package} depends on {sdk:?}");
+        }
+    }
+
     #[test]
     fn every_crate_uses_the_workspace_lints() {
         for f in tracked_files()

@@ -3,6 +3,7 @@
 //! sent and what was lost.
 
 pub mod generate;
+#[cfg(feature = "kinesis")]
 pub mod kinesis;
 
 use std::collections::BTreeMap;
