@@ -3,6 +3,7 @@
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use pipeline_aws::error::{Classification, classify};
 
 use pipeline_core::kpl::ShardRange;
 
@@ -33,39 +34,17 @@ impl KinesisSink {
     }
 }
 
-const RETRYABLE: &[&str] = &[
-    "ProvisionedThroughputExceededException",
-    "LimitExceededException",
-    "ThrottlingException",
-    "InternalFailure",
-    "ServiceUnavailable",
-    "KMSThrottlingException",
-];
-
-/// An SDK error as a [`SinkError`]: retryable for throttling, server errors, timeouts and lost
-/// responses; ambiguous when the call may have taken effect (a timeout, a lost response, a
-/// connection that broke — which may also have broken before the request was sent: counted as
-/// possible, never as certain).
+/// An SDK error as a [`SinkError`], classified as the stores classify theirs
+/// ([`pipeline_aws::error::classify`]).
 fn sink_error<E, R>(e: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> SinkError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    use aws_smithy_runtime_api::client::result::SdkError;
-    // A connection that broke after the request was written may have been applied too: only a
-    // failure to connect at all is certainly not.
-    let ambiguous = match &e {
-        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
-        SdkError::DispatchFailure(d) => d.is_io() || d.is_timeout() || d.is_other(),
-        _ => false,
-    };
-    let retryable = match &e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        SdkError::ServiceError(s) => s.err().code().is_some_and(|c| RETRYABLE.contains(&c)),
-        _ => false,
-    };
+    let Classification {
+        retryable,
+        ambiguous,
+    } = classify(&e);
     SinkError {
         retryable,
         ambiguous,
