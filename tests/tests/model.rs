@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use chrono::{DateTime, TimeZone, Utc};
-use pipeline_aws::memory::{Faults, MemoryMetadataStore, MemoryObjectStore, PutNotice};
 use pipeline_aws::read_output_set;
 use pipeline_aws::store::Status;
 use pipeline_core::ingest::{QuarantineLine, gunzip};
@@ -34,6 +33,7 @@ use pipeline_ops::esm;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use stream_processor::StreamProcessor;
+use test_support::memory::{Faults, MemoryMetadataStore, MemoryObjectStore, PutNotice};
 use transformer::Transformer;
 
 const RAW: &str = "raw";

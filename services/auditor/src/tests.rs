@@ -2,29 +2,22 @@
 //! transformer processing what it re-drives.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use pipeline_aws::ObjectStore;
-use pipeline_aws::memory::{MemoryMetadataStore, MemoryObjectStore};
 use pipeline_core::keys::RAW_SHA256_METADATA;
 use pipeline_core::transform::Pseudonymizer;
 use stream_processor::StreamProcessor;
+use test_support::memory::{MemoryMetadataStore, MemoryObjectStore};
 use transformer::{Outcome, Transformer};
 
 use super::*;
 
 const RAW: &str = "raw-bucket";
 
-fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
+use test_support::block_on;
 
 fn at(text: &str) -> DateTime<Utc> {
     text.parse().unwrap()

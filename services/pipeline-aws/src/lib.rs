@@ -1,13 +1,12 @@
 //! The imperative shell's building blocks shared by the functions, the operations library and the local stack:
-//! the storage traits the handlers are generic over, their AWS SDK implementations, an in-memory
-//! implementation with fault injection for tests, CloudWatch Embedded Metric Format output and
-//! logging set-up.
+//! the storage traits the handlers are generic over, their AWS SDK implementations (the in-memory
+//! ones for tests are in `test-support`), CloudWatch Embedded Metric Format output and logging
+//! set-up.
 
 pub mod dynamodb;
 pub mod emf;
 pub mod env;
 pub mod error;
-pub mod memory;
 pub mod s3;
 pub mod store;
 

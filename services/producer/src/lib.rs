@@ -377,6 +377,8 @@ impl Summary {
 mod tests {
     use std::sync::Mutex;
 
+    use test_support::block_on;
+
     use super::*;
 
     /// A sink that fails the entries whose position matches a pattern, a number of times.
@@ -436,14 +438,6 @@ mod tests {
             base: Duration::from_millis(1),
             cap: Duration::from_millis(2),
         }
-    }
-
-    fn block_on<F: Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap()
-            .block_on(f)
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use lambda_payloads::kinesis;
-use pipeline_aws::memory::{MemoryMetadataStore, MemoryObjectStore};
 use stream_processor::{KinesisBatch, Settings, StreamProcessor};
+use test_support::memory::{MemoryMetadataStore, MemoryObjectStore};
 
 struct Counting;
 

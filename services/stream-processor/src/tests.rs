@@ -1,11 +1,10 @@
-use std::future::Future;
 use std::path::Path;
 
-use pipeline_aws::memory::{Faults, MemoryMetadataStore, MemoryObjectStore};
 use pipeline_aws::store::Status;
 use pipeline_core::Reason;
 use pipeline_core::ingest::{QuarantineLine, RawLine, gunzip};
 use serde_json::Value;
+use test_support::memory::{Faults, MemoryMetadataStore, MemoryObjectStore};
 
 use super::*;
 
@@ -47,12 +46,7 @@ fn now() -> DateTime<Utc> {
     "2026-11-25T10:05:02Z".parse().unwrap()
 }
 
-fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
+use test_support::block_on;
 
 fn lines(body: &[u8]) -> Vec<String> {
     String::from_utf8(gunzip(body).unwrap())

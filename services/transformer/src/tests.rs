@@ -1,15 +1,14 @@
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use lambda_payloads::kinesis;
 use pipeline_aws::StoredObject;
-use pipeline_aws::memory::{Faults, MemoryMetadataStore, MemoryObjectStore, PutNotice};
 use pipeline_aws::store::Status;
 use pipeline_core::parquet_io::read_rows;
 use stream_processor::StreamProcessor;
+use test_support::memory::{Faults, MemoryMetadataStore, MemoryObjectStore, PutNotice};
 
 use super::*;
 
@@ -27,13 +26,7 @@ fn fixture(dir: &str, name: &str) -> String {
     .unwrap()
 }
 
-fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
+use test_support::block_on;
 
 fn settings() -> Settings {
     Settings {

@@ -3,7 +3,7 @@
 //! after the write landed). Used by handler tests and the pipeline model; never in production.
 //!
 //! The metadata table enforces DynamoDB's item size limit as DynamoDB computes it
-//! ([`pipeline_core::metadata::item_size`]) over the attributes [`crate::dynamodb`] writes, and
+//! ([`pipeline_core::metadata::item_size`]) over the attributes [`pipeline_aws::dynamodb`] writes, and
 //! answers an oversized write as DynamoDB does: a `ValidationException`, which no retry can fix.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -15,8 +15,8 @@ use pipeline_core::metadata::{
 };
 use pipeline_core::owner::ledger_item_size;
 
-use crate::store::Status;
-use crate::{
+use pipeline_aws::store::Status;
+use pipeline_aws::{
     Lease, LeaseOutcome, ListedObject, MarkOutcome, MetadataItem, MetadataStore, ObjectCatalog,
     ObjectStore, OutputPage, OutputSet, OutputsOutcome, PendingObject, ProcessedUpdate, RawItem,
     RecordOutcome, StoreError, StoredObject,
@@ -283,7 +283,7 @@ struct Item {
 }
 
 impl Item {
-    /// The item's attributes as [`crate::dynamodb`] writes them, names and types included.
+    /// The item's attributes as [`pipeline_aws::dynamodb`] writes them, names and types included.
     fn attributes<'a>(
         &'a self,
         key: &'a str,
@@ -439,7 +439,7 @@ struct Table {
     ledgers: HashMap<String, (BTreeSet<String>, i64)>,
 }
 
-/// The metadata table in memory, with the same conditional writes as [`crate::dynamodb`].
+/// The metadata table in memory, with the same conditional writes as [`pipeline_aws::dynamodb`].
 #[derive(Debug, Clone)]
 pub struct MemoryMetadataStore {
     table: Arc<Mutex<Table>>,
@@ -489,7 +489,7 @@ impl MemoryMetadataStore {
             .or_else(|| table.pages.get(key).map(|p| p.size(key)))
     }
 
-    /// The string and number attributes of `raw_key`'s item as [`crate::dynamodb`] writes them,
+    /// The string and number attributes of `raw_key`'s item as [`pipeline_aws::dynamodb`] writes them,
     /// numbers as their decimal text.
     pub fn attributes(&self, raw_key: &str) -> Option<BTreeMap<String, String>> {
         let table = lock(&self.table);
@@ -835,12 +835,7 @@ impl MetadataStore for MemoryMetadataStore {
 mod tests {
     use super::*;
 
-    fn block_on<F: Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
+    use crate::block_on;
 
     const AT: &str = "2026-11-25T10:00:00.000000Z";
 
