@@ -290,7 +290,7 @@ impl Model {
             p.sp_fail_before,
             p.sp_fail_after,
         ));
-        let sp = StreamProcessor::new(
+        let sp = StreamProcessor::with_clock(
             objects.clone(),
             metadata.clone(),
             stream_processor::Settings {
@@ -299,6 +299,7 @@ impl Model {
                 metadata_ttl_days: 1,
                 function_name: "sp".into(),
             },
+            std::sync::Arc::new(arrival),
         );
         let tf = Transformer::with_clock(
             objects.clone(),
@@ -363,7 +364,7 @@ impl Model {
         let event: KinesisEvent =
             serde_json::from_slice(payload).expect("the mapping sends a Kinesis event");
         let id = format!("sp-{}", self.invocations);
-        let (response, _) = self.sp.handle(&event, &id, arrival()).await;
+        let (response, _) = self.sp.handle(&event, &id).await;
         self.collect_notices();
         if faults && self.coin.flip(self.p.sp_crash) {
             return None;

@@ -1,4 +1,8 @@
-//! Every log line the auditor writes is one of these typed events.
+//! Every log line and every metric the auditor writes is one of these typed events (besides what
+//! every invocation records, see [`pipeline_aws::emf::Invocations`]). The run's counts are its
+//! summary's, [`Audited`]: a failed run reports none (a zero would read as "nothing stuck").
+
+use pipeline_aws::emf::{Event, Metrics};
 
 use crate::{Error, Report};
 
@@ -12,8 +16,8 @@ pub struct StuckFound<'a> {
     pub correlation_id: &'a str,
 }
 
-impl StuckFound<'_> {
-    pub fn emit(&self) {
+impl Event for StuckFound<'_> {
+    fn emit(&self, _: &mut Metrics) {
         tracing::warn!(
             message = if self.redriven {
                 "stuck raw object re-driven to the transformer"
@@ -35,8 +39,8 @@ pub struct Orphan<'a> {
     pub correlation_id: &'a str,
 }
 
-impl Orphan<'_> {
-    pub fn emit(&self) {
+impl Event for Orphan<'_> {
+    fn emit(&self, _: &mut Metrics) {
         tracing::info!(
             message = "orphan raw object: the stream processor wrote it and its batch never recorded it; its records were written again or dead-lettered, so it is not processed",
             key = %self.key,
@@ -52,8 +56,8 @@ pub struct RedriveFailed<'a> {
     pub correlation_id: &'a str,
 }
 
-impl RedriveFailed<'_> {
-    pub fn emit(&self) {
+impl Event for RedriveFailed<'_> {
+    fn emit(&self, _: &mut Metrics) {
         tracing::error!(
             message = "re-drive failed; the run fails and the next one tries again",
             key = %self.key,
@@ -70,8 +74,8 @@ pub struct Audited<'a> {
     pub correlation_id: &'a str,
 }
 
-impl Audited<'_> {
-    pub fn emit(&self) {
+impl Event for Audited<'_> {
+    fn emit(&self, m: &mut Metrics) {
         let r = self.report;
         tracing::info!(
             message = "audit done",
@@ -84,5 +88,11 @@ impl Audited<'_> {
             checked = r.checked,
             correlation_id = self.correlation_id,
         );
+        m.count("StuckObjects", r.stuck_objects())
+            .count("StuckNotProcessed", r.stuck_not_processed)
+            .count("StuckNoItem", r.stuck_no_item)
+            .count("OrphanObjects", r.orphans)
+            .count("Redriven", r.redriven)
+            .count("RawObjectsListed", r.listed);
     }
 }

@@ -26,7 +26,7 @@ use std::future::Future;
 
 use chrono::{DateTime, Duration, Utc};
 use lambda_payloads::s3::{CreatedObject, object_created};
-use pipeline_aws::emf::Metrics;
+use pipeline_aws::emf::{Event, Metrics};
 use pipeline_aws::{MetadataStore, ObjectCatalog, StoreError};
 use pipeline_core::audit::{Stuck, Unrecorded, Window, raw_hour_prefixes, unrecorded};
 use pipeline_core::event::fmt_time;
@@ -163,8 +163,8 @@ pub struct StuckObject {
     pub redriven: bool,
 }
 
-/// What one run found and did: the function's response and the source of its metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// What one run found and did: the function's response.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Report {
     /// Recorded objects not processed after `stuck_after`.
     pub stuck_not_processed: u64,
@@ -180,24 +180,15 @@ pub struct Report {
     pub checked: u64,
     /// The first stuck objects, oldest first.
     pub stuck: Vec<StuckObject>,
+    /// The metrics its events reported (the invocation's own are added by
+    /// [`pipeline_aws::emf::Invocations::run`]).
+    #[serde(skip)]
+    pub metrics: Metrics,
 }
 
 impl Report {
     pub fn stuck_objects(&self) -> u64 {
         self.stuck_not_processed + self.stuck_no_item
-    }
-
-    /// The run's EMF metrics (the invocation's own are added by
-    /// [`pipeline_aws::emf::Invocation`]).
-    pub fn metrics(&self, function: &str) -> Metrics {
-        let mut m = Metrics::new(function);
-        m.count("StuckObjects", self.stuck_objects())
-            .count("StuckNotProcessed", self.stuck_not_processed)
-            .count("StuckNoItem", self.stuck_no_item)
-            .count("OrphanObjects", self.orphans)
-            .count("Redriven", self.redriven)
-            .count("RawObjectsListed", self.listed);
-        m
     }
 }
 
@@ -264,7 +255,7 @@ impl<C: ObjectCatalog, M: MetadataStore, R: Redrive> Auditor<C, M, R> {
                             key: &o.key,
                             correlation_id,
                         }
-                        .emit();
+                        .emit(&mut report.metrics);
                     }
                     Unrecorded::Stuck => stuck.push((written, o.key, Stuck::NoItem)),
                 }
@@ -302,7 +293,7 @@ impl<C: ObjectCatalog, M: MetadataStore, R: Redrive> Auditor<C, M, R> {
                             error: &error,
                             correlation_id,
                         }
-                        .emit();
+                        .emit(&mut report.metrics);
                         failed.get_or_insert(error);
                     }
                 }
@@ -319,7 +310,7 @@ impl<C: ObjectCatalog, M: MetadataStore, R: Redrive> Auditor<C, M, R> {
                 redriven,
                 correlation_id,
             }
-            .emit();
+            .emit(&mut report.metrics);
             if report.stuck.len() < NAMED {
                 report.stuck.push(StuckObject {
                     key,
@@ -329,11 +320,13 @@ impl<C: ObjectCatalog, M: MetadataStore, R: Redrive> Auditor<C, M, R> {
                 });
             }
         }
+        let mut metrics = Metrics::new();
         events::Audited {
             report: &report,
             correlation_id,
         }
-        .emit();
+        .emit(&mut metrics);
+        report.metrics = metrics;
         match failed {
             Some(error) => Err(error),
             None => Ok(report),

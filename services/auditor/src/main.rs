@@ -1,4 +1,4 @@
-use auditor::{Auditor, LambdaRedrive, Report, Settings};
+use auditor::{Auditor, LambdaRedrive, Settings};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use pipeline_aws::dynamodb::DynamoStore;
 use pipeline_aws::emf::{Invocations, Metrics};
@@ -21,19 +21,20 @@ async fn main() -> Result<(), Error> {
     let invocations = Invocations::new(settings.function_name.clone());
     let (handler, invocations) = (&handler, &invocations);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let invocation = invocations.start(event.context.request_id.clone());
-        let now = auditor::scheduled_time(&event.payload).unwrap_or_else(chrono::Utc::now);
-        let result = handler.audit(now, &event.context.request_id).await;
-        // A failed run reports no findings: a zero would read as "nothing stuck".
-        let mut metrics = match &result {
-            Ok(report) => report.metrics(invocation.function()),
-            Err(_) => Metrics::new(invocation.function()),
-        };
-        metrics.count("InvocationsFailed", u64::from(result.is_err()));
-        invocation.finish(metrics);
-        result
-            .map_err(Error::from)
-            .map(|r: Report| serde_json::to_value(r).unwrap_or(Value::Null))
+        let id = &event.context.request_id;
+        invocations
+            .run(id, async {
+                let now = auditor::scheduled_time(&event.payload).unwrap_or_else(chrono::Utc::now);
+                match handler.audit(now, id).await {
+                    Ok(report) => {
+                        let response = serde_json::to_value(&report).map_err(Error::from);
+                        (response, report.metrics)
+                    }
+                    // A failed run reports no findings: a zero would read as "nothing stuck".
+                    Err(e) => (Err(Error::from(e)), Metrics::new()),
+                }
+            })
+            .await
     }))
     .await
 }

@@ -10,6 +10,7 @@ use pipeline_aws::ObjectStore;
 use pipeline_core::keys::RAW_SHA256_METADATA;
 use pipeline_core::transform::Pseudonymizer;
 use stream_processor::StreamProcessor;
+use test_support::SetClock;
 use test_support::memory::{MemoryMetadataStore, MemoryObjectStore};
 use transformer::{Outcome, Transformer};
 
@@ -68,6 +69,7 @@ fn settings() -> Settings {
 struct World {
     objects: MemoryObjectStore,
     sp: StreamProcessor<MemoryObjectStore, MemoryMetadataStore>,
+    sp_clock: SetClock,
     tf: Transformer<MemoryObjectStore, MemoryMetadataStore>,
     sent: Sent,
     auditor: Auditor<MemoryObjectStore, MemoryMetadataStore, Sent>,
@@ -76,7 +78,8 @@ struct World {
 fn world(fail: &[&str]) -> World {
     let objects = MemoryObjectStore::default();
     let metadata = MemoryMetadataStore::default();
-    let sp = StreamProcessor::new(
+    let sp_clock = SetClock::at(DateTime::UNIX_EPOCH);
+    let sp = StreamProcessor::with_clock(
         objects.clone(),
         metadata.clone(),
         stream_processor::Settings {
@@ -85,6 +88,7 @@ fn world(fail: &[&str]) -> World {
             metadata_ttl_days: 30,
             function_name: "sp".into(),
         },
+        sp_clock.clock(),
     );
     let tf = Transformer::new(
         objects.clone(),
@@ -109,6 +113,7 @@ fn world(fail: &[&str]) -> World {
     World {
         objects,
         sp,
+        sp_clock,
         tf,
         sent,
         auditor,
@@ -125,7 +130,8 @@ fn ingest_and_lose_notifications(w: &World, now: &str) -> Vec<String> {
     .unwrap();
     let event: KinesisEvent = serde_json::from_str(&text).unwrap();
     w.objects.set_now_ms(at(now).timestamp_millis());
-    let (response, _) = block_on(w.sp.handle(&event, "sp-req", at(now)));
+    w.sp_clock.set(at(now));
+    let (response, _) = block_on(w.sp.handle(&event, "sp-req"));
     assert!(response.batch_item_failures.is_empty());
     let keys: Vec<String> = w
         .objects
@@ -202,7 +208,7 @@ fn a_stuck_object_older_than_two_periods_is_reported_but_not_sent_again() {
     assert_eq!(run.redriven, 0);
     assert!(run.stuck.iter().all(|s| !s.redriven));
     assert!(w.sent.take().is_empty());
-    let metrics = run.metrics("auditor");
+    let metrics = &run.metrics;
     assert_eq!(metrics.get("StuckObjects"), Some(keys.len() as f64));
     assert_eq!(metrics.get("Redriven"), Some(0.0));
 }

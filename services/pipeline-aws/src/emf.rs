@@ -28,27 +28,52 @@ impl Unit {
     }
 }
 
-/// The metrics of one invocation.
-#[derive(Debug, Clone)]
+/// The metrics of one invocation, filled by the typed events of the function (each event writes
+/// its log line and adds its counts, see [`Event`]); the function's name is their dimension,
+/// added when the invocation ends.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Metrics {
-    function: String,
     values: BTreeMap<String, (f64, Unit)>,
     properties: Map<String, Value>,
 }
 
+/// One observable thing a function does: emitting it writes its log line and adds its metrics to
+/// the invocation's, so that what is logged and what is counted are described once.
+pub trait Event {
+    fn emit(&self, metrics: &mut Metrics);
+}
+
 impl Metrics {
-    pub fn new(function: impl Into<String>) -> Self {
-        Metrics {
-            function: function.into(),
-            values: BTreeMap::new(),
-            properties: Map::new(),
+    pub fn new() -> Self {
+        Metrics::default()
+    }
+
+    /// Metrics whose counters start at zero, for a function whose every invocation reports each
+    /// of them (a quiet invocation is a zero data point, not a gap).
+    pub fn counting(counters: &[&str]) -> Self {
+        let mut m = Metrics::default();
+        for name in counters {
+            m.count(name, 0);
         }
+        m
     }
 
     /// Adds to a metric (metrics named twice are summed).
     pub fn add(&mut self, name: &str, value: f64, unit: Unit) -> &mut Self {
         self.values.entry(name.to_owned()).or_insert((0.0, unit)).0 += value;
         self
+    }
+
+    /// Keeps the largest value given for a metric.
+    pub fn max(&mut self, name: &str, value: f64, unit: Unit) -> &mut Self {
+        let entry = self.values.entry(name.to_owned()).or_insert((value, unit));
+        entry.0 = entry.0.max(value);
+        self
+    }
+
+    /// The metrics' names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.values.keys().map(String::as_str)
     }
 
     pub fn count(&mut self, name: &str, value: u64) -> &mut Self {
@@ -65,8 +90,8 @@ impl Metrics {
         self.values.get(name).map(|(v, _)| *v)
     }
 
-    /// The EMF document.
-    pub fn to_json(&self, timestamp_ms: i64) -> Value {
+    /// The EMF document of `function`'s metrics.
+    pub fn to_json(&self, function: &str, timestamp_ms: i64) -> Value {
         let definitions: Vec<Value> = self
             .values
             .iter()
@@ -80,7 +105,7 @@ impl Metrics {
                 "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [["Function"]], "Metrics": definitions}],
             }),
         );
-        doc.insert("Function".into(), Value::String(self.function.clone()));
+        doc.insert("Function".into(), Value::String(function.to_owned()));
         for (name, (value, _)) in &self.values {
             doc.insert(name.clone(), json!(value));
         }
@@ -91,9 +116,9 @@ impl Metrics {
     }
 
     /// Writes the document as one line on stdout.
-    pub fn emit(&self) {
+    pub fn emit(&self, function: &str) {
         let line = self
-            .to_json(chrono::Utc::now().timestamp_millis())
+            .to_json(function, chrono::Utc::now().timestamp_millis())
             .to_string();
         let mut out = std::io::stdout().lock();
         // A lost metrics line must not fail the invocation; the log line of the same event stays.
@@ -158,7 +183,24 @@ impl Invocation {
 
     /// Emits [`Self::complete`] of `metrics`.
     pub fn finish(&self, metrics: Metrics) {
-        self.complete(metrics).emit();
+        self.complete(metrics).emit(&self.function);
+    }
+}
+
+impl Invocations {
+    /// The shared wrapper of the functions' handlers: runs one invocation (`handler` answers with
+    /// its result and the metrics its events reported), then emits those metrics with the
+    /// invocation's own and `InvocationsFailed`, whatever the outcome.
+    pub async fn run<R, E>(
+        &self,
+        request_id: &str,
+        handler: impl Future<Output = (Result<R, E>, Metrics)>,
+    ) -> Result<R, E> {
+        let invocation = self.start(request_id);
+        let (result, mut metrics) = handler.await;
+        metrics.count("InvocationsFailed", u64::from(result.is_err()));
+        invocation.finish(metrics);
+        result
     }
 }
 
@@ -171,26 +213,38 @@ mod tests {
         let invocations = Invocations::new("f");
         let first = invocations.start("r-1");
         let second = invocations.start("r-2");
-        let mut reported = Metrics::new(first.function());
+        let mut reported = Metrics::new();
         reported.count("RecordsValid", 3);
         let m = first.complete(reported);
         assert_eq!(m.get("RecordsValid"), Some(3.0));
         assert_eq!(m.get("ColdStart"), Some(1.0));
         assert!(m.get("DurationMs").is_some_and(|d| d >= 0.0));
-        assert_eq!(m.to_json(0)["RequestId"], "r-1");
-        let m = second.complete(Metrics::new("f"));
+        assert_eq!(m.to_json(first.function(), 0)["RequestId"], "r-1");
+        let m = second.complete(Metrics::new());
         assert_eq!(m.get("ColdStart"), Some(0.0));
-        assert_eq!(m.to_json(0)["RequestId"], "r-2");
+        assert_eq!(m.to_json("f", 0)["RequestId"], "r-2");
+    }
+
+    #[test]
+    fn counters_start_at_zero_and_a_maximum_keeps_the_largest_value() {
+        let mut m = Metrics::counting(&["A", "B"]);
+        m.count("A", 2)
+            .max("Lag", 5.0, Unit::Milliseconds)
+            .max("Lag", 3.0, Unit::Milliseconds);
+        assert_eq!(m.get("A"), Some(2.0));
+        assert_eq!(m.get("B"), Some(0.0));
+        assert_eq!(m.get("Lag"), Some(5.0));
+        assert_eq!(m.names().collect::<Vec<_>>(), ["A", "B", "Lag"]);
     }
 
     #[test]
     fn document_follows_the_emf_specification() {
-        let mut m = Metrics::new("eventpipe-dev-stream-processor");
+        let mut m = Metrics::new();
         m.count("RecordsReceived", 3)
             .count("RecordsReceived", 2)
             .add("DurationMs", 1.5, Unit::Milliseconds);
         m.property("RequestId", "abc");
-        let doc = m.to_json(1_700_000_000_000);
+        let doc = m.to_json("eventpipe-dev-stream-processor", 1_700_000_000_000);
         assert_eq!(
             doc["_aws"]["CloudWatchMetrics"][0]["Namespace"],
             "EventPipeline"

@@ -8,6 +8,7 @@ pub mod emf;
 pub mod env;
 pub mod error;
 pub mod s3;
+pub mod secrets;
 pub mod store;
 
 pub use error::StoreError;
@@ -16,6 +17,15 @@ pub use store::{
     ObjectStore, OutputPage, OutputSet, OutputsOutcome, PendingObject, ProcessedUpdate, RawItem,
     RecordOutcome, StoredObject, delete_output_set, read_output_set, write_output_set,
 };
+
+/// Where a handler reads the time (the metadata items' times, leases): [`wall_clock`] in the
+/// functions; tests set their own.
+pub type Clock = std::sync::Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
+
+/// The system's clock.
+pub fn wall_clock() -> Clock {
+    std::sync::Arc::new(chrono::Utc::now)
+}
 
 /// How long one attempt of an AWS call may take before the SDK abandons it and retries it (a
 /// timed-out attempt is transient): a connection that never answers then costs this, not the

@@ -57,15 +57,16 @@ fn main() {
         let baseline = CURRENT.load(Ordering::Relaxed);
         PEAK.store(baseline, Ordering::Relaxed);
         let objects = MemoryObjectStore::default();
-        let handler = StreamProcessor::new(
+        let handler = StreamProcessor::with_clock(
             objects.clone(),
             MemoryMetadataStore::default(),
             settings.clone(),
+            std::sync::Arc::new(move || arrival),
         );
         let started = std::time::Instant::now();
         // As the Lambda runtime hands it over: the invocation's body bytes, read in one pass.
         let event: KinesisBatch = serde_json::from_slice(body.as_bytes()).expect("a kinesis event");
-        let (response, report) = rt.block_on(handler.handle_batch(&event, "bench", arrival));
+        let (response, report) = rt.block_on(handler.handle_batch(&event, "bench"));
         drop(event);
         times.push(started.elapsed());
         assert!(response.batch_item_failures.is_empty());

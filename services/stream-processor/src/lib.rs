@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use chrono::{DateTime, Duration, Utc};
-use pipeline_aws::emf::{Metrics, Unit};
-use pipeline_aws::{MetadataStore, ObjectStore, RawItem, StoreError};
+use pipeline_aws::emf::{Event, Metrics};
+use pipeline_aws::{Clock, MetadataStore, ObjectStore, RawItem, StoreError};
 use pipeline_core::ShardOutput;
 use pipeline_core::event::fmt_time;
 
@@ -46,15 +46,15 @@ impl Settings {
 }
 
 /// The handler, generic over its two stores.
-#[derive(Debug)]
 pub struct StreamProcessor<O, M> {
     objects: O,
     metadata: M,
     settings: Settings,
+    clock: Clock,
 }
 
-/// What one invocation did, for metrics and tests.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What one invocation did.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Report {
     pub kinesis_records: u64,
     pub units: u64,
@@ -65,28 +65,48 @@ pub struct Report {
     pub objects_written: u64,
     pub bytes_written: u64,
     pub max_ingest_lag_ms: Option<i64>,
+    /// The metrics its events reported (the invocation's own are added by
+    /// [`pipeline_aws::emf::Invocations::run`]).
+    pub metrics: Metrics,
 }
 
 pub use lambda_payloads::kinesis::records;
 
+impl<O: std::fmt::Debug, M: std::fmt::Debug> std::fmt::Debug for StreamProcessor<O, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamProcessor")
+            .field("objects", &self.objects)
+            .field("metadata", &self.metadata)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<O: ObjectStore, M: MetadataStore> StreamProcessor<O, M> {
+    /// A stream processor on the wall clock.
     pub fn new(objects: O, metadata: M, settings: Settings) -> Self {
+        Self::with_clock(objects, metadata, settings, pipeline_aws::wall_clock())
+    }
+
+    /// A stream processor that reads the time (the metadata items' write and expiry times) from
+    /// `clock`.
+    pub fn with_clock(objects: O, metadata: M, settings: Settings, clock: Clock) -> Self {
         StreamProcessor {
             objects,
             metadata,
             settings,
+            clock,
         }
     }
 
-    /// Handles one batch. `now` stamps the metadata item; `correlation_id` is the request id.
-    /// The records are validated and encoded before the returned future first runs.
+    /// Handles one batch; `correlation_id` is the request id. The records are validated and
+    /// encoded before the returned future first runs.
     pub fn handle<'a>(
         &'a self,
         event: &KinesisEvent,
         correlation_id: &'a str,
-        now: DateTime<Utc>,
     ) -> impl Future<Output = (KinesisEventResponse, Report)> + Send + 'a {
-        self.write_outputs(pipeline_core::ingest(&records(event)), correlation_id, now)
+        self.write_outputs(pipeline_core::ingest(&records(event)), correlation_id)
     }
 
     /// [`Self::handle`] for a batch read by [`KinesisBatch`], the Lambda function's fast path.
@@ -94,19 +114,21 @@ impl<O: ObjectStore, M: MetadataStore> StreamProcessor<O, M> {
         &'a self,
         batch: &KinesisBatch,
         correlation_id: &'a str,
-        now: DateTime<Utc>,
     ) -> impl Future<Output = (KinesisEventResponse, Report)> + Send + 'a {
-        self.write_outputs(pipeline_core::ingest(&batch.records()), correlation_id, now)
+        self.write_outputs(pipeline_core::ingest(&batch.records()), correlation_id)
     }
 
     async fn write_outputs(
         &self,
         outputs: Vec<ShardOutput>,
         correlation_id: &str,
-        now: DateTime<Utc>,
     ) -> (KinesisEventResponse, Report) {
+        let now = (self.clock)();
         let mut response = KinesisEventResponse::default();
-        let mut report = Report::default();
+        let mut report = Report {
+            metrics: Metrics::counting(events::COUNTERS),
+            ..Report::default()
+        };
         for mut shard in outputs {
             let shard = &mut shard;
             report.kinesis_records += shard.kinesis_records;
@@ -123,9 +145,11 @@ impl<O: ObjectStore, M: MetadataStore> StreamProcessor<O, M> {
                         report.max_ingest_lag_ms.max(shard.max_ingest_lag_ms);
                     events::ShardWritten {
                         shard,
+                        objects,
+                        bytes,
                         correlation_id,
                     }
-                    .emit();
+                    .emit(&mut report.metrics);
                 }
                 Err(error) => {
                     report.failed_units += shard.units;
@@ -134,7 +158,7 @@ impl<O: ObjectStore, M: MetadataStore> StreamProcessor<O, M> {
                         error: &error,
                         correlation_id,
                     }
-                    .emit();
+                    .emit(&mut report.metrics);
                     let mut failure = KinesisBatchItemFailure::default();
                     failure.item_identifier = Some(shard.first_sequence_number.clone());
                     response.batch_item_failures.push(failure);
@@ -232,28 +256,6 @@ impl<O: ObjectStore, M: MetadataStore> StreamProcessor<O, M> {
         };
         self.metadata.record_raw(&item).await?;
         Ok((1 + u64::from(shard.quarantine.is_some()), q_bytes + r_bytes))
-    }
-}
-
-impl Report {
-    /// The invocation's EMF metrics (the invocation's own are added by
-    /// [`pipeline_aws::emf::Invocation`]).
-    pub fn metrics(&self, function: &str) -> Metrics {
-        let mut m = Metrics::new(function);
-        m.count("KinesisRecords", self.kinesis_records)
-            .count("RecordsReceived", self.units)
-            .count("RecordsValid", self.valid)
-            .count("RecordsQuarantined", self.quarantined.values().sum())
-            .count("RecordsFailed", self.failed_units)
-            .count("ObjectsWritten", self.objects_written)
-            .add("BytesWritten", self.bytes_written as f64, Unit::Bytes);
-        for (reason, n) in &self.quarantined {
-            m.count(&format!("Quarantined_{reason}"), *n);
-        }
-        if let Some(lag) = self.max_ingest_lag_ms {
-            m.add("IngestLagMs", lag as f64, Unit::Milliseconds);
-        }
-        m
     }
 }
 

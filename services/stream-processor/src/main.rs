@@ -1,3 +1,7 @@
+// The handler's future nested in the invocation wrapper's is deeper than the default limit of
+// the compiler's layout queries.
+#![recursion_limit = "256"]
+
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use pipeline_aws::dynamodb::DynamoStore;
@@ -19,16 +23,13 @@ async fn main() -> Result<(), Error> {
     let (handler, invocations) = (&handler, &invocations);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<KinesisBatch>| async move {
-            let invocation = invocations.start(event.context.request_id.clone());
-            let (response, report) = handler
-                .handle_batch(
-                    &event.payload,
-                    &event.context.request_id,
-                    chrono::Utc::now(),
-                )
-                .await;
-            invocation.finish(report.metrics(invocation.function()));
-            Ok::<KinesisEventResponse, Error>(response)
+            let id = &event.context.request_id;
+            invocations
+                .run(id, async {
+                    let (response, report) = handler.handle_batch(&event.payload, id).await;
+                    (Ok::<KinesisEventResponse, Error>(response), report.metrics)
+                })
+                .await
         },
     ))
     .await

@@ -33,20 +33,29 @@ fn processor(
     MemoryObjectStore,
     MemoryMetadataStore,
 ) {
+    processor_on(&SetClock::at(now()), faults)
+}
+
+fn processor_on(
+    clock: &SetClock,
+    faults: Faults,
+) -> (
+    StreamProcessor<MemoryObjectStore, MemoryMetadataStore>,
+    MemoryObjectStore,
+    MemoryMetadataStore,
+) {
     let objects = MemoryObjectStore::new(faults.clone());
     let metadata = MemoryMetadataStore::new(faults);
-    (
-        StreamProcessor::new(objects.clone(), metadata.clone(), settings()),
-        objects,
-        metadata,
-    )
+    let sp =
+        StreamProcessor::with_clock(objects.clone(), metadata.clone(), settings(), clock.clock());
+    (sp, objects, metadata)
 }
 
 fn now() -> DateTime<Utc> {
     "2026-11-25T10:05:02Z".parse().unwrap()
 }
 
-use test_support::block_on;
+use test_support::{SetClock, block_on};
 
 fn lines(body: &[u8]) -> Vec<String> {
     String::from_utf8(gunzip(body).unwrap())
@@ -87,7 +96,7 @@ fn mixed_batch_matches_its_expectations() {
     let expected: Value =
         serde_json::from_str(&fixture("kinesis-event-mixed.expected.json")).unwrap();
     let (sp, objects, metadata) = processor(Faults::none());
-    let (response, report) = block_on(sp.handle(&event, "req-1", now()));
+    let (response, report) = block_on(sp.handle(&event, "req-1"));
     assert!(response.batch_item_failures.is_empty());
 
     let raw_keys = objects.keys("raw", "raw/");
@@ -153,7 +162,7 @@ fn two_shards_make_two_objects() {
     let event: KinesisEvent =
         serde_json::from_str(&fixture("kinesis-event-two-shards.json")).unwrap();
     let (sp, objects, metadata) = processor(Faults::none());
-    let (response, report) = block_on(sp.handle(&event, "r", now()));
+    let (response, report) = block_on(sp.handle(&event, "r"));
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(objects.keys("raw", "raw/").len(), 2);
     assert_eq!(metadata.all().len(), 2);
@@ -163,8 +172,9 @@ fn two_shards_make_two_objects() {
 #[test]
 fn a_failed_write_reports_the_first_sequence_number_and_a_retry_is_harmless() {
     let event: KinesisEvent = serde_json::from_str(&fixture("kinesis-event.json")).unwrap();
-    let (sp, objects, metadata) = processor(Faults::new(7, 1.0, 0.0));
-    let (response, report) = block_on(sp.handle(&event, "r1", now()));
+    let clock = SetClock::at(now());
+    let (sp, objects, metadata) = processor_on(&clock, Faults::new(7, 1.0, 0.0));
+    let (response, report) = block_on(sp.handle(&event, "r1"));
     assert_eq!(response.batch_item_failures.len(), 1);
     assert_eq!(
         response.batch_item_failures[0].item_identifier.as_deref(),
@@ -176,14 +186,14 @@ fn a_failed_write_reports_the_first_sequence_number_and_a_retry_is_harmless() {
     // The write lands but the call reports a timeout: still a failure, and the retry converges.
     objects.set_faults(Faults::new(7, 0.0, 1.0));
     metadata.set_faults(Faults::none());
-    let (response, _) = block_on(sp.handle(&event, "r2", now()));
+    let (response, _) = block_on(sp.handle(&event, "r2"));
     assert_eq!(response.batch_item_failures.len(), 1);
     let first = objects
         .object("raw", &objects.keys("raw", "raw/")[0])
         .unwrap();
 
     objects.set_faults(Faults::none());
-    let (response, _) = block_on(sp.handle(&event, "r3", now()));
+    let (response, _) = block_on(sp.handle(&event, "r3"));
     assert!(response.batch_item_failures.is_empty());
     let keys = objects.keys("raw", "raw/");
     assert_eq!(keys.len(), 1, "the retry overwrote the same key");
@@ -195,7 +205,8 @@ fn a_failed_write_reports_the_first_sequence_number_and_a_retry_is_harmless() {
 
     // A further duplicate delivery changes nothing in the metadata table.
     let before = metadata.all();
-    let (response, _) = block_on(sp.handle(&event, "r4", now() + Duration::minutes(1)));
+    clock.set(now() + Duration::minutes(1));
+    let (response, _) = block_on(sp.handle(&event, "r4"));
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(metadata.all(), before);
 }
@@ -205,8 +216,13 @@ fn metadata_failure_is_reported_even_after_s3_succeeded() {
     let event: KinesisEvent = serde_json::from_str(&fixture("kinesis-event.json")).unwrap();
     let objects = MemoryObjectStore::default();
     let metadata = MemoryMetadataStore::new(Faults::new(3, 1.0, 0.0));
-    let sp = StreamProcessor::new(objects.clone(), metadata.clone(), settings());
-    let (response, _) = block_on(sp.handle(&event, "r", now()));
+    let sp = StreamProcessor::with_clock(
+        objects.clone(),
+        metadata.clone(),
+        settings(),
+        SetClock::at(now()).clock(),
+    );
+    let (response, _) = block_on(sp.handle(&event, "r"));
     assert_eq!(response.batch_item_failures.len(), 1);
     assert!(metadata.all().is_empty());
 }
@@ -240,12 +256,37 @@ fn settings_come_from_the_environment_with_clear_errors() {
 }
 
 #[test]
-fn report_becomes_emf_metrics() {
+fn the_events_metrics_agree_with_the_report() {
     let event: KinesisEvent = serde_json::from_str(&fixture("kinesis-event-mixed.json")).unwrap();
     let (sp, _, _) = processor(Faults::none());
-    let (_, report) = block_on(sp.handle(&event, "r", now()));
-    let m = report.metrics("sp");
+    let (_, report) = block_on(sp.handle(&event, "r"));
+    let m = &report.metrics;
+    assert_eq!(m.get("KinesisRecords"), Some(report.kinesis_records as f64));
     assert_eq!(m.get("RecordsReceived"), Some(report.units as f64));
+    assert_eq!(m.get("RecordsValid"), Some(report.valid as f64));
     assert_eq!(m.get("Quarantined_invalid_json"), Some(1.0));
+    assert_eq!(
+        m.get("RecordsQuarantined"),
+        Some(report.quarantined.values().sum::<u64>() as f64)
+    );
     assert_eq!(m.get("ObjectsWritten"), Some(2.0));
+    assert_eq!(m.get("BytesWritten"), Some(report.bytes_written as f64));
+    assert_eq!(m.get("RecordsFailed"), Some(0.0), "reported even when zero");
+    assert_eq!(
+        m.get("IngestLagMs"),
+        report.max_ingest_lag_ms.map(|l| l as f64)
+    );
+}
+
+#[test]
+fn a_failed_shard_counts_its_units_as_failed() {
+    let event: KinesisEvent = serde_json::from_str(&fixture("kinesis-event-mixed.json")).unwrap();
+    let (sp, _, _) = processor(Faults::new(7, 1.0, 0.0));
+    let (response, report) = block_on(sp.handle(&event, "r"));
+    assert!(!response.batch_item_failures.is_empty());
+    let m = &report.metrics;
+    assert_eq!(m.get("RecordsFailed"), Some(report.failed_units as f64));
+    assert!(report.failed_units > 0);
+    assert_eq!(m.get("RecordsValid"), Some(0.0));
+    assert_eq!(m.get("ObjectsWritten"), Some(0.0));
 }

@@ -1,6 +1,7 @@
 //! What the tests of the functions, the model and the benchmarks share, kept out of the
 //! production crates: the in-memory object and metadata stores with fault injection (`memory`),
-//! with the same conditional writes and item limits as the DynamoDB store, and [`block_on`].
+//! with the same conditional writes and item limits as the DynamoDB store, [`SetClock`] and
+//! [`block_on`].
 
 pub mod memory;
 
@@ -14,5 +15,34 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
     {
         Ok(rt) => rt.block_on(f),
         Err(e) => panic!("a test runtime: {e}"),
+    }
+}
+
+/// A clock a test sets: the handlers built on [`SetClock::clock`] read the time last set.
+#[derive(Debug, Clone)]
+pub struct SetClock(std::sync::Arc<std::sync::Mutex<chrono::DateTime<chrono::Utc>>>);
+
+impl SetClock {
+    pub fn at(time: chrono::DateTime<chrono::Utc>) -> Self {
+        SetClock(std::sync::Arc::new(std::sync::Mutex::new(time)))
+    }
+
+    pub fn set(&self, time: chrono::DateTime<chrono::Utc>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = time;
+    }
+
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn clock(&self) -> pipeline_aws::Clock {
+        let this = self.clone();
+        std::sync::Arc::new(move || this.now())
     }
 }

@@ -15,9 +15,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use aws_lambda_events::event::s3::S3Event;
-use chrono::{DateTime, Utc};
 use futures_util::future::try_join_all;
-use pipeline_aws::emf::{Metrics, Unit};
+use pipeline_aws::emf::{Event, Metrics};
 use pipeline_aws::store::Status;
 use pipeline_aws::{
     Lease, LeaseOutcome, MarkOutcome, MetadataItem, MetadataStore, ObjectStore, OutputSet,
@@ -141,15 +140,17 @@ pub enum Outcome {
     },
 }
 
-/// What one invocation did: the function's response and the source of its metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// What one invocation did: the function's response.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Report {
     pub outcomes: Vec<Outcome>,
+    /// The metrics its events reported (the invocation's own are added by
+    /// [`pipeline_aws::emf::Invocations::run`]).
+    #[serde(skip)]
+    pub metrics: Metrics,
 }
 
-/// Where the transformer reads the time: leases, processing and registration times. The wall
-/// clock in the function; tests step their own.
-pub type Clock = std::sync::Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+pub use pipeline_aws::Clock;
 
 pub struct Transformer<O, M> {
     objects: O,
@@ -172,16 +173,11 @@ impl<O: std::fmt::Debug, M: std::fmt::Debug> std::fmt::Debug for Transformer<O, 
 impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
     /// A transformer on the wall clock.
     pub fn new(objects: O, metadata: M, pii: Pseudonymizer, settings: Settings) -> Self {
-        Self::with_clock(
-            objects,
-            metadata,
-            pii,
-            settings,
-            std::sync::Arc::new(Utc::now),
-        )
+        Self::with_clock(objects, metadata, pii, settings, pipeline_aws::wall_clock())
     }
 
-    /// A transformer that reads the time from `clock`.
+    /// A transformer that reads the time (leases, processing and registration times) from
+    /// `clock`.
     pub fn with_clock(
         objects: O,
         metadata: M,
@@ -212,7 +208,7 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                 outcome: &outcome,
                 correlation_id,
             }
-            .emit();
+            .emit(&mut report.metrics);
             report.outcomes.push(outcome);
             return Ok(report);
         }
@@ -251,7 +247,7 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                             error: &error,
                             correlation_id,
                         }
-                        .emit();
+                        .emit(&mut report.metrics);
                         return Err(error);
                     }
                 }
@@ -260,7 +256,7 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                 outcome: &outcome,
                 correlation_id,
             }
-            .emit();
+            .emit(&mut report.metrics);
             report.outcomes.push(outcome);
         }
         Ok(report)
@@ -352,7 +348,8 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
                         replaced: previous_sha256.as_deref(),
                         correlation_id: owner,
                     }
-                    .emit();
+                    // Counted with the record's outcome (`RawObjectsRegistered`).
+                    .emit(&mut Metrics::new());
                     registered = true;
                     transformed = Some(output);
                     match self.metadata.get(key).await? {
@@ -1064,46 +1061,6 @@ impl Ledger {
 enum Recorded {
     Item(Box<MetadataItem>),
     Missing { previous_sha256: Option<String> },
-}
-
-impl Report {
-    /// The invocation's EMF metrics (the invocation's own are added by
-    /// [`pipeline_aws::emf::Invocation`]).
-    pub fn metrics(&self, function: &str) -> Metrics {
-        let mut m = Metrics::new(function);
-        let mut max_lag: Option<i64> = None;
-        for o in &self.outcomes {
-            match o {
-                Outcome::Ignored { .. } => m.count("NotificationsIgnored", 1),
-                Outcome::Duplicate { .. } => m.count("NotificationsDuplicate", 1),
-                Outcome::Processed {
-                    rows,
-                    duplicates,
-                    outputs,
-                    deleted,
-                    max_ingest_lag_ms,
-                    registered,
-                    owned_elsewhere,
-                    reprocessed,
-                    ..
-                } => {
-                    max_lag = max_lag.max(*max_ingest_lag_ms);
-                    m.count("RawObjectsProcessed", 1)
-                        .count("RawObjectsRegistered", u64::from(*registered))
-                        .count("RecordsOwnedElsewhere", *owned_elsewhere)
-                        .count("OverlapsReprocessed", reprocessed.len() as u64)
-                        .count("RecordsValid", *rows)
-                        .count("DuplicatesDropped", *duplicates)
-                        .count("ObjectsWritten", outputs.len() as u64)
-                        .count("ObjectsDeleted", deleted.len() as u64)
-                }
-            };
-        }
-        if let Some(lag) = max_lag {
-            m.add("IngestLagMs", lag as f64, Unit::Milliseconds);
-        }
-        m
-    }
 }
 
 #[cfg(test)]

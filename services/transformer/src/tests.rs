@@ -3,6 +3,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
+use chrono::{DateTime, Utc};
 use lambda_payloads::kinesis;
 use pipeline_aws::StoredObject;
 use pipeline_aws::store::Status;
@@ -26,7 +27,7 @@ fn fixture(dir: &str, name: &str) -> String {
     .unwrap()
 }
 
-use test_support::block_on;
+use test_support::{SetClock, block_on};
 
 fn settings() -> Settings {
     Settings {
@@ -49,13 +50,24 @@ struct World {
     objects: MemoryObjectStore,
     metadata: MemoryMetadataStore,
     sp: StreamProcessor<MemoryObjectStore, MemoryMetadataStore>,
+    /// The stream processor's clock.
+    sp_clock: SetClock,
     tf: Transformer<MemoryObjectStore, MemoryMetadataStore>,
+}
+
+impl World {
+    /// The stream processor, handling batches at `at`.
+    fn sp_at(&self, at: DateTime<Utc>) -> &StreamProcessor<MemoryObjectStore, MemoryMetadataStore> {
+        self.sp_clock.set(at);
+        &self.sp
+    }
 }
 
 fn world() -> World {
     let objects = MemoryObjectStore::default();
     let metadata = MemoryMetadataStore::default();
-    let sp = StreamProcessor::new(
+    let sp_clock = SetClock::at(DateTime::UNIX_EPOCH);
+    let sp = StreamProcessor::with_clock(
         objects.clone(),
         metadata.clone(),
         stream_processor::Settings {
@@ -64,12 +76,14 @@ fn world() -> World {
             metadata_ttl_days: 30,
             function_name: "sp".into(),
         },
+        sp_clock.clock(),
     );
     let tf = Transformer::new(objects.clone(), metadata.clone(), pii(), settings());
     World {
         objects,
         metadata,
         sp,
+        sp_clock,
         tf,
     }
 }
@@ -96,7 +110,7 @@ fn raw_notices(w: &World) -> Vec<PutNotice> {
 fn ingest_fixture(w: &World, name: &str) -> (KinesisEvent, Vec<PutNotice>) {
     let event: KinesisEvent = serde_json::from_str(&fixture("stream-processor", name)).unwrap();
     let now = "2026-11-25T10:05:02Z".parse().unwrap();
-    let (response, _) = block_on(w.sp.handle(&event, "sp-req", now));
+    let (response, _) = block_on(w.sp_at(now).handle(&event, "sp-req"));
     assert!(response.batch_item_failures.is_empty());
     (event, raw_notices(w))
 }
@@ -263,14 +277,20 @@ fn a_rewritten_raw_object_replaces_its_outputs_and_deletes_stale_ones() {
         serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
     };
     let v1 = batch(&[ev("a", "click"), ev("b", "purchase")]);
-    block_on(w.sp.handle(&v1, "r1", "2026-11-25T10:00:01Z".parse().unwrap()));
+    block_on(
+        w.sp_at("2026-11-25T10:00:01Z".parse().unwrap())
+            .handle(&v1, "r1"),
+    );
     let n1 = raw_notices(&w);
     block_on(w.tf.handle(&notification(&n1[0]), "t1")).unwrap();
     assert_eq!(w.objects.keys(PROCESSED, "").len(), 2);
 
     // Redelivery after a bisect: same first record, fewer records, same key, new content.
     let v2 = batch(&[ev("a", "click")]);
-    block_on(w.sp.handle(&v2, "r2", "2026-11-25T10:00:09Z".parse().unwrap()));
+    block_on(
+        w.sp_at("2026-11-25T10:00:09Z".parse().unwrap())
+            .handle(&v2, "r2"),
+    );
     let n2 = raw_notices(&w);
     assert_eq!(n2[0].key, n1[0].key);
     // The older notification arrives late: it still processes the current content.
@@ -359,11 +379,10 @@ impl ObjectStore for DiesAfterPuts {
 #[test]
 fn outputs_of_a_run_that_died_are_known_and_deleted_by_the_next_run() {
     let w = world();
-    block_on(w.sp.handle(
-        &small_batch(&[("a", "click"), ("b", "purchase")]),
-        "r1",
-        "2026-11-25T10:00:01Z".parse().unwrap(),
-    ));
+    block_on(
+        w.sp_at("2026-11-25T10:00:01Z".parse().unwrap())
+            .handle(&small_batch(&[("a", "click"), ("b", "purchase")]), "r1"),
+    );
     let n1 = raw_notices(&w);
     // Every output lands, then the run dies before it marks the item.
     let dying = Transformer::new(
@@ -383,11 +402,10 @@ fn outputs_of_a_run_that_died_are_known_and_deleted_by_the_next_run() {
     );
 
     // The raw object is rewritten without the purchase; the next run deletes the dead run's output.
-    block_on(w.sp.handle(
-        &small_batch(&[("a", "click")]),
-        "r2",
-        "2026-11-25T10:00:09Z".parse().unwrap(),
-    ));
+    block_on(
+        w.sp_at("2026-11-25T10:00:09Z".parse().unwrap())
+            .handle(&small_batch(&[("a", "click")]), "r2"),
+    );
     let n2 = raw_notices(&w);
     let report = block_on(w.tf.handle(&notification(&n2[0]), "t2")).unwrap();
     let Outcome::Processed {
@@ -412,11 +430,10 @@ fn outputs_of_a_run_that_died_are_known_and_deleted_by_the_next_run() {
 #[test]
 fn an_item_written_before_output_pages_has_its_listed_outputs_cleaned_up() {
     let w = world();
-    block_on(w.sp.handle(
-        &small_batch(&[("a", "click")]),
-        "r1",
-        "2026-11-25T10:00:01Z".parse().unwrap(),
-    ));
+    block_on(
+        w.sp_at("2026-11-25T10:00:01Z".parse().unwrap())
+            .handle(&small_batch(&[("a", "click")]), "r1"),
+    );
     let n1 = raw_notices(&w);
     // As an earlier version left it: an output of an earlier content listed in the item itself.
     let old =
@@ -467,7 +484,7 @@ fn an_object_another_writer_put_is_registered_from_its_lines_and_processed_once(
         panic!("{report:?}");
     };
     assert_eq!((*rows, *registered), (1, true));
-    let m = report.metrics("tf");
+    let m = &report.metrics;
     assert_eq!(m.get("RawObjectsRegistered"), Some(1.0));
     let item = block_on(w.metadata.get(&key)).unwrap().unwrap();
     assert_eq!(item.status, Some(Status::Processed));
@@ -490,7 +507,7 @@ fn an_object_another_writer_put_is_registered_from_its_lines_and_processed_once(
     // A second notification of the same put is a duplicate, not a second registration.
     let again = block_on(w.tf.handle(&notification(&notices[0]), "t2")).unwrap();
     assert_eq!(again.outcomes, [Outcome::Duplicate { key: key.clone() }]);
-    let m = again.metrics("tf");
+    let m = &again.metrics;
     assert_eq!(m.get("RawObjectsRegistered"), None);
 }
 
@@ -547,7 +564,7 @@ fn the_stream_processors_own_object_waits_for_its_item_instead_of_being_register
         tokio::join!(tf.handle(&payload, "t"), async {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let now = "2026-11-25T10:05:02Z".parse().unwrap();
-            let (response, _) = w.sp.handle(&event, "sp-retry", now).await;
+            let (response, _) = w.sp_at(now).handle(&event, "sp-retry").await;
             assert!(response.batch_item_failures.is_empty());
         })
     });
@@ -611,7 +628,7 @@ fn a_batch_retried_after_its_object_was_registered_writes_its_own_facts_and_stay
     // The batch comes again: its own facts replace those read from the lines, and the object
     // stays processed (its new notification is a duplicate).
     let now = "2026-11-25T10:05:02Z".parse().unwrap();
-    let (response, _) = block_on(w.sp.handle(&event, "sp-retry", now));
+    let (response, _) = block_on(w.sp_at(now).handle(&event, "sp-retry"));
     assert!(response.batch_item_failures.is_empty());
     let adopted = w.metadata.attributes(&key).unwrap();
     assert_eq!(adopted.get("registered_by"), None);
@@ -739,7 +756,7 @@ fn wide_batch(types: usize, hours: usize, records: usize) -> KinesisEvent {
 fn a_raw_object_spanning_2000_partitions_is_processed_completely_and_again_when_rewritten() {
     let w = world();
     let ingest = |batch: KinesisEvent, at: &str| {
-        let (response, _) = block_on(w.sp.handle(&batch, "sp-wide", at.parse().unwrap()));
+        let (response, _) = block_on(w.sp_at(at.parse().unwrap()).handle(&batch, "sp-wide"));
         assert!(response.batch_item_failures.is_empty());
         let notices = raw_notices(&w);
         assert_eq!(notices.len(), 1, "one batch, one shard: one raw object");
@@ -882,7 +899,7 @@ fn processed_records(w: &World) -> Vec<(String, i64)> {
 /// The stream processor writes `event`'s records as one batch; returns the raw object's notice.
 fn write_batch(w: &World, event: &KinesisEvent) -> PutNotice {
     let now = "2026-11-25T10:05:02Z".parse().unwrap();
-    let (response, _) = block_on(w.sp.handle(event, "sp-req", now));
+    let (response, _) = block_on(w.sp_at(now).handle(event, "sp-req"));
     assert!(response.batch_item_failures.is_empty());
     let mut notices = raw_notices(w);
     assert_eq!(notices.len(), 1);
