@@ -1,10 +1,10 @@
 //! End-to-end tests: the packaged functions in the local emulator, our event-source mapping in
-//! front, each test on a fresh local stack. They need the zips of `cargo xtask package` (which
-//! `cargo xtask test` builds first) and Python 3 for the emulator.
+//! front, each test on a fresh local stack. They package the functions first (`cargo xtask test`
+//! has) and need Python 3 for the emulator.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use local_stack::runtime::{self, Local};
@@ -22,22 +22,18 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The functions' zips, packaged once per run of these tests (see
+/// [`runtime::host_packages`]).
 fn packages() -> PathBuf {
-    let arch = if cfg!(target_arch = "aarch64") {
-        "arm64"
-    } else {
-        "x86_64"
-    };
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root().join("target"), PathBuf::from)
-        .join("package")
-        .join(arch);
-    assert!(
-        dir.join("stream-processor.zip").is_file(),
-        "{} has no zips: run `cargo xtask package` (`cargo xtask test` does)",
-        dir.display()
-    );
-    dir
+    static PACKAGES: OnceLock<PathBuf> = OnceLock::new();
+    PACKAGES
+        .get_or_init(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| root().join("target"), PathBuf::from);
+            let packaged = std::env::var_os(runtime::PACKAGED_ENV).is_some();
+            runtime::host_packages(&root(), &target, !packaged).unwrap()
+        })
+        .clone()
 }
 
 /// A fresh local stack, authorisation enforced with dev's policies (recorded when
@@ -532,7 +528,10 @@ fn killing_the_functions_mid_batch_loses_and_duplicates_nothing() {
             // Killed more often than the retry quotas allow: once a killed transformer's lease
             // has expired (timeout + 5 s), the redrive recovers the work.
             let lease = u64::from(local.env.transformer.timeout_seconds) + 6;
-            tokio::time::sleep(Duration::from_secs(lease)).await;
+            local
+                .wait_leases_expired(Duration::from_secs(lease))
+                .await
+                .unwrap();
             let settings = esm::Settings::from(&local.env.event_source_mapping);
             pipeline_ops::redrive::stream_dlq(&local.clients, &local.stack, settings, false)
                 .await

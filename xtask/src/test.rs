@@ -36,7 +36,8 @@ pub fn run_all(options: Options) -> Result<()> {
     std::fs::write(&recorded, "")?;
     run(cargo()
         .args(["test", "--workspace", "--locked"])
-        .env(local_stack::runtime::RECORD_ENV, &recorded))?;
+        .env(local_stack::runtime::RECORD_ENV, &recorded)
+        .env(local_stack::runtime::PACKAGED_ENV, "1"))?;
     if !options.rust_only {
         // Everything the run asked AWS for is in the committed record (or, with
         // EVENTPIPE_AUTHZ_REFRESH, is added to it) before the Pulumi tests read the record.

@@ -23,16 +23,8 @@ pub enum Error {
     Emulator(String),
     #[error("provisioning: {0}")]
     Provision(String),
-    #[error("{service}: {message}")]
-    Aws {
-        service: &'static str,
-        message: String,
-    },
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    /// A failed AWS call or file operation ([`Error::aws`], [`Error::io`]), as the operations
+    /// library reports them.
     #[error(transparent)]
     Ops(#[from] pipeline_ops::Error),
     #[error(transparent)]
@@ -41,17 +33,11 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.display().to_string(),
-            source,
-        }
+        Error::Ops(pipeline_ops::Error::io(path, source))
     }
 
     pub fn aws(service: &'static str, e: impl std::fmt::Display) -> Self {
-        Error::Aws {
-            service,
-            message: e.to_string(),
-        }
+        Error::Ops(pipeline_ops::Error::aws(service, e))
     }
 }
 

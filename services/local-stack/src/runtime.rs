@@ -120,6 +120,61 @@ impl Default for Options {
 /// When set, every local stack records its authorisation decisions to this file.
 pub const RECORD_ENV: &str = "EVENTPIPE_AUTHZ_RECORD";
 
+/// The wall clock in Unix milliseconds, as the transformer stamps its leases.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Whether nothing more happens without an operator, short of everything being accounted for:
+/// the mapping has delivered or dead-lettered every record it read, no transformer run holds a
+/// lease, and every object still pending has given up into the transform dead-letter queue
+/// (each leaves at least one message there; one still waiting for an asynchronous retry has
+/// none yet).
+fn settled(p: &Progress, mapping_idle: bool, now_ms: i64) -> bool {
+    mapping_idle && !p.leased_at(now_ms) && p.pending_objects <= p.transform_dlq_messages
+}
+
+/// Set by `cargo xtask test`, which packages the functions before it runs the tests.
+pub const PACKAGED_ENV: &str = "EVENTPIPE_PACKAGED";
+
+/// The host's function zips under `target` (`target/package/<arch>`), packaged first with
+/// `cargo xtask package` when `package` (the tests do unless [`PACKAGED_ENV`] says the caller
+/// just did): a plain `cargo test` then neither fails for a missing zip nor runs functions older
+/// than the code. Packaging is incremental (seconds when nothing changed).
+pub fn host_packages(root: &Path, target: &Path, package: bool) -> Result<PathBuf, Error> {
+    let dir = target
+        .join("package")
+        .join(if cfg!(target_arch = "aarch64") {
+            "arm64"
+        } else {
+            "x86_64"
+        });
+    if package {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = std::process::Command::new(&cargo)
+            .args(["xtask", "package"])
+            .current_dir(root)
+            .env("CARGO_TARGET_DIR", target)
+            .status()
+            .map_err(|e| Error::io(Path::new(&cargo), e))?;
+        if !status.success() {
+            return Err(Error::Emulator(format!(
+                "`cargo xtask package` failed ({status}): the end-to-end tests need the functions' zips"
+            )));
+        }
+    }
+    if dir.join("stream-processor.zip").is_file() {
+        Ok(dir)
+    } else {
+        Err(Error::Emulator(format!(
+            "{} has no zips: run `cargo xtask package`",
+            dir.display()
+        )))
+    }
+}
+
 impl Local {
     /// Starts the emulator, provisions the stack from the environment file with the zips in
     /// `packages`, and starts the event-source mapping; authorisation enforced with dev's policies.
@@ -268,24 +323,44 @@ impl Local {
         Ok(())
     }
 
-    /// Polls until every unit in `expected` is accounted for and nothing is in flight, or the
-    /// limit passes; returns the last progress.
+    /// Polls until every unit in `expected` is accounted for and nothing is in flight, or until
+    /// the pipeline has settled short of that (see [`settled`]: what is left waits for an
+    /// operator, the caller decides), or the limit passes; returns the last progress.
     pub async fn wait_quiescent(&self, expected: u64, limit: Duration) -> Result<Progress, Error> {
         let started = Instant::now();
-        let mut stable = 0;
-        let mut last = Progress::default();
         loop {
             let p = progress(&self.clients, &self.stack).await?;
             let idle = self.mapping_idle();
-            let done = p.accounted() >= expected && p.pending_objects == 0 && idle;
-            // Nothing moved for 4 s (longer than the emulator's async retry delays): whatever is
-            // left is stuck, in a dead-letter queue or leased; the caller decides.
-            stable = if p == last && idle { stable + 1 } else { 0 };
-            if done || stable >= 8 || started.elapsed() > limit {
+            if p.accounted() >= expected && p.pending_objects == 0 && idle
+                || settled(&p, idle, now_ms())
+                || started.elapsed() > limit
+            {
                 return Ok(p);
             }
-            last = p;
             tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Waits until no transformer holds a lease on a raw object, as the metadata table says
+    /// (a run that died keeps its lease until it expires; then a redrive can take the object).
+    pub async fn wait_leases_expired(&self, limit: Duration) -> Result<(), Error> {
+        let started = Instant::now();
+        loop {
+            let p = progress(&self.clients, &self.stack).await?;
+            let now = now_ms();
+            match p.lease_until_ms {
+                Some(until) if until > now => {
+                    if started.elapsed() > limit {
+                        return Err(Error::Emulator(format!(
+                            "a transformer still holds a lease {} ms after {limit:?}",
+                            until - now
+                        )));
+                    }
+                    let left = Duration::from_millis(u64::try_from(until - now).unwrap_or(0) + 10);
+                    tokio::time::sleep(left.min(Duration::from_secs(1))).await;
+                }
+                _ => return Ok(()),
+            }
         }
     }
 
@@ -340,5 +415,52 @@ pub async fn act_as(admin: &Clients, access: &Access, id: &str) -> Clients {
     match access.roles.get(id) {
         Some(role) => admin.assume(role, &format!("local-{id}")).await,
         None => admin.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pipeline_is_settled_only_when_nothing_is_in_flight() {
+        let quiet = Progress {
+            pending_objects: 2,
+            transform_dlq_messages: 2,
+            lease_until_ms: Some(1_000),
+            ..Progress::default()
+        };
+        assert!(settled(&quiet, true, 1_000));
+        assert!(!settled(&quiet, false, 1_000), "the mapping holds records");
+        assert!(
+            !settled(&quiet, true, 999),
+            "a transformer run holds a lease"
+        );
+        let retrying = Progress {
+            transform_dlq_messages: 1,
+            ..quiet
+        };
+        assert!(
+            !settled(&retrying, true, 1_000),
+            "an object waits for its retry"
+        );
+    }
+
+    #[test]
+    fn the_packages_are_found_where_xtask_puts_them_and_missing_ones_say_how_to_make_them() {
+        let target =
+            std::env::temp_dir().join(format!("eventpipe-packages-{}", std::process::id()));
+        let err = host_packages(Path::new("."), &target, false).unwrap_err();
+        assert!(err.to_string().contains("cargo xtask package"), "{err}");
+        let arch = if cfg!(target_arch = "aarch64") {
+            "arm64"
+        } else {
+            "x86_64"
+        };
+        let dir = target.join("package").join(arch);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("stream-processor.zip"), b"zip").unwrap();
+        assert_eq!(host_packages(Path::new("."), &target, false).unwrap(), dir);
+        std::fs::remove_dir_all(&target).unwrap();
     }
 }

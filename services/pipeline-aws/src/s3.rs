@@ -34,6 +34,11 @@ impl S3Store {
         }
     }
 
+    /// A store over a client built elsewhere (the tools' clients).
+    pub fn from_client(client: aws_sdk_s3::Client) -> Self {
+        S3Store { client }
+    }
+
     pub fn client(&self) -> &aws_sdk_s3::Client {
         &self.client
     }

@@ -1,7 +1,7 @@
 //! What the tests of the functions, the model and the benchmarks share, kept out of the
 //! production crates: the in-memory object and metadata stores with fault injection (`memory`),
-//! with the same conditional writes and item limits as the DynamoDB store, [`SetClock`] and
-//! [`block_on`].
+//! with the same conditional writes and item limits as the DynamoDB store, [`SetClock`],
+//! [`block_on`] and [`block_on_paused`].
 
 pub mod memory;
 
@@ -9,11 +9,23 @@ use std::future::Future;
 
 /// Runs a future to completion on a fresh current-thread runtime, with timers.
 pub fn block_on<F: Future>(f: F) -> F::Output {
+    runtime(false).block_on(f)
+}
+
+/// [`block_on`] with the runtime's time paused: a sleep or a wait on a timer ends as soon as
+/// nothing else can run, at the virtual instant it asked for. For tests of code that waits
+/// (`tokio::time`) on the in-memory stores, never on real IO.
+pub fn block_on_paused<F: Future>(f: F) -> F::Output {
+    runtime(true).block_on(f)
+}
+
+fn runtime(paused: bool) -> tokio::runtime::Runtime {
     match tokio::runtime::Builder::new_current_thread()
         .enable_time()
+        .start_paused(paused)
         .build()
     {
-        Ok(rt) => rt.block_on(f),
+        Ok(rt) => rt,
         Err(e) => panic!("a test runtime: {e}"),
     }
 }

@@ -753,7 +753,7 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
     /// holds it: runs are short, and the caller holds a lease of an object that starts before
     /// it, so two runs never wait for each other.
     async fn acquire_waiting(&self, key: &str, owner: &str) -> Result<(), Error> {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let mut delay = Duration::from_millis(20);
         loop {
             if self.metadata.acquire_lease(&self.lease(key, owner)).await? == LeaseOutcome::Acquired
@@ -893,7 +893,7 @@ impl<O: ObjectStore, M: MetadataStore> Transformer<O, M> {
         } else {
             Duration::ZERO
         };
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let mut delay = Duration::from_millis(20);
         loop {
             let item = self.metadata.get(key).await?;

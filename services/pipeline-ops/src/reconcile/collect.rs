@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use aws_smithy_types::error::display::DisplayErrorContext;
 use chrono::{DateTime, Utc};
+use pipeline_aws::ObjectCatalog;
+use pipeline_aws::s3::S3Store;
 use pipeline_core::ingest::{QuarantineLine, gunzip};
 use pipeline_core::parquet_io::read_rows;
 
@@ -96,29 +98,17 @@ pub async fn list_sized(
     bucket: &str,
     prefix: &str,
 ) -> Result<Vec<FileFacts>, Error> {
-    let mut out = Vec::new();
-    let mut token = None;
-    loop {
-        let page = clients
-            .s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .set_continuation_token(token.take())
-            .send()
-            .await
-            .map_err(|e| Error::aws("s3 ListObjectsV2", DisplayErrorContext(e)))?;
-        out.extend(page.contents().iter().filter_map(|o| {
-            Some(FileFacts {
-                key: o.key()?.to_owned(),
-                size: o.size().unwrap_or(0).max(0) as u64,
-            })
-        }));
-        match page.next_continuation_token {
-            Some(t) if page.is_truncated == Some(true) => token = Some(t),
-            _ => return Ok(out),
-        }
-    }
+    let listed = S3Store::from_client(clients.s3.clone())
+        .list(bucket, prefix)
+        .await
+        .map_err(|e| Error::aws("s3 ListObjectsV2", e))?;
+    Ok(listed
+        .into_iter()
+        .map(|o| FileFacts {
+            key: o.key,
+            size: o.size,
+        })
+        .collect())
 }
 
 /// When each raw object was recorded and processed.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use serde::Serialize;
 
-use crate::queue::{Hold, Queue, read_all};
+use crate::queue::{Hold, Queue, SqsQueue, read_all};
 use crate::{Clients, Error, Stack};
 
 pub mod account;
@@ -31,12 +31,20 @@ pub struct Progress {
     pub pending_objects: u64,
     pub stream_dlq_messages: u64,
     pub transform_dlq_messages: u64,
+    /// The latest end of a transformer's lease on a raw object (Unix milliseconds), expired or
+    /// not: a run holds it, or held it when it died.
+    pub lease_until_ms: Option<i64>,
 }
 
 impl Progress {
     /// Units accounted for: rows, dropped duplicates, quarantined.
     pub fn accounted(&self) -> u64 {
         self.processed_rows + self.duplicates + self.quarantined
+    }
+
+    /// Whether a transformer's lease was still held at `now_ms`.
+    pub fn leased_at(&self, now_ms: i64) -> bool {
+        self.lease_until_ms.is_some_and(|until| until > now_ms)
     }
 }
 
@@ -76,6 +84,13 @@ pub async fn progress(clients: &Clients, stack: &Stack) -> Result<Progress, Erro
             if item.contains_key("pending") {
                 p.pending_objects += 1;
             }
+            if let Some(until) = item
+                .get("lease_until")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<i64>().ok())
+            {
+                p.lease_until_ms = p.lease_until_ms.max(Some(until));
+            }
         }
         match out.last_evaluated_key {
             Some(k) if !k.is_empty() => start = Some(k),
@@ -87,25 +102,10 @@ pub async fn progress(clients: &Clients, stack: &Stack) -> Result<Progress, Erro
     Ok(p)
 }
 
+/// Messages in a queue, visible or not.
 pub async fn queue_depth(clients: &Clients, url: &str) -> Result<u64, Error> {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
-    let out = clients
-        .sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(A::ApproximateNumberOfMessages)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .map_err(|e| Error::aws("sqs GetQueueAttributes", DisplayErrorContext(e)))?;
-    let attrs = out.attributes.unwrap_or_default();
-    let get = |a: A| {
-        attrs
-            .get(&a)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Ok(get(A::ApproximateNumberOfMessages) + get(A::ApproximateNumberOfMessagesNotVisible))
+    let depth = SqsQueue::new(clients, url).depth().await?;
+    Ok(depth.visible + depth.not_visible)
 }
 
 /// The final account of a run.
@@ -274,29 +274,10 @@ pub async fn dlq_records(queue: &impl Queue, settle: Duration) -> Result<u64, Er
         .sum()
 }
 
+/// Every key under `prefix`, in key order.
 pub async fn list(clients: &Clients, bucket: &str, prefix: &str) -> Result<Vec<String>, Error> {
-    let mut keys = Vec::new();
-    let mut token = None;
-    loop {
-        let out = clients
-            .s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .set_continuation_token(token.take())
-            .send()
-            .await
-            .map_err(|e| Error::aws("s3 ListObjectsV2", DisplayErrorContext(e)))?;
-        keys.extend(
-            out.contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_owned)),
-        );
-        match out.next_continuation_token {
-            Some(t) if out.is_truncated == Some(true) => token = Some(t),
-            _ => return Ok(keys),
-        }
-    }
+    let listed = collect::list_sized(clients, bucket, prefix).await?;
+    Ok(listed.into_iter().map(|f| f.key).collect())
 }
 
 pub async fn get(clients: &Clients, bucket: &str, key: &str) -> Result<Vec<u8>, Error> {
