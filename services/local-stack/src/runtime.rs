@@ -127,11 +127,17 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// How long [`settled`] must hold before a wait ends short of everything being accounted for:
+/// the emulator does not report the asynchronous invocations it has queued (S3 notifications
+/// to the transformer and their retries, a second or two apart), so a pending object whose
+/// notification is queued looks the same as one given up, for that long.
+const SETTLED_FOR: Duration = Duration::from_secs(4);
+
 /// Whether nothing more happens without an operator, short of everything being accounted for:
-/// the mapping has delivered or dead-lettered every record it read, no transformer run holds a
-/// lease, and every object still pending has given up into the transform dead-letter queue
-/// (each leaves at least one message there; one still waiting for an asynchronous retry has
-/// none yet).
+/// the mapping has read the stream to its tip and delivered or dead-lettered every record it
+/// read, no transformer run holds a lease, and every object still pending has given up into
+/// the transform dead-letter queue (each leaves at least one message there; one still waiting
+/// for an asynchronous retry has none yet).
 fn settled(p: &Progress, mapping_idle: bool, now_ms: i64) -> bool {
     mapping_idle && !p.leased_at(now_ms) && p.pending_objects <= p.transform_dlq_messages
 }
@@ -323,22 +329,59 @@ impl Local {
         Ok(())
     }
 
-    /// Polls until every unit in `expected` is accounted for and nothing is in flight, or until
-    /// the pipeline has settled short of that (see [`settled`]: what is left waits for an
-    /// operator, the caller decides), or the limit passes; returns the last progress.
+    /// Polls until every unit in `expected` is accounted for and the mapping has read the
+    /// stream to its tip since the wait began, or until the pipeline has settled short of that
+    /// for [`SETTLED_FOR`] (see [`settled`]: what is left waits for an operator, the caller
+    /// decides), or the limit passes; returns the last progress.
     pub async fn wait_quiescent(&self, expected: u64, limit: Duration) -> Result<Progress, Error> {
         let started = Instant::now();
+        let tips = self.reads_at_tip();
+        let mut settled_since: Option<Instant> = None;
         loop {
             let p = progress(&self.clients, &self.stack).await?;
-            let idle = self.mapping_idle();
-            if p.accounted() >= expected && p.pending_objects == 0 && idle
-                || settled(&p, idle, now_ms())
-                || started.elapsed() > limit
-            {
+            let idle = self.mapping_idle() && self.read_to_tip_since(&tips);
+            if p.accounted() >= expected && p.pending_objects == 0 && idle {
+                return Ok(p);
+            }
+            if settled(&p, idle, now_ms()) {
+                let since = *settled_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= SETTLED_FOR {
+                    return Ok(p);
+                }
+            } else {
+                settled_since = None;
+            }
+            if started.elapsed() > limit {
                 return Ok(p);
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// Each shard's count of reads that reached its tip.
+    fn reads_at_tip(&self) -> Vec<(String, u64)> {
+        self.stats
+            .lock()
+            .map(|s| {
+                s.iter()
+                    .map(|(shard, st)| (shard.clone(), st.reads_at_tip))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether the mapping has read every shard to its tip since `before` was taken: every
+    /// record put before then has been read.
+    fn read_to_tip_since(&self, before: &[(String, u64)]) -> bool {
+        let now = self.reads_at_tip();
+        !now.is_empty()
+            && now.iter().all(|(shard, n)| {
+                let then = before
+                    .iter()
+                    .find(|(s, _)| s == shard)
+                    .map_or(0, |(_, n)| *n);
+                *n > then
+            })
     }
 
     /// Waits until no transformer holds a lease on a raw object, as the metadata table says

@@ -258,6 +258,9 @@ pub struct Stats {
     pub checkpoint_failures: u64,
     /// Age of the oldest record not yet checkpointed, in milliseconds.
     pub iterator_age_ms: i64,
+    /// Reads that found no new record: each one a moment the shard was read to its tip (a
+    /// watermark: every record put before that read has been read).
+    pub reads_at_tip: u64,
 }
 
 impl Stats {
@@ -544,6 +547,7 @@ impl<R: ShardReader, I: Invoker, D: FailureDestination, C: CheckpointStore>
         }
         if self.buffer.is_empty() {
             self.stats.iterator_age_ms = 0;
+            self.stats.reads_at_tip += 1;
             if self.reader.at_shard_end() {
                 self.checkpoint(Checkpoint::ShardEnd).await?;
                 self.finished = true;

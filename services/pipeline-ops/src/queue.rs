@@ -250,13 +250,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn block<T>(f: impl Future<Output = T>) -> T {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
+    use test_support::block_on as block;
 
     #[test]
     fn a_read_sees_every_message_not_the_first_ten() {

@@ -47,6 +47,97 @@ pub struct Redriven {
     pub held: u64,
 }
 
+/// What a redrive tells its operator, one line each on stdout as it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// Messages another reader holds: not seen by this run.
+    Held { count: u64, url: &'a str },
+    /// A stream DLQ message whose range cannot be read whole.
+    Kept {
+        shard: &'a str,
+        start: &'a str,
+        end: &'a str,
+        why: &'a str,
+    },
+    /// A stream DLQ message whose records are all past the stream's retention.
+    Expired {
+        shard: &'a str,
+        start: &'a str,
+        end: &'a str,
+        records: u64,
+    },
+    /// A stream DLQ message's range delivered again (or, in a dry run, that would be).
+    Redriving {
+        dry_run: bool,
+        shard: &'a str,
+        start: &'a str,
+        end: &'a str,
+        records: u64,
+        /// Records of the range past the stream's retention.
+        expired: u64,
+    },
+    /// The transformer invoked again with a transform DLQ message's S3 event.
+    Invoking { dry_run: bool, keys: &'a [&'a str] },
+}
+
+impl Event<'_> {
+    pub fn emit(&self) {
+        println!("{self}");
+    }
+}
+
+impl std::fmt::Display for Event<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::Held { count, url } => write!(
+                f,
+                "{count} messages of {url} are held by another reader: not redriven this time; run again once it is done"
+            ),
+            Event::Kept {
+                shard,
+                start,
+                end,
+                why,
+            } => write!(
+                f,
+                "cannot redrive {shard} {start}..{end}: {why}; the message stays in the queue"
+            ),
+            Event::Expired {
+                shard,
+                start,
+                end,
+                records,
+            } => write!(
+                f,
+                "cannot redrive {shard} {start}..{end}: its {records} records are past the stream's retention; the message stays in the queue"
+            ),
+            Event::Redriving {
+                dry_run,
+                shard,
+                start,
+                end,
+                records,
+                expired,
+            } => {
+                let verb = if *dry_run {
+                    "would redrive"
+                } else {
+                    "redriving"
+                };
+                write!(f, "{verb} {shard} {start}..{end}: {records} records")?;
+                if *expired > 0 {
+                    write!(f, ", {expired} more past the stream's retention (lost)")?;
+                }
+                Ok(())
+            }
+            Event::Invoking { dry_run, keys } => {
+                let verb = if *dry_run { "would invoke" } else { "invoking" };
+                write!(f, "{verb} transformer for {keys:?}")
+            }
+        }
+    }
+}
+
 struct Fixed(Vec<Record>);
 
 impl ShardReader for Fixed {
@@ -332,9 +423,7 @@ async fn messages(
     let read = read_all(&SqsQueue::new(clients, url), hold, SETTLE).await?;
     let held = read.unseen();
     if held > 0 {
-        println!(
-            "{held} messages of {url} are held by another reader: not redriven this time; run again once it is done"
-        );
+        Event::Held { count: held, url }.emit();
     }
     let all = read
         .messages
@@ -391,36 +480,39 @@ pub async fn stream_dlq(
         let range = read_range(&mut pages, start, end, MAX_PAGES).await?;
         let (records, expired) = match plan(&info, range, settings.parallelization_factor) {
             Plan::Keep(why) => {
-                println!(
-                    "cannot redrive {shard} {start}..{end}: {why}; the message stays in the queue"
-                );
+                Event::Kept {
+                    shard,
+                    start,
+                    end,
+                    why: &why,
+                }
+                .emit();
                 done.kept += 1;
                 continue;
             }
             Plan::Expired { records } => {
-                println!(
-                    "cannot redrive {shard} {start}..{end}: its {records} records are past the stream's retention; the message stays in the queue"
-                );
+                Event::Expired {
+                    shard,
+                    start,
+                    end,
+                    records,
+                }
+                .emit();
                 done.expired += 1;
                 done.expired_records += records;
                 continue;
             }
             Plan::Redrive { records, expired } => (records, expired),
         };
-        println!(
-            "{} {shard} {start}..{end}: {} records{}",
-            if dry_run {
-                "would redrive"
-            } else {
-                "redriving"
-            },
-            records.len(),
-            if expired > 0 {
-                format!(", {expired} more past the stream's retention (lost)")
-            } else {
-                String::new()
-            }
-        );
+        Event::Redriving {
+            dry_run,
+            shard,
+            start,
+            end,
+            records: records.len() as u64,
+            expired,
+        }
+        .emit();
         done.messages += 1;
         done.records += records.len() as u64;
         done.expired_records += expired;
@@ -464,10 +556,11 @@ pub async fn transform_dlq(
             .flatten()
             .filter_map(|r| r["s3"]["object"]["key"].as_str())
             .collect();
-        println!(
-            "{} transformer for {keys:?}",
-            if dry_run { "would invoke" } else { "invoking" }
-        );
+        Event::Invoking {
+            dry_run,
+            keys: &keys,
+        }
+        .emit();
         done.messages += 1;
         done.records += keys.len() as u64;
         if dry_run {
@@ -493,6 +586,43 @@ mod tests {
 
     fn seq(i: usize) -> String {
         format!("4959{i:052}")
+    }
+
+    #[test]
+    fn an_operator_reads_what_each_redrive_step_did() {
+        let redriving = |dry_run, expired| {
+            Event::Redriving {
+                dry_run,
+                shard: "shardId-0",
+                start: "1",
+                end: "9",
+                records: 5,
+                expired,
+            }
+            .to_string()
+        };
+        assert_eq!(
+            redriving(true, 0),
+            "would redrive shardId-0 1..9: 5 records"
+        );
+        assert_eq!(
+            redriving(false, 2),
+            "redriving shardId-0 1..9: 5 records, 2 more past the stream's retention (lost)"
+        );
+        let keys = ["raw/a", "raw/b"];
+        assert_eq!(
+            Event::Invoking {
+                dry_run: false,
+                keys: &keys
+            }
+            .to_string(),
+            r#"invoking transformer for ["raw/a", "raw/b"]"#
+        );
+        assert!(
+            Event::Held { count: 3, url: "q" }
+                .to_string()
+                .starts_with("3 messages of q are held by another reader")
+        );
     }
 
     fn rec(i: usize) -> Record {

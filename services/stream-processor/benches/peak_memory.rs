@@ -125,20 +125,6 @@ fn generated(arrival: chrono::DateTime<chrono::Utc>) -> String {
         records.push((format!("user-{}", i % 5000), seq, event));
         i += 1;
     }
-    let batch: Vec<kinesis::Record<'_>> = records
-        .iter()
-        .map(|(pk, seq, data)| kinesis::Record {
-            partition_key: pk,
-            sequence_number: seq,
-            data: data.as_bytes(),
-            arrival,
-        })
-        .collect();
-    let source = kinesis::Source {
-        shard_id: "shardId-000000000000",
-        stream_arn: "arn:aws:kinesis:eu-west-1:123456789012:stream/eventpipe-dev-events",
-        region: "eu-west-1",
-        kms: true,
-    };
-    String::from_utf8(kinesis::payload(&batch, &source)).expect("JSON is UTF-8")
+    let batch = test_support::kinesis_records(&records, arrival);
+    String::from_utf8(kinesis::payload(&batch, &test_support::DEV_SHARD)).expect("JSON is UTF-8")
 }

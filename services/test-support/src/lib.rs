@@ -58,3 +58,28 @@ impl SetClock {
         std::sync::Arc::new(move || this.now())
     }
 }
+
+/// The dev stream's first shard, where the functions' tests and benchmarks put their records.
+pub const DEV_SHARD: lambda_payloads::kinesis::Source<'static> = lambda_payloads::kinesis::Source {
+    shard_id: "shardId-000000000000",
+    stream_arn: "arn:aws:kinesis:eu-west-1:123456789012:stream/eventpipe-dev-events",
+    region: "eu-west-1",
+    kms: true,
+};
+
+/// Kinesis records from `(partition key, sequence number, data)` triples, all arrived at
+/// `arrival`.
+pub fn kinesis_records(
+    triples: &[(String, String, String)],
+    arrival: chrono::DateTime<chrono::Utc>,
+) -> Vec<lambda_payloads::kinesis::Record<'_>> {
+    triples
+        .iter()
+        .map(|(pk, seq, data)| lambda_payloads::kinesis::Record {
+            partition_key: pk,
+            sequence_number: seq,
+            data: data.as_bytes(),
+            arrival,
+        })
+        .collect()
+}

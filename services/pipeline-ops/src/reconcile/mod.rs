@@ -316,13 +316,7 @@ mod tests {
     use super::*;
     use crate::queue::tests::Fake;
 
-    fn block<T>(f: impl Future<Output = T>) -> T {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
+    use test_support::block_on as block;
 
     /// A server whose first answer to each object read is cut off after 10 of its 100 bytes.
     #[tokio::test]
