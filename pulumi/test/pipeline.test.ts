@@ -11,7 +11,7 @@ import { parse as parseToml } from "smol-toml";
 import { loadEnvironment } from "../src/config";
 import { createPipeline } from "../src/pipeline";
 import { expressedSettings, scheduleExpression } from "../src/settings";
-import { AUDITOR_EMF_METRICS, EMF_METRICS, EMF_NAMESPACE } from "../src/components/observability";
+import { AUDITOR_EMF_METRICS, EMF_DIMENSION, EMF_METRICS, EMF_NAMESPACE, EMITTED } from "../src/components/observability";
 import { endpointServices, NOT_CALLED_FROM_THE_VPC, subnetCidr, VPC_ENDPOINTS } from "../src/components/network";
 import { ACCOUNT_ID, GIT_SHA, artifacts, deploy, ofType, one, statements, type Deployment, type Registered } from "./harness";
 import { isWildcardOnlyAction, runSimulation } from "@cloud-copilot/iam-simulate";
@@ -572,6 +572,36 @@ describe("pipeline under mocks", function () {
                 assert.match(one(x, TYPES.topic).inputs.kmsMasterKeyId, /^arn:aws:kms:/);
                 const subs = ofType(x, TYPES.subscription).map((s) => [s.inputs.protocol, s.inputs.endpoint]);
                 assert.deepEqual(subs, x.env.observability.alarm_emails.map((e) => ["email", e]));
+            });
+
+            it("charts and alarms only on metrics the functions emit (the generated catalogue)", () => {
+                const x = d(stack);
+                const p = `eventpipe-${stack}`;
+                const emitted = (fn: string): readonly string[] =>
+                    fn === `${p}-stream-processor` ? EMITTED.streamProcessor : fn === `${p}-transformer` ? EMITTED.transformer : fn === `${p}-auditor` ? EMITTED.auditor : [];
+                const body = JSON.parse(one(x, TYPES.dashboard).inputs.dashboardBody);
+                const lines = body.widgets.flatMap((w: any) => w.properties.metrics ?? []).filter((l: any[]) => l[0] === EMF_NAMESPACE);
+                assert.ok(lines.length > 10, "the dashboard charts the pipeline's metrics");
+                const charted = lines.map((l: any[]) => [l[3], l[1]]);
+                const alarmed = ofType(x, TYPES.alarm)
+                    .filter((a) => a.inputs.namespace === EMF_NAMESPACE)
+                    .map((a) => [a.inputs.dimensions[EMF_DIMENSION], a.inputs.metricName]);
+                assert.ok(alarmed.length > 0, "an alarm watches a pipeline metric");
+                for (const [fn, metric] of [...charted, ...alarmed]) {
+                    // The two functions' metrics are charted side by side: a line of one that the
+                    // other does not emit stays empty, a name neither emits is a mistake.
+                    const ok =
+                        fn === `${p}-auditor`
+                            ? EMITTED.auditor.includes(metric)
+                            : emitted(fn).length > 0 && (EMITTED.streamProcessor.includes(metric) || EMITTED.transformer.includes(metric));
+                    assert.ok(ok, `${fn} ${metric}`);
+                }
+                for (const m of AUDITOR_EMF_METRICS) {
+                    assert.ok(EMITTED.auditor.includes(m), `the auditor emits ${m}`);
+                }
+                for (const m of EMF_METRICS) {
+                    assert.ok(EMITTED.streamProcessor.includes(m) || EMITTED.transformer.includes(m), `a function emits ${m}`);
+                }
             });
 
             it("draws a dashboard of the stream, functions, DLQs and every pipeline metric", () => {

@@ -1,9 +1,10 @@
 //! The contract facts the Pulumi program uses, generated from their one definition in
 //! `pipeline-core` into `pulumi/src/contract.json`: S3 prefixes, the metadata table's key,
-//! attributes, statuses and pending index, the processed files' columns in Glue types, and the
-//! quarantine reason codes. A test keeps the file current
-//! (`UPDATE_EXPECT=1 cargo test -p xtask contract` rewrites it).
+//! attributes, statuses and pending index, the processed files' columns in Glue types, the
+//! quarantine reason codes, and the functions' metrics (from `pipeline_aws::emf`). A test keeps
+//! the file current (`UPDATE_EXPECT=1 cargo test -p xtask contract` rewrites it).
 
+use pipeline_aws::emf::{self, catalogue};
 use pipeline_core::keys;
 use pipeline_core::metadata::{self, Status};
 use pipeline_core::parquet_io::{COLUMNS, SCHEMA_NAME};
@@ -41,7 +42,20 @@ pub fn render() -> Value {
             })).collect::<Vec<_>>(),
         },
         "reasons": Reason::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        "metrics": {
+            "namespace": emf::NAMESPACE,
+            "dimension": emf::DIMENSION,
+            "streamProcessor": function_metrics(catalogue::STREAM_PROCESSOR),
+            "quarantinedPrefix": catalogue::QUARANTINED_PREFIX,
+            "transformer": function_metrics(catalogue::TRANSFORMER),
+            "auditor": function_metrics(catalogue::AUDITOR),
+        },
     })
+}
+
+/// A function's own metrics and what every invocation records.
+fn function_metrics(own: &'static [&'static str]) -> Vec<&'static str> {
+    own.iter().chain(catalogue::INVOCATION).copied().collect()
 }
 
 #[cfg(test)]
@@ -60,6 +74,29 @@ mod tests {
             committed == text,
             "{PATH} is stale: run `UPDATE_EXPECT=1 cargo test -p xtask contract`"
         );
+    }
+
+    #[test]
+    fn the_operations_guide_describes_every_metric() {
+        let text = std::fs::read_to_string(crate::util::root().join("docs/operations.md")).unwrap();
+        let table = text
+            .split("**Metric specification**")
+            .nth(1)
+            .and_then(|s| s.split("\n- **").next())
+            .unwrap_or_default();
+        let missing: Vec<&str> = catalogue::INVOCATION
+            .iter()
+            .chain(catalogue::STREAM_PROCESSOR)
+            .chain(catalogue::TRANSFORMER)
+            .chain(catalogue::AUDITOR)
+            .filter(|m| !table.contains(&format!("`{m}`")))
+            .copied()
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/operations.md does not describe {missing:?}"
+        );
+        assert!(table.contains(&format!("`{}<reason>`", catalogue::QUARANTINED_PREFIX)));
     }
 
     #[test]

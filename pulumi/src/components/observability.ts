@@ -1,12 +1,24 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 
+import contract from "../contract.json";
 import { arn, policyDocument, servicePrincipal, type Context } from "../iam";
 import { alarmNames, namePrefix } from "../names";
 
-/** The namespace and dimension of the metrics the functions emit in CloudWatch embedded metric format. */
-export const EMF_NAMESPACE = "EventPipeline";
-export const EMF_DIMENSION = "Function";
+/**
+ * The namespace and dimension of the metrics the functions emit in CloudWatch embedded metric
+ * format, and the names each function emits: generated from `pipeline_aws::emf` (the tests check
+ * that every metric charted or alarmed on below is one of them).
+ */
+export const EMF_NAMESPACE: string = contract.metrics.namespace;
+export const EMF_DIMENSION: string = contract.metrics.dimension;
+export const EMITTED = {
+    streamProcessor: contract.metrics.streamProcessor as readonly string[],
+    transformer: contract.metrics.transformer as readonly string[],
+    auditor: contract.metrics.auditor as readonly string[],
+};
+
+/** The metrics charted for the stream processor and the transformer. */
 export const EMF_METRICS = [
     "RecordsReceived",
     "RecordsValid",

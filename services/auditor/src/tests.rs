@@ -211,6 +211,11 @@ fn a_stuck_object_older_than_two_periods_is_reported_but_not_sent_again() {
     let metrics = &run.metrics;
     assert_eq!(metrics.get("StuckObjects"), Some(keys.len() as f64));
     assert_eq!(metrics.get("Redriven"), Some(0.0));
+    let mut names: Vec<&str> = metrics.names().collect();
+    let mut listed = pipeline_aws::emf::catalogue::AUDITOR.to_vec();
+    names.sort_unstable();
+    listed.sort_unstable();
+    assert_eq!(names, listed, "a run reports every metric of the catalogue");
 }
 
 #[test]

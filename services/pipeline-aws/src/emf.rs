@@ -11,6 +11,55 @@ use serde_json::{Map, Value, json};
 
 pub const NAMESPACE: &str = "EventPipeline";
 
+/// The one dimension of every metric: the function's name.
+pub const DIMENSION: &str = "Function";
+
+/// The names of the metrics each function emits: the list its events are tested against, and
+/// that `docs/operations.md` and the Pulumi program's dashboard and alarms are checked against
+/// (through `pulumi/src/contract.json`).
+pub mod catalogue {
+    /// What every invocation of every function records ([`super::Invocations::run`]).
+    pub const INVOCATION: &[&str] = &["DurationMs", "ColdStart", "InvocationsFailed"];
+
+    /// The stream processor's; besides, one [`QUARANTINED_PREFIX`]`<reason code>` per reason.
+    pub const STREAM_PROCESSOR: &[&str] = &[
+        "KinesisRecords",
+        "RecordsReceived",
+        "RecordsValid",
+        "RecordsQuarantined",
+        "RecordsFailed",
+        "ObjectsWritten",
+        "BytesWritten",
+        "IngestLagMs",
+    ];
+
+    /// The stream processor's units quarantined for one reason: this prefix and the code.
+    pub const QUARANTINED_PREFIX: &str = "Quarantined_";
+
+    pub const TRANSFORMER: &[&str] = &[
+        "RawObjectsProcessed",
+        "RawObjectsRegistered",
+        "RecordsOwnedElsewhere",
+        "OverlapsReprocessed",
+        "RecordsValid",
+        "DuplicatesDropped",
+        "ObjectsWritten",
+        "ObjectsDeleted",
+        "NotificationsIgnored",
+        "NotificationsDuplicate",
+        "IngestLagMs",
+    ];
+
+    pub const AUDITOR: &[&str] = &[
+        "StuckObjects",
+        "StuckNotProcessed",
+        "StuckNoItem",
+        "OrphanObjects",
+        "Redriven",
+        "RawObjectsListed",
+    ];
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
     Count,
@@ -102,10 +151,10 @@ impl Metrics {
             "_aws".into(),
             json!({
                 "Timestamp": timestamp_ms,
-                "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [["Function"]], "Metrics": definitions}],
+                "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [[DIMENSION]], "Metrics": definitions}],
             }),
         );
-        doc.insert("Function".into(), Value::String(function.to_owned()));
+        doc.insert(DIMENSION.into(), Value::String(function.to_owned()));
         for (name, (value, _)) in &self.values {
             doc.insert(name.clone(), json!(value));
         }
@@ -168,8 +217,10 @@ impl Invocation {
         &self.function
     }
 
-    /// `metrics` (what the handler reported) with what every invocation records.
-    pub fn complete(&self, mut metrics: Metrics) -> Metrics {
+    /// `metrics` (what the handler's events reported) with what every invocation records
+    /// ([`catalogue::INVOCATION`]): its duration, whether it was the container's first, whether
+    /// it `failed`, and its request id.
+    pub fn complete(&self, mut metrics: Metrics, failed: bool) -> Metrics {
         metrics
             .add(
                 "DurationMs",
@@ -177,13 +228,9 @@ impl Invocation {
                 Unit::Milliseconds,
             )
             .count("ColdStart", u64::from(self.cold_start))
+            .count("InvocationsFailed", u64::from(failed))
             .property("RequestId", self.request_id.clone());
         metrics
-    }
-
-    /// Emits [`Self::complete`] of `metrics`.
-    pub fn finish(&self, metrics: Metrics) {
-        self.complete(metrics).emit(&self.function);
     }
 }
 
@@ -197,9 +244,10 @@ impl Invocations {
         handler: impl Future<Output = (Result<R, E>, Metrics)>,
     ) -> Result<R, E> {
         let invocation = self.start(request_id);
-        let (result, mut metrics) = handler.await;
-        metrics.count("InvocationsFailed", u64::from(result.is_err()));
-        invocation.finish(metrics);
+        let (result, metrics) = handler.await;
+        invocation
+            .complete(metrics, result.is_err())
+            .emit(&invocation.function);
         result
     }
 }
@@ -215,14 +263,24 @@ mod tests {
         let second = invocations.start("r-2");
         let mut reported = Metrics::new();
         reported.count("RecordsValid", 3);
-        let m = first.complete(reported);
+        let m = first.complete(reported, false);
         assert_eq!(m.get("RecordsValid"), Some(3.0));
         assert_eq!(m.get("ColdStart"), Some(1.0));
+        assert_eq!(m.get("InvocationsFailed"), Some(0.0));
         assert!(m.get("DurationMs").is_some_and(|d| d >= 0.0));
         assert_eq!(m.to_json(first.function(), 0)["RequestId"], "r-1");
-        let m = second.complete(Metrics::new());
+        let m = second.complete(Metrics::new(), true);
         assert_eq!(m.get("ColdStart"), Some(0.0));
+        assert_eq!(m.get("InvocationsFailed"), Some(1.0));
         assert_eq!(m.to_json("f", 0)["RequestId"], "r-2");
+        let mut names: Vec<&str> = m.names().collect();
+        let mut listed = catalogue::INVOCATION.to_vec();
+        names.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(
+            names, listed,
+            "the catalogue lists what every invocation records"
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@ use pipeline_aws::StoreError;
 use pipeline_aws::emf::{Event, Metrics, Unit};
 use pipeline_core::ShardOutput;
 
-/// The counters every invocation reports, zero when nothing happened.
+/// The counters every invocation reports, zero when nothing happened (of
+/// [`pipeline_aws::emf::catalogue::STREAM_PROCESSOR`], as the tests check).
 pub const COUNTERS: &[&str] = &[
     "KinesisRecords",
     "RecordsReceived",

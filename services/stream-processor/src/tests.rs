@@ -1,5 +1,6 @@
 use std::path::Path;
 
+use pipeline_aws::emf::catalogue;
 use pipeline_aws::store::Status;
 use pipeline_core::Reason;
 use pipeline_core::ingest::{QuarantineLine, RawLine, gunzip};
@@ -276,6 +277,22 @@ fn the_events_metrics_agree_with_the_report() {
         m.get("IngestLagMs"),
         report.max_ingest_lag_ms.map(|l| l as f64)
     );
+    // Every metric is in the catalogue the documentation and the dashboard are checked against,
+    // and this batch shows them all.
+    let mut names: Vec<&str> = m
+        .names()
+        .filter(|n| !n.starts_with(catalogue::QUARANTINED_PREFIX))
+        .collect();
+    let mut listed = catalogue::STREAM_PROCESSOR.to_vec();
+    names.sort_unstable();
+    listed.sort_unstable();
+    assert_eq!(names, listed);
+    for name in m
+        .names()
+        .filter_map(|n| n.strip_prefix(catalogue::QUARANTINED_PREFIX))
+    {
+        assert!(Reason::ALL.iter().any(|r| r.as_str() == name), "{name}");
+    }
 }
 
 #[test]
@@ -289,4 +306,5 @@ fn a_failed_shard_counts_its_units_as_failed() {
     assert!(report.failed_units > 0);
     assert_eq!(m.get("RecordsValid"), Some(0.0));
     assert_eq!(m.get("ObjectsWritten"), Some(0.0));
+    assert!(m.names().all(|n| catalogue::STREAM_PROCESSOR.contains(&n)));
 }

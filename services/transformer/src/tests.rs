@@ -309,23 +309,9 @@ fn a_rewritten_raw_object_replaces_its_outputs_and_deletes_stale_ones() {
 
 /// The Kinesis event of one shard's `(partition key, sequence number, data)` records.
 fn kinesis_event(records: &[(String, String, String)], arrival: DateTime<Utc>) -> KinesisEvent {
-    let batch: Vec<kinesis::Record<'_>> = records
-        .iter()
-        .map(|(pk, seq, data)| kinesis::Record {
-            partition_key: pk,
-            sequence_number: seq,
-            data: data.as_bytes(),
-            arrival,
-        })
-        .collect();
     kinesis::event(
-        &batch,
-        &kinesis::Source {
-            shard_id: "shardId-000000000000",
-            stream_arn: "arn:aws:kinesis:eu-west-1:123456789012:stream/eventpipe-dev-events",
-            region: "eu-west-1",
-            kms: true,
-        },
+        &test_support::kinesis_records(records, arrival),
+        &test_support::DEV_SHARD,
     )
 }
 
@@ -1014,4 +1000,43 @@ fn adjacent_raw_objects_own_all_their_records() {
         assert_eq!((owned_elsewhere, reprocessed.len(), rows), (0, 0, 3));
     }
     assert_eq!(processed_records(&w), seqs(100..106));
+}
+
+#[test]
+fn every_outcome_counts_only_metrics_of_the_catalogue_and_together_all_of_them() {
+    use pipeline_aws::emf::catalogue;
+    let outcomes = [
+        Outcome::Ignored {
+            key: "k".into(),
+            why: "test",
+        },
+        Outcome::Duplicate { key: "k".into() },
+        Outcome::Processed {
+            key: "k".into(),
+            rows: 3,
+            duplicates: 1,
+            outputs: vec!["o".into()],
+            deleted: vec![],
+            max_ingest_lag_ms: Some(5),
+            upstream_correlation_id: None,
+            registered: true,
+            owned_elsewhere: 0,
+            reprocessed: vec![],
+        },
+    ];
+    let mut m = Metrics::new();
+    for outcome in &outcomes {
+        events::RecordDone {
+            outcome,
+            correlation_id: "c",
+        }
+        .emit(&mut m);
+    }
+    let mut names: Vec<&str> = m.names().collect();
+    let mut listed = catalogue::TRANSFORMER.to_vec();
+    names.sort_unstable();
+    listed.sort_unstable();
+    assert_eq!(names, listed);
+    assert_eq!(m.get("RecordsValid"), Some(3.0));
+    assert_eq!(m.get("IngestLagMs"), Some(5.0));
 }
