@@ -254,11 +254,13 @@ fn time_to_first_request(bin: &Path) -> Result<Duration> {
         .env("PROCESSED_BUCKET", "processed")
         .env("METADATA_TABLE", "table")
         .env("HMAC_SECRET_ID", "secret")
+        .env("TRANSFORMER_FUNCTION", "transformer")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
-    listener.set_nonblocking(false)?;
+    // Polled, so that a binary that exits (a missing setting) is reported, not waited for.
+    listener.set_nonblocking(true)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     let result = loop {
         if Instant::now() > deadline {
@@ -267,7 +269,21 @@ fn time_to_first_request(bin: &Path) -> Result<Duration> {
                 bin.display()
             ));
         }
-        let (mut stream, _) = listener.accept()?;
+        if let Some(status) = child.try_wait()? {
+            break Err(anyhow::anyhow!(
+                "{} exited with {status} before asking for work",
+                bin.display()
+            ));
+        }
+        let mut stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_micros(200));
+                continue;
+            }
+            Err(e) => break Err(e.into()),
+        };
+        stream.set_nonblocking(false)?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut reader = BufReader::new(stream.try_clone()?);
         let mut request_line = String::new();
@@ -297,14 +313,20 @@ fn time_to_first_request(bin: &Path) -> Result<Duration> {
     };
     let _ = child.kill();
     let _ = child.wait();
-    if let Ok(Some(status)) = child.try_wait()
-        && result.is_err()
-        && !status.success()
-    {
-        bail!(
-            "{} exited with {status} before asking for work",
-            bin.display()
-        );
-    }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A function binary that exits before asking for work (a missing setting) is reported as
+    /// such, not waited for.
+    #[test]
+    fn a_binary_that_exits_at_start_is_reported_not_waited_for() {
+        let started = Instant::now();
+        let err = time_to_first_request(Path::new("/bin/false")).unwrap_err();
+        assert!(err.to_string().contains("exited with"), "{err:#}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
 }
