@@ -255,6 +255,7 @@ fn time_to_first_request(bin: &Path) -> Result<Duration> {
         .env("METADATA_TABLE", "table")
         .env("HMAC_SECRET_ID", "secret")
         .env("TRANSFORMER_FUNCTION", "transformer")
+        .env("TRANSFORM_VERSION", "bench")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
