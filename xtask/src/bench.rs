@@ -231,6 +231,25 @@ fn python_peer(batch: &Path, runs: usize) -> Result<f64> {
         .context("the python peer printed no time")
 }
 
+/// What Lambda and the deployment set for the functions (the Runtime API and the endpoint are
+/// added per run): every setting any of them requires, as a test checks.
+const FUNCTION_ENV: &[(&str, &str)] = &[
+    ("AWS_REGION", "us-east-1"),
+    ("AWS_ACCESS_KEY_ID", "bench"),
+    ("AWS_SECRET_ACCESS_KEY", "bench"),
+    ("AWS_LAMBDA_FUNCTION_NAME", "bench"),
+    ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512"),
+    ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+    ("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bench"),
+    ("AWS_LAMBDA_LOG_STREAM_NAME", "bench"),
+    ("RAW_BUCKET", "raw"),
+    ("PROCESSED_BUCKET", "processed"),
+    ("METADATA_TABLE", "table"),
+    ("HMAC_SECRET_ID", "secret"),
+    ("TRANSFORMER_FUNCTION", "transformer"),
+    ("TRANSFORM_VERSION", "bench"),
+];
+
 /// Starts the binary as Lambda would, against a loopback stand-in for the Runtime API (and for
 /// the AWS endpoint, which answers the transformer's secret lookup), and times the first request
 /// to `/runtime/invocation/next`.
@@ -242,20 +261,7 @@ fn time_to_first_request(bin: &Path) -> Result<Duration> {
         .env_clear()
         .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
         .env("AWS_ENDPOINT_URL", format!("http://{addr}"))
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "bench")
-        .env("AWS_SECRET_ACCESS_KEY", "bench")
-        .env("AWS_LAMBDA_FUNCTION_NAME", "bench")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bench")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
-        .env("RAW_BUCKET", "raw")
-        .env("PROCESSED_BUCKET", "processed")
-        .env("METADATA_TABLE", "table")
-        .env("HMAC_SECRET_ID", "secret")
-        .env("TRANSFORMER_FUNCTION", "transformer")
-        .env("TRANSFORM_VERSION", "bench")
+        .envs(FUNCTION_ENV.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -329,5 +335,20 @@ mod tests {
         let err = time_to_first_request(Path::new("/bin/false")).unwrap_err();
         assert!(err.to_string().contains("exited with"), "{err:#}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// The start-up figures are of functions that start: each one's settings are all given.
+    #[test]
+    fn the_start_up_settings_are_every_setting_the_functions_require() {
+        let get = |k: &str| {
+            FUNCTION_ENV
+                .iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| (*v).to_owned())
+        };
+        stream_processor::Settings::from_env(get).unwrap();
+        transformer::Settings::from_env(get).unwrap();
+        auditor::Settings::from_env(get).unwrap();
+        assert!(get("METADATA_TABLE").is_some(), "the auditor reads it too");
     }
 }
