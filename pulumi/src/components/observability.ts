@@ -18,36 +18,6 @@ export const EMITTED = {
     auditor: contract.metrics.auditor as readonly string[],
 };
 
-/** The metrics charted for the stream processor and the transformer. */
-export const EMF_METRICS = [
-    "RecordsReceived",
-    "RecordsValid",
-    "RecordsQuarantined",
-    "RecordsFailed",
-    "ObjectsWritten",
-    "BytesWritten",
-    "DuplicatesDropped",
-    "IngestLagMs",
-    "DurationMs",
-    "ColdStart",
-] as const;
-
-/**
- * The metrics the auditor emits per run (`services/auditor`, same namespace and dimension): what it
- * found stuck and why, what it re-drove, how many `raw/` objects it listed.
- */
-export const AUDITOR_EMF_METRICS = [
-    "StuckObjects",
-    "StuckNotProcessed",
-    "StuckNoItem",
-    "OrphanObjects",
-    "Redriven",
-    "RawObjectsListed",
-    "InvocationsFailed",
-    "DurationMs",
-    "ColdStart",
-] as const;
-
 /** Where each alarm's runbook lives; the alarm description points there. */
 export const RUNBOOK = "docs/operations.md";
 

@@ -99,7 +99,7 @@ impl Metrics {
 
     /// Metrics whose counters start at zero, for a function whose every invocation reports each
     /// of them (a quiet invocation is a zero data point, not a gap).
-    pub fn counting(counters: &[&str]) -> Self {
+    pub fn counting<'a>(counters: impl IntoIterator<Item = &'a str>) -> Self {
         let mut m = Metrics::default();
         for name in counters {
             m.count(name, 0);
@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn counters_start_at_zero_and_a_maximum_keeps_the_largest_value() {
-        let mut m = Metrics::counting(&["A", "B"]);
+        let mut m = Metrics::counting(["A", "B"]);
         m.count("A", 2)
             .max("Lag", 5.0, Unit::Milliseconds)
             .max("Lag", 3.0, Unit::Milliseconds);

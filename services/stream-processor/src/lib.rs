@@ -126,7 +126,7 @@ impl<O: ObjectStore, M: MetadataStore> StreamProcessor<O, M> {
         let now = (self.clock)();
         let mut response = KinesisEventResponse::default();
         let mut report = Report {
-            metrics: Metrics::counting(events::COUNTERS),
+            metrics: Metrics::counting(events::counters()),
             ..Report::default()
         };
         for mut shard in outputs {
