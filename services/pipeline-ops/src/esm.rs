@@ -741,8 +741,7 @@ async fn deliver<I: Invoker, D: FailureDestination>(
     now: &impl Fn() -> DateTime<Utc>,
     stats: &mut Stats,
 ) {
-    // Work items: (records, retries used, invocations so far).
-    let mut work: Vec<(Vec<Record>, u32, u32)> = vec![(batch, 0, 0)];
+    let mut work: Vec<WorkItem> = vec![(batch, 0, 0)];
     while let Some((mut records, retries, invokes)) = work.pop() {
         // Records past the maximum age are not delivered again.
         if t.settings.maximum_record_age_seconds >= 0 {
@@ -779,21 +778,8 @@ async fn deliver<I: Invoker, D: FailureDestination>(
                 stats.partial_failures += 1;
                 stats.records_delivered += i as u64;
                 let rest: Vec<Record> = records.split_off(i);
-                if out_of_retries(t.settings, retries) {
-                    give_up(
-                        t,
-                        &rest,
-                        "RetryAttemptsExhausted",
-                        invokes,
-                        Some(&inv),
-                        now(),
-                        stats,
-                    )
-                    .await;
-                } else {
-                    backoff(t.settings, retries).await;
-                    work.push((rest, retries + 1, invokes));
-                }
+                let item = (rest, retries, invokes);
+                retry_or_give_up(t, item, &inv, now(), stats, &mut work).await;
             }
             Verdict::Failure(_) => {
                 stats.function_errors += 1;
@@ -803,23 +789,42 @@ async fn deliver<I: Invoker, D: FailureDestination>(
                     let second = records.split_off(records.len() / 2);
                     work.push((second, retries, invokes));
                     work.push((records, retries, invokes));
-                } else if out_of_retries(t.settings, retries) {
-                    give_up(
-                        t,
-                        &records,
-                        "RetryAttemptsExhausted",
-                        invokes,
-                        Some(&inv),
-                        now(),
-                        stats,
-                    )
-                    .await;
                 } else {
-                    backoff(t.settings, retries).await;
-                    work.push((records, retries + 1, invokes));
+                    let item = (records, retries, invokes);
+                    retry_or_give_up(t, item, &inv, now(), stats, &mut work).await;
                 }
             }
         }
+    }
+}
+
+/// A work item: records, the retries they have used, the invocations so far.
+type WorkItem = (Vec<Record>, u32, u32);
+
+/// Records the function failed: retried after a backoff (using one retry), or handed to the
+/// on-failure destination once the retries are used up.
+async fn retry_or_give_up<I: Invoker, D: FailureDestination>(
+    t: &Target<'_, I, D>,
+    (records, retries, invokes): WorkItem,
+    last: &Invocation,
+    now: DateTime<Utc>,
+    stats: &mut Stats,
+    work: &mut Vec<WorkItem>,
+) {
+    if out_of_retries(t.settings, retries) {
+        give_up(
+            t,
+            &records,
+            "RetryAttemptsExhausted",
+            invokes,
+            Some(last),
+            now,
+            stats,
+        )
+        .await;
+    } else {
+        backoff(t.settings, retries).await;
+        work.push((records, retries + 1, invokes));
     }
 }
 
