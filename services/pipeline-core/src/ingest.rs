@@ -403,10 +403,13 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     enc.finish().unwrap_or_default()
 }
 
-/// Decompresses a gzip body; the error is the decoder's.
+/// Decompresses a gzip body, every member of it: RFC 1952 allows several in one file (what
+/// `cat a.gz b.gz` or an appending writer makes), and a decoder that stops after the first would
+/// drop the rest without a word. Bytes after the last member that are not one are an error; the
+/// error is the decoder's.
 pub fn gunzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(body.len() * 6);
-    let mut dec = flate2::read::GzDecoder::new(body);
+    let mut dec = flate2::read::MultiGzDecoder::new(body);
     std::io::Read::read_to_end(&mut dec, &mut out)?;
     Ok(out)
 }
@@ -519,7 +522,30 @@ mod tests {
         assert_eq!(s1.quarantined[&Reason::MissingField], 1);
     }
 
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = GzEncoder::new(Vec::new(), Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn bytes_after_the_last_gzip_member_are_an_error_not_dropped() {
+        let mut body = gzip(b"{}\n");
+        body.extend_from_slice(b"not a gzip member");
+        assert!(gunzip(&body).is_err());
+        assert!(gunzip(b"").is_err(), "an empty body is not gzip");
+    }
+
     proptest::proptest! {
+        #[test]
+        fn every_member_of_a_gzip_body_is_decoded(
+            parts in proptest::collection::vec(
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 1..4),
+        ) {
+            let body: Vec<u8> = parts.iter().flat_map(|p| gzip(p)).collect();
+            proptest::prop_assert_eq!(gunzip(&body).unwrap(), parts.concat());
+        }
+
         #[test]
         fn base64_decodes_as_the_base64_crate_decodes(
             data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
