@@ -115,5 +115,17 @@ mod tests {
             .collect();
         let columns: Vec<&str> = COLUMNS.iter().map(|c| c.name).collect();
         assert_eq!(documented, columns);
+        // The prose before the table names the dictionary-encoded, uncompressed columns.
+        let prose = section
+            .split("\n\n")
+            .find(|p| p.starts_with("Parquet"))
+            .unwrap_or_default();
+        let uncompressed: Vec<&str> = prose.split('`').skip(1).step_by(2).collect();
+        let dictionary: Vec<&str> = COLUMNS
+            .iter()
+            .filter(|c| c.dictionary)
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(uncompressed, dictionary);
     }
 }

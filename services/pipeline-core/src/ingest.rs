@@ -408,10 +408,28 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 /// drop the rest without a word. Bytes after the last member that are not one are an error; the
 /// error is the decoder's.
 pub fn gunzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(body.len() * 6);
+    let mut out = Vec::with_capacity(decoded_size_hint(body));
     let mut dec = flate2::read::MultiGzDecoder::new(body);
     std::io::Read::read_to_end(&mut dec, &mut out)?;
     Ok(out)
+}
+
+/// The capacity to decode `body` into: the last member's recorded size (ISIZE, the size modulo
+/// 2^32), which for the usual single member is exact, so the text is never copied to grow; when it
+/// is implausible (several members, or a lying trailer) six times the body, JSON's usual ratio.
+fn decoded_size_hint(body: &[u8]) -> usize {
+    let fallback = body.len().saturating_mul(6);
+    let Some(trailer) = body.last_chunk::<4>() else {
+        return fallback;
+    };
+    let isize = u32::from_le_bytes(*trailer) as usize;
+    // JSON at gzip level 1 shrinks 5 to 10 times; a claim of more than 64 is left to the decoder
+    // (which checks every trailer): a hint is no reason to reserve gigabytes.
+    if isize >= body.len() && isize <= body.len().saturating_mul(64) {
+        isize
+    } else {
+        fallback
+    }
 }
 
 #[cfg(test)]
@@ -534,6 +552,20 @@ mod tests {
         body.extend_from_slice(b"not a gzip member");
         assert!(gunzip(&body).is_err());
         assert!(gunzip(b"").is_err(), "an empty body is not gzip");
+    }
+
+    #[test]
+    fn a_single_member_decodes_into_its_recorded_size_without_growing() {
+        let text: Vec<u8> = (0..2000)
+            .flat_map(|i| event(&format!("e-{i}")).into_bytes())
+            .collect();
+        let decoded = gunzip(&gzip(&text)).unwrap();
+        assert_eq!(decoded, text);
+        assert_eq!(
+            decoded.capacity(),
+            text.len(),
+            "the buffer was grown or over-reserved"
+        );
     }
 
     proptest::proptest! {

@@ -1,4 +1,5 @@
-//! The processed Parquet format (schema v1): one row group per object, zstd, explicit schema.
+//! The processed Parquet format (schema v1): one row group per object, zstd (columns whose values
+//! repeat: dictionary-encoded, uncompressed), explicit schema.
 
 use std::sync::Arc;
 
@@ -91,7 +92,10 @@ pub struct Column {
     pub kind: Kind,
     /// What the column holds, for the catalog.
     pub comment: &'static str,
-    /// Dictionary-encoded: only where values repeat; for ids and JSON text it costs time for nothing.
+    /// Dictionary-encoded and stored uncompressed: for columns whose values repeat across a file
+    /// (its partition's type and hour, the lineage of one raw object), whose data pages are then a
+    /// few bytes of run-length indices. zstd would save nothing there and costs a compression
+    /// context per column chunk. For ids and JSON text a dictionary costs time for nothing.
     pub dictionary: bool,
     /// Min/max statistics: not for JSON text, nor for random ids and hashes, whose bounds prune
     /// nothing.
@@ -140,12 +144,12 @@ macro_rules! column {
             },
         }
     };
-    ($name:literal, $field:ident, $kind:ident, $variant:ident, $comment:literal) => {
+    ($name:literal, $field:ident, $kind:ident, $variant:ident, $dict:literal, $comment:literal) => {
         Column {
             name: $name,
             kind: Kind::$kind,
             comment: $comment,
-            dictionary: false,
+            dictionary: $dict,
             statistics: true,
             get: |r| Value::$kind(r.$field),
             set: |r, f| match f {
@@ -164,20 +168,20 @@ macro_rules! column {
 pub const COLUMNS: [Column; 17] = [
     column!("event_id", event_id, Text, false, false, "Producer-assigned id; unique within a raw object"),
     column!("event_type", event_type, Text, true, true, "Event type"),
-    column!("occurred_at", occurred_at_us, Timestamp, TimestampMicros, "When the event happened (UTC)"),
+    column!("occurred_at", occurred_at_us, Timestamp, TimestampMicros, false, "When the event happened (UTC)"),
     column!("source", source, Text, true, true, "Producing system"),
     column!("user_id_hash", user_id_hash, OptionalText, false, "HMAC-SHA256 of user_id (hex)"),
     column!("session_id", session_id, OptionalText, true, "Session id as sent"),
-    column!("schema_version", schema_version, Int, Int, "Event contract version"),
+    column!("schema_version", schema_version, Int, Int, true, "Event contract version"),
     column!("attributes_json", attributes_json, OptionalText, false, "Attributes as JSON, PII values pseudonymised"),
     column!("extra_json", extra_json, OptionalText, false, "Unknown top-level fields as JSON"),
-    column!("event_date", event_date, Date, Date, "UTC date of occurred_at"),
-    column!("event_hour", event_hour, Int, Int, "UTC hour of occurred_at"),
-    column!("arrival_time", arrival_time_us, Timestamp, TimestampMicros, "Kinesis approximate arrival time"),
-    column!("ingest_lag_ms", ingest_lag_ms, Long, Long, "arrival_time - occurred_at in milliseconds"),
+    column!("event_date", event_date, Date, Date, true, "UTC date of occurred_at"),
+    column!("event_hour", event_hour, Int, Int, true, "UTC hour of occurred_at"),
+    column!("arrival_time", arrival_time_us, Timestamp, TimestampMicros, false, "Kinesis approximate arrival time"),
+    column!("ingest_lag_ms", ingest_lag_ms, Long, Long, false, "arrival_time - occurred_at in milliseconds"),
     column!("kinesis_shard", kinesis_shard, Text, true, true, "Lineage: shard id"),
     column!("kinesis_seq", kinesis_seq, Text, false, true, "Lineage: sequence number"),
-    column!("kinesis_subseq", kinesis_subseq, Long, Long, "Lineage: KPL sub-sequence number"),
+    column!("kinesis_subseq", kinesis_subseq, Long, Long, true, "Lineage: KPL sub-sequence number"),
     column!("raw_key", raw_key, Text, true, true, "Lineage: the raw object"),
 ];
 
@@ -249,6 +253,9 @@ pub fn write_rows(rows: &[Row]) -> Result<Vec<u8>, ParquetError> {
     for c in &COLUMNS {
         let path = ColumnPath::from(c.name);
         props = props.set_column_dictionary_enabled(path.clone(), c.dictionary);
+        if c.dictionary {
+            props = props.set_column_compression(path.clone(), Compression::UNCOMPRESSED);
+        }
         if !c.statistics {
             props = props.set_column_statistics_enabled(path, EnabledStatistics::None);
         }
@@ -439,7 +446,7 @@ mod tests {
     }
 
     #[test]
-    fn dictionaries_and_statistics_follow_the_column_table() {
+    fn dictionaries_compression_and_statistics_follow_the_column_table() {
         let bytes = write_rows(&(0..20).map(sample).collect::<Vec<_>>()).unwrap();
         let reader = SerializedFileReader::new(Bytes::from(bytes)).unwrap();
         let group = reader.metadata().row_group(0);
@@ -453,6 +460,8 @@ mod tests {
                 c.name
             );
             assert_eq!(meta.statistics().is_some(), c.statistics, "{}", c.name);
+            let zstd = matches!(meta.compression(), Compression::ZSTD(_));
+            assert_eq!(zstd, !c.dictionary, "{}: {:?}", c.name, meta.compression());
         }
     }
 
