@@ -5,6 +5,10 @@ use pipeline_aws::emf::{Invocations, Metrics};
 use pipeline_aws::s3::S3Store;
 use serde_json::Value;
 
+/// mimalloc, as in every binary of the pipeline (ARCHITECTURE.md, "Allocation").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();

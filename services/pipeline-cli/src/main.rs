@@ -10,6 +10,10 @@ use pipeline_core::parquet_io::read_rows;
 use pipeline_core::transform::{self, Pseudonymizer};
 use serde_json::json;
 
+/// mimalloc, as in every binary of the pipeline (ARCHITECTURE.md, "Allocation").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "pipeline",

@@ -10,6 +10,10 @@ use pipeline_core::event::fmt_time;
 use pipeline_core::ingest::{KinesisRecord, ingest};
 use pipeline_core::transform::{Pseudonymizer, encode, transform};
 
+/// The allocator the function binaries run with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BATCH_BYTES: usize = 6 * 1024 * 1024;
 
 fn arrival() -> DateTime<Utc> {

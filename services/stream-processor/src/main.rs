@@ -9,6 +9,10 @@ use pipeline_aws::emf::Invocations;
 use pipeline_aws::s3::S3Store;
 use stream_processor::{KinesisBatch, Settings, StreamProcessor};
 
+/// mimalloc, as in every binary of the pipeline (ARCHITECTURE.md, "Allocation").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();

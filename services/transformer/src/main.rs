@@ -6,6 +6,10 @@ use pipeline_core::transform::Pseudonymizer;
 use serde_json::Value;
 use transformer::{Settings, Transformer};
 
+/// mimalloc, as in every binary of the pipeline (ARCHITECTURE.md, "Allocation").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
