@@ -66,6 +66,12 @@ pub fn parse(data: &[u8]) -> Result<Event<'_>, Rejection> {
             ),
         )
     })?;
+    parse_text(text)
+}
+
+/// [`parse`] of text already known to be UTF-8 (a line of a raw object): the same rules, without
+/// checking the encoding twice.
+pub fn parse_text(text: &str) -> Result<Event<'_>, Rejection> {
     let fields = match fast::fields(text) {
         Some(fields) => fields,
         None => parse_fields(text)?,

@@ -330,11 +330,31 @@ pub fn transform_skipping(
     transform_with(raw_key, body, pii, true, skip)
 }
 
+/// The lines of a raw object exactly as `str::lines` splits them (`\n` or `\r\n`; a last line
+/// without an ending), the line breaks found many bytes at a time.
+fn split_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', text.as_bytes())
+        .map(Some)
+        .chain(std::iter::once(None))
+        .filter_map(move |newline| {
+            let from = start;
+            match newline {
+                Some(end) => {
+                    start = end + 1;
+                    let line = &text[from..end];
+                    Some(line.strip_suffix('\r').unwrap_or(line))
+                }
+                None => (from < text.len()).then(|| &text[from..]),
+            }
+        })
+}
+
 /// The records a raw object's gzip body holds.
 pub fn record_ids(body: &[u8]) -> Result<RecordIds, TransformError> {
     let text = gunzip(body).map_err(TransformError::NotGzip)?;
     let text = std::str::from_utf8(&text).map_err(|_| TransformError::NotUtf8)?;
-    text.lines()
+    split_lines(text)
         .enumerate()
         .filter(|(_, l)| !l.is_empty())
         .map(|(i, line)| {
@@ -384,12 +404,12 @@ fn transform_with(
     let mut span: Option<Span> = None;
     let mut minutes = BTreeSet::new();
     let mut owned_elsewhere = 0u64;
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
+    for (i, line) in split_lines(text).enumerate().filter(|(_, l)| !l.is_empty()) {
         let n = i + 1;
         lines += 1;
         let fast = fast_line(line)
             .filter(|_| fast_lines)
-            .and_then(|(lineage, event)| Some((lineage, event::parse(event.as_bytes()).ok()?)));
+            .and_then(|(lineage, event)| Some((lineage, event::parse_text(event).ok()?)));
         let (lineage, ev, arrival) = match fast {
             // The line is exactly what `serde_json` would read, and its event is valid: only
             // the arrival time can still be wrong, as on the reference path.
@@ -404,7 +424,7 @@ fn transform_with(
                         message: e.to_string(),
                     })?;
                 let arrival = arrivals.parse(&raw.arrival, n)?;
-                let ev = event::parse(raw.event.get().as_bytes())
+                let ev = event::parse_text(raw.event.get())
                     .map_err(|rejection| TransformError::InvalidEvent { line: n, rejection })?;
                 let lineage = Lineage {
                     shard: raw.shard,
@@ -881,6 +901,11 @@ mod tests {
             let pii = pii();
             let out: Value = serde_json::from_str(&pii.attributes_json(&text)).unwrap();
             proptest::prop_assert_eq!(out, pseudonymised_tree(&tree, &pii));
+        }
+
+        #[test]
+        fn lines_are_split_as_str_lines_splits_them(text in "[a\r\n]{0,12}") {
+            proptest::prop_assert_eq!(split_lines(&text).collect::<Vec<_>>(), text.lines().collect::<Vec<_>>());
         }
 
         #[test]
