@@ -18,7 +18,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use pipeline_core::metadata::{
-    self, HASH_KEY, OUTPUT_KEYS_ATTRIBUTE, PENDING_ATTRIBUTE, PENDING_BUCKETS,
+    self, HASH_KEY, OUTPUT_KEYS_ATTRIBUTE, PAGE_OF_ATTRIBUTE, PENDING_ATTRIBUTE, PENDING_BUCKETS,
     WRITTEN_AT_ATTRIBUTE, output_page_item, output_page_key, pending_value, pending_value_of,
 };
 
@@ -38,6 +38,8 @@ pub use pipeline_core::metadata::PENDING_INDEX;
 const OUTPUT_GENERATION: &str = "output_generation";
 const OUTPUT_PAGES: &str = "output_pages";
 const OUTPUT_COUNT: &str = "output_count";
+/// The end of a transformer's lease (Unix milliseconds).
+const LEASE_UNTIL: &str = "lease_until";
 /// Attributes of items written before output pages: the output keys, in the item itself.
 const LEGACY_OUTPUTS: &str = "outputs";
 const LEGACY_WRITTEN_OUTPUTS: &str = "written_outputs";
@@ -53,6 +55,44 @@ impl DynamoStore {
         DynamoStore {
             client: aws_sdk_dynamodb::Client::new(config),
             table: table.into(),
+        }
+    }
+
+    /// The store over an existing client (the operations tools build theirs per principal).
+    pub fn from_client(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        DynamoStore {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// Every raw object's item, read by a paged scan (output pages and ledger items are not raw
+    /// objects and are left out): what reconciliation and progress count.
+    pub async fn raw_object_items(&self) -> Result<Vec<MetadataItem>, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| from_sdk("Scan", &self.table, e))?;
+            items.extend(
+                out.items()
+                    .iter()
+                    .filter(|m| {
+                        !m.contains_key(PAGE_OF_ATTRIBUTE)
+                            && !m.contains_key(LEDGER_ENTRIES_ATTRIBUTE)
+                    })
+                    .map(to_item),
+            );
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(items),
+            }
         }
     }
 
@@ -649,10 +689,75 @@ fn to_item(m: &HashMap<String, AttributeValue>) -> MetadataItem {
         outputs,
         legacy_outputs,
         valid_records: num_of("valid_records").unwrap_or(0),
+        quarantined_records: num_of("quarantined_records").unwrap_or(0),
         processed_rows: num_of("processed_rows"),
         duplicates: num_of("duplicates"),
         written_at: str_of(WRITTEN_AT_ATTRIBUTE),
         processed_at: str_of("processed_at"),
         correlation_id: str_of("correlation_id"),
+        pending: m.contains_key(PENDING_ATTRIBUTE),
+        lease_until_ms: m
+            .get(LEASE_UNTIL)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<i64>().ok()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> AttributeValue {
+        AttributeValue::S(v.to_owned())
+    }
+
+    fn n(v: i64) -> AttributeValue {
+        AttributeValue::N(v.to_string())
+    }
+
+    #[test]
+    fn an_item_is_read_with_its_counts_pending_marker_and_lease() {
+        let m = HashMap::from([
+            (HASH_KEY.to_owned(), s("raw/k")),
+            (
+                metadata::STATUS_ATTRIBUTE.to_owned(),
+                s(Status::RawWritten.as_str()),
+            ),
+            ("raw_sha256".to_owned(), s("ab")),
+            ("valid_records".to_owned(), n(7)),
+            ("quarantined_records".to_owned(), n(2)),
+            (PENDING_ATTRIBUTE.to_owned(), s(&pending_value(3))),
+            (
+                WRITTEN_AT_ATTRIBUTE.to_owned(),
+                s("2026-12-07T10:00:00.000000Z"),
+            ),
+            (LEASE_UNTIL.to_owned(), n(1_765_101_600_000)),
+        ]);
+        let item = to_item(&m);
+        assert_eq!(
+            (
+                item.raw_key.as_str(),
+                item.status,
+                item.raw_sha256.as_deref()
+            ),
+            ("raw/k", Some(Status::RawWritten), Some("ab"))
+        );
+        assert_eq!((item.valid_records, item.quarantined_records), (7, 2));
+        assert!(item.pending);
+        assert_eq!(item.lease_until_ms, Some(1_765_101_600_000));
+
+        let processed = HashMap::from([
+            (HASH_KEY.to_owned(), s("raw/k")),
+            (
+                metadata::STATUS_ATTRIBUTE.to_owned(),
+                s(Status::Processed.as_str()),
+            ),
+            ("processed_rows".to_owned(), n(6)),
+            ("duplicates".to_owned(), n(1)),
+        ]);
+        let item = to_item(&processed);
+        assert_eq!((item.processed_rows, item.duplicates), (Some(6), Some(1)));
+        assert!(!item.pending);
+        assert_eq!(item.lease_until_ms, None);
     }
 }

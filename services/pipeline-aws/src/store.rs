@@ -219,11 +219,16 @@ pub struct MetadataItem {
     /// `written_outputs` attributes: outputs that may exist too, until the item is next recorded.
     pub legacy_outputs: Vec<String>,
     pub valid_records: u64,
+    pub quarantined_records: u64,
     pub processed_rows: Option<u64>,
     pub duplicates: Option<u64>,
     pub written_at: Option<String>,
     pub processed_at: Option<String>,
     pub correlation_id: Option<String>,
+    /// In the pending index: written and not processed yet.
+    pub pending: bool,
+    /// The end of the latest transformer lease on the object (Unix milliseconds), expired or not.
+    pub lease_until_ms: Option<i64>,
 }
 
 /// A raw object not processed yet, as the pending index holds it (keys only).

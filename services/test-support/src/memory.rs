@@ -567,11 +567,14 @@ fn to_item(key: &str, i: &Item) -> MetadataItem {
         outputs: i.outputs,
         legacy_outputs: i.legacy_outputs.clone(),
         valid_records: i.raw.as_ref().map_or(0, |r| r.valid_records),
+        quarantined_records: i.raw.as_ref().map_or(0, |r| r.quarantined_records),
         processed_rows: i.rows,
         duplicates: i.duplicates,
         written_at: i.raw.as_ref().map(|r| r.written_at.clone()),
         processed_at: i.processed_at.clone(),
         correlation_id: i.raw.as_ref().map(|r| r.correlation_id.clone()),
+        pending: i.pending,
+        lease_until_ms: i.lease.as_ref().map(|(_, until)| *until),
     }
 }
 

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use aws_smithy_types::error::display::DisplayErrorContext;
 use chrono::{DateTime, Utc};
 use pipeline_aws::ObjectCatalog;
+use pipeline_aws::dynamodb::DynamoStore;
 use pipeline_aws::s3::S3Store;
 use pipeline_core::ingest::{QuarantineLine, gunzip};
 use pipeline_core::parquet_io::read_rows;
@@ -116,37 +116,22 @@ async fn item_times(
     clients: &Clients,
     stack: &Stack,
 ) -> Result<BTreeMap<String, ItemTimes>, Error> {
-    let millis = |v: Option<&aws_sdk_dynamodb::types::AttributeValue>| {
-        v.and_then(|v| v.as_s().ok())
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+    let millis = |t: Option<&str>| {
+        t.and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&Utc).timestamp_millis())
     };
-    let mut out = BTreeMap::new();
-    let mut start = None;
-    loop {
-        let page = clients
-            .dynamodb
-            .scan()
-            .table_name(&stack.metadata_table)
-            .projection_expression("raw_key, raw_written_at, processed_at")
-            .set_exclusive_start_key(start.take())
-            .send()
-            .await
-            .map_err(|e| Error::aws("dynamodb Scan", DisplayErrorContext(e)))?;
-        for item in page.items() {
-            if let Some(key) = item.get("raw_key").and_then(|v| v.as_s().ok()) {
-                out.insert(
-                    key.clone(),
-                    ItemTimes {
-                        raw_written_ms: millis(item.get("raw_written_at")),
-                        processed_ms: millis(item.get("processed_at")),
-                    },
-                );
-            }
-        }
-        match page.last_evaluated_key {
-            Some(k) if !k.is_empty() => start = Some(k),
-            _ => return Ok(out),
-        }
-    }
+    let items = DynamoStore::from_client(clients.dynamodb.clone(), &stack.metadata_table)
+        .raw_object_items()
+        .await
+        .map_err(|e| Error::aws("dynamodb Scan", e))?;
+    Ok(items
+        .into_iter()
+        .map(|item| {
+            let times = ItemTimes {
+                raw_written_ms: millis(item.written_at.as_deref()),
+                processed_ms: millis(item.processed_at.as_deref()),
+            };
+            (item.raw_key, times)
+        })
+        .collect())
 }

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_smithy_types::error::display::DisplayErrorContext;
+use pipeline_aws::dynamodb::DynamoStore;
+use pipeline_aws::store::Status;
 use serde::Serialize;
 
 use crate::queue::{Hold, Queue, SqsQueue, read_all};
@@ -50,52 +52,23 @@ impl Progress {
 
 pub async fn progress(clients: &Clients, stack: &Stack) -> Result<Progress, Error> {
     let mut p = Progress::default();
-    let mut start = None;
-    loop {
-        let out = clients
-            .dynamodb
-            .scan()
-            .table_name(&stack.metadata_table)
-            .set_exclusive_start_key(start.take())
-            .send()
-            .await
-            .map_err(|e| Error::aws("dynamodb Scan", DisplayErrorContext(e)))?;
-        for item in out.items() {
-            let n = |k: &str| {
-                item.get(k)
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
-            if item.contains_key("raw_sha256") {
-                p.raw_objects += 1;
-                p.raw_records += n("valid_records");
-                p.quarantined += n("quarantined_records");
-            }
-            if item
-                .get("status")
-                .and_then(|v| v.as_s().ok())
-                .is_some_and(|s| s == pipeline_aws::store::Status::Processed.as_str())
-            {
-                p.processed_objects += 1;
-                p.processed_rows += n("processed_rows");
-                p.duplicates += n("duplicates");
-            }
-            if item.contains_key("pending") {
-                p.pending_objects += 1;
-            }
-            if let Some(until) = item
-                .get("lease_until")
-                .and_then(|v| v.as_n().ok())
-                .and_then(|v| v.parse::<i64>().ok())
-            {
-                p.lease_until_ms = p.lease_until_ms.max(Some(until));
-            }
+    let items = DynamoStore::from_client(clients.dynamodb.clone(), &stack.metadata_table)
+        .raw_object_items()
+        .await
+        .map_err(|e| Error::aws("dynamodb Scan", e))?;
+    for item in items {
+        if item.raw_sha256.is_some() {
+            p.raw_objects += 1;
+            p.raw_records += item.valid_records;
+            p.quarantined += item.quarantined_records;
         }
-        match out.last_evaluated_key {
-            Some(k) if !k.is_empty() => start = Some(k),
-            _ => break,
+        if item.status == Some(Status::Processed) {
+            p.processed_objects += 1;
+            p.processed_rows += item.processed_rows.unwrap_or(0);
+            p.duplicates += item.duplicates.unwrap_or(0);
         }
+        p.pending_objects += u64::from(item.pending);
+        p.lease_until_ms = p.lease_until_ms.max(item.lease_until_ms);
     }
     p.stream_dlq_messages = queue_depth(clients, &stack.stream_dlq_url).await?;
     p.transform_dlq_messages = queue_depth(clients, &stack.transform_dlq_url).await?;
