@@ -36,6 +36,15 @@ pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// The SDK's default connect timeout, kept when the attempt timeout is set.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(3100);
 
+/// The SDK's timeouts with `attempt_timeout` for each attempt of a call, and the SDK's default
+/// connect timeout.
+pub fn timeouts(attempt_timeout: std::time::Duration) -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(attempt_timeout)
+        .build()
+}
+
 /// Loads the AWS configuration once: the standard credential chain and region,
 /// `AWS_ENDPOINT_URL` (or an explicit endpoint) for emulators, and [`ATTEMPT_TIMEOUT`].
 pub async fn load_config(endpoint_url: Option<&str>) -> aws_config::SdkConfig {
@@ -47,12 +56,8 @@ pub async fn load_config_with(
     endpoint_url: Option<&str>,
     attempt_timeout: std::time::Duration,
 ) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(
-        aws_config::timeout::TimeoutConfig::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .operation_attempt_timeout(attempt_timeout)
-            .build(),
-    );
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts(attempt_timeout));
     if let Some(url) = endpoint_url {
         loader = loader.endpoint_url(url);
     }

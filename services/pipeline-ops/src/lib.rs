@@ -58,6 +58,18 @@ impl Error {
     }
 }
 
+/// How long one attempt of an operations tool's AWS call may take (reconciliation, redrive,
+/// replay, the local event-source mapping, the deploy checks) before the SDK abandons it and
+/// retries: a connection that never answers costs this, not a hung tool. Longer than the
+/// functions' ([`pipeline_aws::ATTEMPT_TIMEOUT`]): a tool reads whole shards and objects, from a
+/// laptop.
+pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A synchronous Lambda Invoke answers when the function returns: an attempt may take as long as
+/// Lambda's longest timeout (15 minutes), and a retried attempt would invoke it again.
+pub const INVOKE_ATTEMPT_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_secs(15 * 60 + 30);
+
 /// The SDK clients, built once against one endpoint.
 #[derive(Debug, Clone)]
 pub struct Clients {
@@ -93,7 +105,16 @@ impl Clients {
         Self::from_config(&self.endpoint, config)
     }
 
+    /// The clients over `config`, with the tools' attempt timeouts ([`ATTEMPT_TIMEOUT`], and
+    /// [`INVOKE_ATTEMPT_TIMEOUT`] for Lambda).
     pub fn from_config(endpoint: &str, config: aws_config::SdkConfig) -> Clients {
+        let config = config
+            .to_builder()
+            .timeout_config(pipeline_aws::timeouts(ATTEMPT_TIMEOUT))
+            .build();
+        let lambda = aws_sdk_lambda::config::Builder::from(&config)
+            .timeout_config(pipeline_aws::timeouts(INVOKE_ATTEMPT_TIMEOUT))
+            .build();
         // Path-style against the emulator only: a deployed stack's buckets are virtual hosts.
         let s3 = pipeline_aws::s3::client(&config);
         Clients {
@@ -104,12 +125,50 @@ impl Clients {
             sqs: aws_sdk_sqs::Client::new(&config),
             sns: aws_sdk_sns::Client::new(&config),
             secrets: aws_sdk_secretsmanager::Client::new(&config),
-            lambda: aws_sdk_lambda::Client::new(&config),
+            lambda: aws_sdk_lambda::Client::from_conf(lambda),
             cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
             iam: aws_sdk_iam::Client::new(&config),
             kms: aws_sdk_kms::Client::new(&config),
             events: aws_sdk_eventbridge::Client::new(&config),
             config,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every tool's client gives up on an attempt that never answers (how the SDK honours the
+    /// timeout is tested with the functions' configuration in `pipeline-aws`); Lambda's waits for
+    /// the longest function, so that a slow invocation is not abandoned and invoked again.
+    #[test]
+    fn the_tools_clients_bound_each_attempt_and_lambda_waits_for_the_longest_function() {
+        let clients = test_support::block_on(async {
+            let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .region(aws_config::Region::new("us-east-1"))
+                .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                    "k", "s", None, None, "test",
+                ))
+                .load()
+                .await;
+            Clients::from_config("http://127.0.0.1:1", config)
+        });
+        let attempt = |t: Option<&aws_config::timeout::TimeoutConfig>| {
+            t.and_then(aws_config::timeout::TimeoutConfig::operation_attempt_timeout)
+        };
+        let tools = [
+            attempt(clients.kinesis.config().timeout_config()),
+            attempt(clients.s3.config().timeout_config()),
+            attempt(clients.dynamodb.config().timeout_config()),
+            attempt(clients.sqs.config().timeout_config()),
+            attempt(clients.events.config().timeout_config()),
+        ];
+        assert_eq!(tools, [Some(ATTEMPT_TIMEOUT); 5]);
+        assert_eq!(
+            attempt(clients.lambda.config().timeout_config()),
+            Some(INVOKE_ATTEMPT_TIMEOUT)
+        );
+        assert!(INVOKE_ATTEMPT_TIMEOUT > std::time::Duration::from_secs(15 * 60));
     }
 }

@@ -216,13 +216,9 @@ async fn run(args: Args) -> Result<(), Error> {
         (Source::Synthetic(_), None, None) => Some(1000),
     };
 
-    let config = {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(url) = &args.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        loader.load().await
-    };
+    // The functions' configuration: the standard chain, and a bounded attempt (a PutRecords
+    // that never answers is retried, not waited on).
+    let config = pipeline_aws::load_config(args.endpoint_url.as_deref()).await;
     let sink = Arc::new(KinesisSink::new(&config, &stream));
     // Aggregates hold only records bound for one shard: the hash-key ranges, refreshed once a
     // minute so that a reshard during a long run is followed.
