@@ -1279,6 +1279,14 @@ fn the_auditor_on_its_schedule_heals_objects_whose_notification_was_lost() {
                 "{key} processed without a notification"
             );
         }
+        // Pending with nothing in the transform dead-letter queue: not given up, so a wait for
+        // the pipeline to settle keeps waiting for the auditor.
+        assert!(
+            !reconcile::pending_given_up(&local.clients, &local.stack)
+                .await
+                .unwrap(),
+            "objects whose notification was lost count as given up"
+        );
 
         // The rule fires every minute; an object is stuck a minute after it was written and a
         // run re-drives what became stuck in its last two periods: within stuck_after + two

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use pipeline_config::Environment;
 
 use pipeline_ops::aws::{SharedStats, run_mapping};
-use pipeline_ops::reconcile::{Progress, progress};
+use pipeline_ops::reconcile::{self, Progress, progress};
 use pipeline_ops::{Clients, Stack, esm};
 
 use crate::authz::{Access, Model, Policies, principal};
@@ -127,17 +127,11 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// How long [`settled`] must hold before a wait ends short of everything being accounted for:
-/// the emulator does not report the asynchronous invocations it has queued (S3 notifications
-/// to the transformer and their retries, a second or two apart), so a pending object whose
-/// notification is queued looks the same as one given up, for that long.
-const SETTLED_FOR: Duration = Duration::from_secs(4);
-
-/// Whether nothing more happens without an operator, short of everything being accounted for:
-/// the mapping has read the stream to its tip and delivered or dead-lettered every record it
-/// read, no transformer run holds a lease, and every object still pending has given up into
-/// the transform dead-letter queue (each leaves at least one message there; one still waiting
-/// for an asynchronous retry has none yet).
+/// Whether nothing more may happen without an operator, by the counters: the mapping has read
+/// the stream to its tip and delivered or dead-lettered every record it read, no transformer
+/// run holds a lease, and there are at least as many transform dead-letter messages as pending
+/// objects (each given up leaves one). Cheap; the wait then asks the queue which objects its
+/// messages name ([`reconcile::pending_given_up`]).
 fn settled(p: &Progress, mapping_idle: bool, now_ms: i64) -> bool {
     mapping_idle && !p.leased_at(now_ms) && p.pending_objects <= p.transform_dlq_messages
 }
@@ -331,25 +325,26 @@ impl Local {
 
     /// Polls until every unit in `expected` is accounted for and the mapping has read the
     /// stream to its tip since the wait began, or until the pipeline has settled short of that
-    /// for [`SETTLED_FOR`] (see [`settled`]: what is left waits for an operator, the caller
-    /// decides), or the limit passes; returns the last progress.
+    /// (see [`settled`], and every pending object named by a dead-letter message sent after it
+    /// was written: what is left waits for an operator, the caller decides), or the limit
+    /// passes; returns the last progress.
     pub async fn wait_quiescent(&self, expected: u64, limit: Duration) -> Result<Progress, Error> {
         let started = Instant::now();
         let tips = self.reads_at_tip();
-        let mut settled_since: Option<Instant> = None;
         loop {
             let p = progress(&self.clients, &self.stack).await?;
             let idle = self.mapping_idle() && self.read_to_tip_since(&tips);
             if p.accounted() >= expected && p.pending_objects == 0 && idle {
                 return Ok(p);
             }
-            if settled(&p, idle, now_ms()) {
-                let since = *settled_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= SETTLED_FOR {
+            if settled(&p, idle, now_ms())
+                && reconcile::pending_given_up(&self.clients, &self.stack).await?
+            {
+                // The counters again: nothing moved while the queue was read.
+                let again = progress(&self.clients, &self.stack).await?;
+                if again == p && self.mapping_idle() {
                     return Ok(p);
                 }
-            } else {
-                settled_since = None;
             }
             if started.elapsed() > limit {
                 return Ok(p);

@@ -32,6 +32,8 @@ pub struct Message {
     pub id: String,
     pub receipt: String,
     pub body: String,
+    /// When the queue received it (`SentTimestamp`), Unix milliseconds.
+    pub sent_at_ms: Option<i64>,
 }
 
 /// `ApproximateNumberOfMessages` and `ApproximateNumberOfMessagesNotVisible`.
@@ -154,6 +156,7 @@ impl Queue for SqsQueue {
     }
 
     async fn receive(&self, visibility_timeout: i32) -> Result<Vec<Message>, Error> {
+        use aws_sdk_sqs::types::MessageSystemAttributeName;
         let out = self
             .client
             .receive_message()
@@ -161,6 +164,7 @@ impl Queue for SqsQueue {
             .max_number_of_messages(10)
             .visibility_timeout(visibility_timeout)
             .wait_time_seconds(0)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
             .await
             .map_err(|e| Error::aws("sqs ReceiveMessage", DisplayErrorContext(e)))?;
@@ -172,6 +176,11 @@ impl Queue for SqsQueue {
                     id,
                     receipt,
                     body: m.body.unwrap_or_default(),
+                    sent_at_ms: m
+                        .attributes
+                        .as_ref()
+                        .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                        .and_then(|t| t.parse().ok()),
                 }),
                 _ => Err(Error::aws(
                     "sqs ReceiveMessage",
@@ -244,6 +253,7 @@ pub(crate) mod tests {
                         id: m.0.clone(),
                         receipt: format!("receipt-{}", m.0),
                         body: m.1.clone(),
+                        sent_at_ms: None,
                     }
                 })
                 .collect())

@@ -75,6 +75,65 @@ pub async fn progress(clients: &Clients, stack: &Stack) -> Result<Progress, Erro
     Ok(p)
 }
 
+/// Whether every raw object still pending has given up, as facts say: the transform dead-letter
+/// queue holds a message naming it that was sent after the object was last written, so the
+/// retries of its latest notification are exhausted. An object whose notification is still
+/// queued, or being retried, has none yet; nor has one whose notification was lost. Peeks the
+/// queue (its messages are hidden for a few seconds, see [`Hold::Peek`]).
+pub async fn pending_given_up(clients: &Clients, stack: &Stack) -> Result<bool, Error> {
+    let items = DynamoStore::from_client(clients.dynamodb.clone(), &stack.metadata_table)
+        .raw_object_items()
+        .await
+        .map_err(|e| Error::aws("dynamodb Scan", e))?;
+    let pending: Vec<(String, Option<i64>)> = items
+        .into_iter()
+        .filter(|item| item.pending)
+        .map(|item| {
+            let written = item.written_at.as_deref().and_then(|t| {
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .ok()
+                    .map(|t| t.timestamp_millis())
+            });
+            (item.raw_key, written)
+        })
+        .collect();
+    if pending.is_empty() {
+        return Ok(true);
+    }
+    let queue = SqsQueue::new(clients, &stack.transform_dlq_url);
+    let read = read_all(&queue, Hold::Peek, crate::queue::SETTLE).await?;
+    let dead: Vec<(String, i64)> = read.messages.iter().flat_map(dead_lettered).collect();
+    Ok(all_given_up(&pending, &dead))
+}
+
+/// The raw keys a transform dead-letter message names (its `requestPayload`, the S3 event), with
+/// when the message was sent.
+fn dead_lettered(message: &crate::queue::Message) -> Vec<(String, i64)> {
+    let (Some(sent), Ok(body)) = (
+        message.sent_at_ms,
+        serde_json::from_str::<serde_json::Value>(&message.body),
+    ) else {
+        return Vec::new();
+    };
+    body["requestPayload"]["Records"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["s3"]["object"]["key"].as_str())
+        .filter_map(|k| pipeline_core::keys::decode_s3_key(k).ok())
+        .map(|k| (k, sent))
+        .collect()
+}
+
+/// Every pending object (key, when last written) has a dead-letter message (key, when sent)
+/// sent at or after it was written.
+fn all_given_up(pending: &[(String, Option<i64>)], dead: &[(String, i64)]) -> bool {
+    pending.iter().all(|(key, written)| {
+        dead.iter()
+            .any(|(k, sent)| k == key && written.is_none_or(|w| *sent >= w))
+    })
+}
+
 /// Messages in a queue, visible or not.
 pub async fn queue_depth(clients: &Clients, url: &str) -> Result<u64, Error> {
     let depth = SqsQueue::new(clients, url).depth().await?;
@@ -290,6 +349,63 @@ mod tests {
     use crate::queue::tests::Fake;
 
     use test_support::block_on as block;
+
+    fn dead_letter(keys: &[&str], sent_at_ms: Option<i64>) -> crate::queue::Message {
+        let records: Vec<serde_json::Value> = keys
+            .iter()
+            .map(|k| serde_json::json!({"s3": {"object": {"key": k}}}))
+            .collect();
+        crate::queue::Message {
+            id: "m".into(),
+            receipt: "r".into(),
+            body: serde_json::json!({
+                "requestContext": {"condition": "RetriesExhausted"},
+                "requestPayload": {"Records": records},
+            })
+            .to_string(),
+            sent_at_ms,
+        }
+    }
+
+    #[test]
+    fn a_dead_letter_names_the_decoded_raw_keys_of_its_event() {
+        let m = dead_letter(&["raw/dt%3D2026-11-25/a+b.jsonl.gz", "raw/c"], Some(7));
+        assert_eq!(
+            dead_lettered(&m),
+            [
+                ("raw/dt=2026-11-25/a b.jsonl.gz".to_owned(), 7),
+                ("raw/c".to_owned(), 7)
+            ]
+        );
+        assert!(dead_lettered(&dead_letter(&["raw/c"], None)).is_empty());
+    }
+
+    #[test]
+    fn pending_objects_have_given_up_only_when_each_has_a_later_dead_letter() {
+        let pending = |written: Option<i64>| {
+            vec![
+                ("raw/a".to_owned(), written),
+                ("raw/b".to_owned(), Some(100)),
+            ]
+        };
+        let both = [("raw/a".to_owned(), 150), ("raw/b".to_owned(), 120)];
+        assert!(all_given_up(&pending(Some(100)), &both));
+        // An older message about the same key: the object was written again since, and its new
+        // notification may still be queued.
+        assert!(!all_given_up(&pending(Some(200)), &both));
+        // Other objects' messages do not count for it, however many.
+        let others = [
+            ("raw/b".to_owned(), 120),
+            ("raw/x".to_owned(), 500),
+            ("raw/y".to_owned(), 500),
+        ];
+        assert!(!all_given_up(&pending(Some(100)), &others));
+        assert!(
+            all_given_up(&pending(None), &both),
+            "no write time: any message names it"
+        );
+        assert!(all_given_up(&[], &[]));
+    }
 
     /// A server whose first answer to each object read is cut off after 10 of its 100 bytes.
     #[tokio::test]
