@@ -463,20 +463,28 @@ pub fn gunzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
 /// The capacity to decode `body` into: the last member's recorded size (ISIZE, the size modulo
 /// 2^32), which for the usual single member is exact, so the text is never copied to grow; when it
 /// is implausible (several members, or a lying trailer) six times the body, JSON's usual ratio.
+/// Never more than [`MAX_SIZE_HINT`]: past that the buffer grows as the text comes.
 fn decoded_size_hint(body: &[u8]) -> usize {
     let fallback = body.len().saturating_mul(6);
-    let Some(trailer) = body.last_chunk::<4>() else {
-        return fallback;
+    let hint = match body.last_chunk::<4>() {
+        // JSON at gzip level 1 shrinks 5 to 10 times; a claim of more than 64 is left to the
+        // decoder, which checks every trailer.
+        Some(trailer) => {
+            let recorded = u32::from_le_bytes(*trailer) as usize;
+            if recorded >= body.len() && recorded <= body.len().saturating_mul(64) {
+                recorded
+            } else {
+                fallback
+            }
+        }
+        None => fallback,
     };
-    let isize = u32::from_le_bytes(*trailer) as usize;
-    // JSON at gzip level 1 shrinks 5 to 10 times; a claim of more than 64 is left to the decoder
-    // (which checks every trailer): a hint is no reason to reserve gigabytes.
-    if isize >= body.len() && isize <= body.len().saturating_mul(64) {
-        isize
-    } else {
-        fallback
-    }
+    hint.min(MAX_SIZE_HINT)
 }
+
+/// The most [`gunzip`] reserves up front: a trailer is no reason to reserve gigabytes (and abort
+/// when they cannot be had).
+const MAX_SIZE_HINT: usize = 256 * 1024 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -598,6 +606,20 @@ mod tests {
         body.extend_from_slice(b"not a gzip member");
         assert!(gunzip(&body).is_err());
         assert!(gunzip(b"").is_err(), "an empty body is not gzip");
+    }
+
+    #[test]
+    fn a_trailer_claiming_gigabytes_reserves_no_more_than_the_cap() {
+        let mut body = gzip(b"{}\n");
+        let n = body.len();
+        body[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decoded_size_hint(&body) <= 6 * body.len());
+        let huge = vec![0u8; 64 * 1024 * 1024];
+        assert_eq!(decoded_size_hint(&huge), MAX_SIZE_HINT);
+        assert!(
+            gunzip(&body).is_err(),
+            "the lying trailer is the decoder's error"
+        );
     }
 
     #[test]
