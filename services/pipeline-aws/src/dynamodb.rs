@@ -52,10 +52,7 @@ pub struct DynamoStore {
 
 impl DynamoStore {
     pub fn new(config: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
-        DynamoStore {
-            client: aws_sdk_dynamodb::Client::new(config),
-            table: table.into(),
-        }
+        Self::from_client(aws_sdk_dynamodb::Client::new(config), table)
     }
 
     /// The store over an existing client (the operations tools build theirs per principal).

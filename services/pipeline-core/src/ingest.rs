@@ -265,9 +265,7 @@ impl LineWriter {
 
     fn compress_pending(&mut self) {
         let hint = self.compressed_hint;
-        let gz = self.gz.get_or_insert_with(|| {
-            GzEncoder::new(Vec::with_capacity(hint + 64), Compression::new(GZIP_LEVEL))
-        });
+        let gz = self.gz.get_or_insert_with(|| encoder(hint));
         // Writing into a Vec cannot fail.
         let _ = gz.write_all(&self.buf);
         self.uncompressed_bytes += self.buf.len() as u64;
@@ -438,12 +436,18 @@ fn fast_base64(text: &[u8], out: &mut Vec<u8>) -> Option<()> {
     Some(())
 }
 
-/// Deterministic gzip (no file name, mtime 0).
-pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = GzEncoder::new(
-        Vec::with_capacity(data.len() / 4 + 64),
+/// Deterministic gzip (no file name, mtime 0), the objects' level; `compressed_hint` sizes the
+/// output once.
+fn encoder(compressed_hint: usize) -> GzEncoder<Vec<u8>> {
+    GzEncoder::new(
+        Vec::with_capacity(compressed_hint + 64),
         Compression::new(GZIP_LEVEL),
-    );
+    )
+}
+
+/// Deterministic gzip (no file name, mtime 0) of `data` in one piece.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = encoder(data.len() / 4);
     // Writing into a Vec cannot fail.
     let _ = enc.write_all(data);
     enc.finish().unwrap_or_default()

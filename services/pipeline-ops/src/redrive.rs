@@ -536,6 +536,17 @@ pub async fn stream_dlq(
     Ok(done)
 }
 
+/// The object keys of an S3 event (a transform DLQ message's `requestPayload`), as S3 encodes
+/// them.
+pub(crate) fn event_keys(payload: &Value) -> Vec<&str> {
+    payload["Records"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["s3"]["object"]["key"].as_str())
+        .collect()
+}
+
 /// Redrives the transform DLQ: invokes the transformer with each original S3 event.
 pub async fn transform_dlq(
     clients: &Clients,
@@ -550,12 +561,7 @@ pub async fn transform_dlq(
     let invoker = LambdaInvoker::new(clients, &stack.transformer);
     for (receipt, body) in all {
         let payload = body.get("requestPayload").cloned().unwrap_or(Value::Null);
-        let keys: Vec<&str> = payload["Records"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| r["s3"]["object"]["key"].as_str())
-            .collect();
+        let keys = event_keys(&payload);
         Event::Invoking {
             dry_run,
             keys: &keys,

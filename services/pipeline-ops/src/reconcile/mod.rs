@@ -115,11 +115,8 @@ fn dead_lettered(message: &crate::queue::Message) -> Vec<(String, i64)> {
     ) else {
         return Vec::new();
     };
-    body["requestPayload"]["Records"]
-        .as_array()
+    crate::redrive::event_keys(&body["requestPayload"])
         .into_iter()
-        .flatten()
-        .filter_map(|r| r["s3"]["object"]["key"].as_str())
         .filter_map(|k| pipeline_core::keys::decode_s3_key(k).ok())
         .map(|k| (k, sent))
         .collect()
