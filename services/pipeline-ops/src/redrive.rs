@@ -77,7 +77,7 @@ pub enum Event<'a> {
         expired: u64,
     },
     /// The transformer invoked again with a transform DLQ message's S3 event.
-    Invoking { dry_run: bool, keys: &'a [&'a str] },
+    Invoking { dry_run: bool, keys: &'a [String] },
 }
 
 impl Event<'_> {
@@ -536,14 +536,15 @@ pub async fn stream_dlq(
     Ok(done)
 }
 
-/// The object keys of an S3 event (a transform DLQ message's `requestPayload`), as S3 encodes
-/// them.
-pub(crate) fn event_keys(payload: &Value) -> Vec<&str> {
+/// The object keys of an S3 event (a transform DLQ message's `requestPayload`), decoded from the
+/// form S3 writes them in (a key that does not decode is kept as written).
+pub(crate) fn event_keys(payload: &Value) -> Vec<String> {
     payload["Records"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|r| r["s3"]["object"]["key"].as_str())
+        .map(|k| pipeline_core::keys::decode_s3_key(k).unwrap_or_else(|_| k.to_owned()))
         .collect()
 }
 
@@ -595,6 +596,20 @@ mod tests {
     }
 
     #[test]
+    fn an_s3_events_keys_are_read_decoded() {
+        let payload = serde_json::json!({"Records": [
+            {"s3": {"object": {"key": "raw/dt%3D2026-11-25/a+b%2Bc.jsonl.gz"}}},
+            {"s3": {"object": {"key": "raw/%ZZ"}}},
+            {"s3": {"object": {}}},
+        ]});
+        // What an operator reads and what the given-up check compares: keys as written to S3.
+        assert_eq!(
+            event_keys(&payload),
+            ["raw/dt=2026-11-25/a b+c.jsonl.gz", "raw/%ZZ"]
+        );
+    }
+
+    #[test]
     fn an_operator_reads_what_each_redrive_step_did() {
         let redriving = |dry_run, expired| {
             Event::Redriving {
@@ -615,7 +630,7 @@ mod tests {
             redriving(false, 2),
             "redriving shardId-0 1..9: 5 records, 2 more past the stream's retention (lost)"
         );
-        let keys = ["raw/a", "raw/b"];
+        let keys = ["raw/a".to_owned(), "raw/b".to_owned()];
         assert_eq!(
             Event::Invoking {
                 dry_run: false,

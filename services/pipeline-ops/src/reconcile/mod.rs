@@ -117,7 +117,6 @@ fn dead_lettered(message: &crate::queue::Message) -> Vec<(String, i64)> {
     };
     crate::redrive::event_keys(&body["requestPayload"])
         .into_iter()
-        .filter_map(|k| pipeline_core::keys::decode_s3_key(k).ok())
         .map(|k| (k, sent))
         .collect()
 }
