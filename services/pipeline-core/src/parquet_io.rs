@@ -299,23 +299,33 @@ pub fn write_rows(rows: &[Row]) -> Result<Vec<u8>, ParquetError> {
 
 type ColumnWriter<'a> = parquet::file::writer::SerializedColumnWriter<'a>;
 
-/// One buffer per column, sliced into values: no allocation per value.
+/// One buffer per column, sliced into values: no allocation per value. A value that is the very
+/// string of the row before (rows share their object's key, shard, type and source) is not copied
+/// again.
 fn byte_arrays<'r>(values: impl Iterator<Item = &'r str> + Clone) -> Vec<ByteArray> {
-    let total: usize = values.clone().map(str::len).sum();
+    let same = |a: &str, b: &str| std::ptr::eq(a, b);
+    let mut total = 0;
+    let mut prev: Option<&str> = None;
+    for v in values.clone() {
+        if !prev.is_some_and(|p| same(p, v)) {
+            total += v.len();
+        }
+        prev = Some(v);
+    }
     let mut buf = Vec::with_capacity(total);
-    let mut ends = Vec::new();
+    let mut ranges = Vec::with_capacity(values.size_hint().0);
+    let mut prev: Option<&str> = None;
     for v in values {
-        buf.extend_from_slice(v.as_bytes());
-        ends.push(buf.len());
+        if !prev.is_some_and(|p| same(p, v)) {
+            buf.extend_from_slice(v.as_bytes());
+        }
+        ranges.push(buf.len() - v.len()..buf.len());
+        prev = Some(v);
     }
     let buf = Bytes::from(buf);
-    let mut start = 0;
-    ends.into_iter()
-        .map(|end| {
-            let v = ByteArray::from(buf.slice(start..end));
-            start = end;
-            v
-        })
+    ranges
+        .into_iter()
+        .map(|r| ByteArray::from(buf.slice(r)))
         .collect()
 }
 
@@ -389,6 +399,28 @@ pub fn read_rows(bytes: impl Into<Bytes>) -> Result<Vec<Row>, ParquetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_arrays_hold_each_value_whether_or_not_the_row_before_shares_it() {
+        let shared: Arc<str> = "raw/dt=2026-11-25/a.jsonl.gz".into();
+        let equal_elsewhere = String::from("raw/dt=2026-11-25/a.jsonl.gz");
+        let empty: Arc<str> = "".into();
+        let values: Vec<&str> = vec![
+            &shared,
+            &shared,
+            "b",
+            &shared,
+            &equal_elsewhere,
+            &empty,
+            &empty,
+            &shared,
+            &shared,
+        ];
+        let arrays = byte_arrays(values.iter().copied());
+        let got: Vec<&[u8]> = arrays.iter().map(ByteArray::data).collect();
+        let want: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+        assert_eq!(got, want);
+    }
 
     pub(crate) fn sample(i: i64) -> Row {
         Row {

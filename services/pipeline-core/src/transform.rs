@@ -630,7 +630,9 @@ fn enrich(
     hashes: &mut Memo<'_>,
 ) -> Row {
     let extra_json = (!ev.extra.is_empty()).then(|| {
-        let mut s = String::from("{");
+        let size = ev.extra.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>() + 2;
+        let mut s = String::with_capacity(size);
+        s.push('{');
         for (i, (k, v)) in ev.extra.iter().enumerate() {
             if i > 0 {
                 s.push(',');
