@@ -532,6 +532,36 @@ fn truncate(s: &str, max_chars: usize) -> Cow<'_, str> {
     }
 }
 
+/// The index of the first `"`, `\` or control character, eight bytes at a time.
+pub(crate) fn special(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = b.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        // A byte is flagged when it is zero (or below 0x20): the lowest flag is exact.
+        let hits = (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (x.wrapping_sub(ONES * 0x20) & !x);
+        let hits = hits & HIGH;
+        if hits != 0 {
+            return Some(offset + (hits.trailing_zeros() / 8) as usize);
+        }
+        offset += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .map(|n| offset + n)
+}
+
+
 /// Deepest nesting the fast scanner follows before it leaves the text to `serde_json`.
 pub const FAST_MAX_DEPTH: usize = 64;
 
@@ -540,7 +570,7 @@ pub const FAST_MAX_DEPTH: usize = 64;
 mod fast {
     use std::borrow::Cow;
 
-    use super::{FAST_MAX_DEPTH, Fields};
+    use super::{FAST_MAX_DEPTH, Fields, special};
 
     struct Scanner<'a> {
         text: &'a str,
@@ -585,35 +615,6 @@ mod fast {
         // Only whitespace may follow the object; a duplicate key is left to the reference path,
         // which names it.
         (s.i == s.b.len() && fields.duplicate.is_none()).then_some(fields)
-    }
-
-    /// The index of the first `"`, `\` or control character, eight bytes at a time.
-    fn special(b: &[u8]) -> Option<usize> {
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        const HIGH: u64 = 0x8080_8080_8080_8080;
-        let mut chunks = b.chunks_exact(8);
-        let mut offset = 0;
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            let x = u64::from_le_bytes(word);
-            let quote = x ^ (ONES * u64::from(b'"'));
-            let backslash = x ^ (ONES * u64::from(b'\\'));
-            // A byte is flagged when it is zero (or below 0x20): the lowest flag is exact.
-            let hits = (quote.wrapping_sub(ONES) & !quote)
-                | (backslash.wrapping_sub(ONES) & !backslash)
-                | (x.wrapping_sub(ONES * 0x20) & !x);
-            let hits = hits & HIGH;
-            if hits != 0 {
-                return Some(offset + (hits.trailing_zeros() / 8) as usize);
-            }
-            offset += 8;
-        }
-        chunks
-            .remainder()
-            .iter()
-            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-            .map(|n| offset + n)
     }
 
     impl<'a> Scanner<'a> {

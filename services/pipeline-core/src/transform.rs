@@ -532,9 +532,7 @@ impl Arrivals {
 fn fast_line(line: &str) -> Option<(Lineage<'_>, &str)> {
     fn plain<'a>(rest: &mut &'a str, prefix: &str) -> Option<&'a str> {
         let r = rest.strip_prefix(prefix)?;
-        let end = r
-            .bytes()
-            .position(|c| c == b'"' || c == b'\\' || c < 0x20)?;
+        let end = event::special(r.as_bytes())?;
         if r.as_bytes()[end] != b'"' {
             return None;
         }
