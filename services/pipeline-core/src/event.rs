@@ -561,7 +561,6 @@ pub(crate) fn special(b: &[u8]) -> Option<usize> {
         .map(|n| offset + n)
 }
 
-
 /// Deepest nesting the fast scanner follows before it leaves the text to `serde_json`.
 pub const FAST_MAX_DEPTH: usize = 64;
 

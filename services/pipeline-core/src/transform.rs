@@ -628,7 +628,12 @@ fn enrich(
     hashes: &mut Memo<'_>,
 ) -> Row {
     let extra_json = (!ev.extra.is_empty()).then(|| {
-        let size = ev.extra.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>() + 2;
+        let size = ev
+            .extra
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 4)
+            .sum::<usize>()
+            + 2;
         let mut s = String::with_capacity(size);
         s.push('{');
         for (i, (k, v)) in ev.extra.iter().enumerate() {
