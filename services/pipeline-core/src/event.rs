@@ -785,28 +785,23 @@ mod fast {
             Some(())
         }
     }
-
-    #[cfg(test)]
-    mod tests {
-        use proptest::prelude::*;
-
-        proptest! {
-            #[test]
-            fn special_finds_the_first_special_byte(b in prop::collection::vec(
-                prop::sample::select(vec![b'a', b'"', b'\\', 0x1f, 0x20, 0x21, 0x5b, 0x5d, 0x7f, 0x80, 0xff, 0]),
-                0..40,
-            )) {
-                let naive = b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
-                prop_assert_eq!(super::special(&b), naive);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    proptest::proptest! {
+        #[test]
+        fn special_finds_the_first_special_byte(b in proptest::collection::vec(
+            proptest::sample::select(vec![b'a', b'"', b'\\', 0x1f, 0x20, 0x21, 0x5b, 0x5d, 0x7f, 0x80, 0xff, 0]),
+            0..40,
+        )) {
+            let naive = b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
+            proptest::prop_assert_eq!(special(&b), naive);
+        }
+    }
 
     fn arrival() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 25, 10, 0, 0).unwrap()

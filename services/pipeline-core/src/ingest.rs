@@ -598,12 +598,6 @@ mod tests {
         assert_eq!(s1.quarantined[&Reason::MissingField], 1);
     }
 
-    fn gzip(data: &[u8]) -> Vec<u8> {
-        let mut e = GzEncoder::new(Vec::new(), Compression::fast());
-        e.write_all(data).unwrap();
-        e.finish().unwrap()
-    }
-
     #[test]
     fn bytes_after_the_last_gzip_member_are_an_error_not_dropped() {
         let mut body = gzip(b"{}\n");

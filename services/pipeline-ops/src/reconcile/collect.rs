@@ -4,14 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
 use pipeline_aws::ObjectCatalog;
-use pipeline_aws::dynamodb::DynamoStore;
 use pipeline_aws::s3::S3Store;
 use pipeline_core::ingest::{QuarantineLine, gunzip};
 use pipeline_core::parquet_io::read_rows;
 
-use super::{Progress, dlq_records, get, progress, stream_units};
+use super::{Progress, dlq_records, get, progress, raw_object_items, stream_units, unix_ms};
 use crate::queue::{SETTLE, SqsQueue};
 use crate::{Clients, Error, Stack};
 
@@ -116,20 +114,13 @@ async fn item_times(
     clients: &Clients,
     stack: &Stack,
 ) -> Result<BTreeMap<String, ItemTimes>, Error> {
-    let millis = |t: Option<&str>| {
-        t.and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc).timestamp_millis())
-    };
-    let items = DynamoStore::from_client(clients.dynamodb.clone(), &stack.metadata_table)
-        .raw_object_items()
-        .await
-        .map_err(|e| Error::aws("dynamodb Scan", e))?;
-    Ok(items
+    Ok(raw_object_items(clients, stack)
+        .await?
         .into_iter()
         .map(|item| {
             let times = ItemTimes {
-                raw_written_ms: millis(item.written_at.as_deref()),
-                processed_ms: millis(item.processed_at.as_deref()),
+                raw_written_ms: unix_ms(item.written_at.as_deref()),
+                processed_ms: unix_ms(item.processed_at.as_deref()),
             };
             (item.raw_key, times)
         })

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aws_smithy_types::error::display::DisplayErrorContext;
 use pipeline_aws::dynamodb::DynamoStore;
-use pipeline_aws::store::Status;
+use pipeline_aws::store::{MetadataItem, Status};
 use serde::Serialize;
 
 use crate::queue::{Hold, Queue, SqsQueue, read_all};
@@ -50,13 +50,26 @@ impl Progress {
     }
 }
 
-pub async fn progress(clients: &Clients, stack: &Stack) -> Result<Progress, Error> {
-    let mut p = Progress::default();
-    let items = DynamoStore::from_client(clients.dynamodb.clone(), &stack.metadata_table)
+/// Every raw object's metadata item, through the store's paged scan and item parser.
+pub(crate) async fn raw_object_items(
+    clients: &Clients,
+    stack: &Stack,
+) -> Result<Vec<MetadataItem>, Error> {
+    DynamoStore::from_client(clients.dynamodb.clone(), &stack.metadata_table)
         .raw_object_items()
         .await
-        .map_err(|e| Error::aws("dynamodb Scan", e))?;
-    for item in items {
+        .map_err(|e| Error::aws("dynamodb Scan", e))
+}
+
+/// Unix milliseconds of an item's RFC 3339 time (`None` when absent or unreadable).
+pub(crate) fn unix_ms(time: Option<&str>) -> Option<i64> {
+    time.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.timestamp_millis())
+}
+
+pub async fn progress(clients: &Clients, stack: &Stack) -> Result<Progress, Error> {
+    let mut p = Progress::default();
+    for item in raw_object_items(clients, stack).await? {
         if item.raw_sha256.is_some() {
             p.raw_objects += 1;
             p.raw_records += item.valid_records;
@@ -81,19 +94,12 @@ pub async fn progress(clients: &Clients, stack: &Stack) -> Result<Progress, Erro
 /// queued, or being retried, has none yet; nor has one whose notification was lost. Peeks the
 /// queue (its messages are hidden for a few seconds, see [`Hold::Peek`]).
 pub async fn pending_given_up(clients: &Clients, stack: &Stack) -> Result<bool, Error> {
-    let items = DynamoStore::from_client(clients.dynamodb.clone(), &stack.metadata_table)
-        .raw_object_items()
-        .await
-        .map_err(|e| Error::aws("dynamodb Scan", e))?;
-    let pending: Vec<(String, Option<i64>)> = items
+    let pending: Vec<(String, Option<i64>)> = raw_object_items(clients, stack)
+        .await?
         .into_iter()
         .filter(|item| item.pending)
         .map(|item| {
-            let written = item.written_at.as_deref().and_then(|t| {
-                chrono::DateTime::parse_from_rfc3339(t)
-                    .ok()
-                    .map(|t| t.timestamp_millis())
-            });
+            let written = unix_ms(item.written_at.as_deref());
             (item.raw_key, written)
         })
         .collect();
